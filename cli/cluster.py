@@ -1,0 +1,55 @@
+"""`pvc cluster …`: the whole cluster at a glance."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import click
+
+from cli.common import cluster as connect
+from cli.common import emit_json, format_option
+
+
+@click.group()
+def cluster() -> None:
+    """The cluster as a whole."""
+
+
+def status_data(c: Any) -> dict[str, Any]:
+    nodes = c.nodes()
+    views = c.views(c.vms(), nodes)
+    ops = c.operations()
+    primary = c.store.get_text(c.schema.primary) or ""
+    return {
+        "name": c.config.cluster.name,
+        "zookeeper": c.config.cluster.zookeeper.hosts,
+        "primary": primary,
+        "nodes": {"total": len(nodes),
+                  "daemon_state": dict(Counter(n.daemon_state for n in nodes)),
+                  "domain_state": dict(Counter(n.domain_state for n in nodes))},
+        "vms": {"total": len(views),
+                "state": dict(Counter(v.vm.state for v in views)),
+                "observed": dict(Counter(v.observed for v in views))},
+        "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
+        "healthy": all(n.daemon_state == "run" for n in nodes) and bool(nodes),
+    }
+
+
+@cluster.command()
+@format_option
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Nodes, VMs and operations, counted by state."""
+    data = status_data(connect(ctx))
+    if fmt == "json":
+        emit_json(data)
+        return
+    click.echo(f"cluster {data['name']} ({data['zookeeper']}): "
+               f"{'healthy' if data['healthy'] else 'DEGRADED'}, primary {data['primary'] or '-'}")
+    for section in ("nodes", "vms", "operations"):
+        parts = []
+        for key, counts in data[section].items():
+            if isinstance(counts, dict) and counts:
+                parts.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        click.echo(f"  {section:<11} {data[section]['total']} total" +
+                   ("; " + "; ".join(parts) if parts else ""))

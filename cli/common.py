@@ -1,0 +1,89 @@
+"""Helpers shared by the subcommands: configuration, connection, output."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+
+from pvc.config import Config
+
+format_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
+                             default="text", show_default=True, help="Output format.")
+
+
+def load_config(ctx: click.Context) -> Config:
+    from pvc import config as configmod
+    root = ctx.find_root()
+    if "config" not in root.obj:
+        root.obj["config"] = configmod.load(configmod.locate(root.obj.get("config_path")))
+    return root.obj["config"]
+
+
+def cluster(ctx: click.Context) -> Any:
+    """A connected Cluster, closed when the command ends."""
+    root = ctx.find_root()
+    if "cluster" not in root.obj:
+        from pvc.cluster import Cluster
+        c = Cluster.connect(load_config(ctx))
+        root.obj["cluster"] = c
+        root.call_on_close(c.close)
+    return root.obj["cluster"]
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    """Print rows as an aligned table; columns are (key, heading)."""
+    cells = [[_cell(r.get(k)) for k, _ in columns] for r in rows]
+    heads = [h for _, h in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip())
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+def _cell(v: Any) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v) or "-"
+    return str(v)
+
+
+def pairs(data: dict[str, Any], keys: Iterable[str] | None = None) -> None:
+    keys = list(keys or data.keys())
+    width = max(len(k) for k in keys)
+    for k in keys:
+        click.echo(f"{k.ljust(width)}  {_cell(data.get(k))}")
+
+
+def ago(ts: float) -> str:
+    if not ts:
+        return "-"
+    s = time.time() - ts
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+Printer = Callable[[str], None]

@@ -1,0 +1,69 @@
+"""`pvc`: the operator's command. Subcommand modules are imported only when used, so
+`pvc --help` stays fast."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from pvc.errors import PvcError
+
+# name -> (module, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "cluster": ("cli.cluster", "cluster", "Cluster-wide status."),
+    "node": ("cli.node", "node", "Nodes: list, inspect."),
+    "vm": ("cli.vm", "vm", "VMs: define, start, stop, inspect."),
+    "task": ("cli.task", "task", "Operation records: list, show."),
+    "config": ("cli.config_cmd", "config", "Configuration files: validate."),
+    "sandbox": ("cli.sandbox", "sandbox", "A whole local test cluster: up, down, status."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="FILE", envvar="PVC_CONFIG",
+              help="Configuration file (default: $PVC_CONFIG, a running sandbox, "
+                   "/etc/pvc/pvc.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """pvc: run KVM virtual machines on a cluster of nodes."""
+    ctx.obj = {"config_path": config_path}
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rc: Any = cli.main(args=argv, prog_name="pvc", standalone_mode=False)
+    except PvcError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Submitting an operation and following it to its end."""
+from __future__ import annotations
+
+import queue
+import sys
+from typing import Any
+
+import click
+
+from cli.common import cluster, emit_json, load_config
+from pvc import states
+from pvc.errors import PvcError
+
+
+def submit(ctx: click.Context, op: Any, rollback: Any) -> None:
+    """Send the operation's task to its node's queue; on failure undo the request."""
+    from tasks.client import submit as send
+    try:
+        send(load_config(ctx), op)
+    except PvcError as e:
+        rollback(cluster(ctx), op, f"not submitted: {e}")
+        raise
+
+
+def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> None:
+    """Print the operation's progress until it ends; exit non-zero if it failed.
+    Pushed by a ZooKeeper watch. Ctrl-C stops waiting, not the operation."""
+    c = cluster(ctx)
+    updates: "queue.Queue[dict[str, Any] | None]" = queue.Queue()
+
+    def on_change(value: Any, _version: int | None) -> bool:
+        updates.put(value)
+        return not (value is None or value.get("state") in states.OP_TERMINAL)
+
+    c.store.watch_data(c.schema.operation(op_id), on_change)
+    last_line = ""
+    bar = None
+    try:
+        while True:
+            record = updates.get()
+            if record is None:
+                raise PvcError(f"operation {op_id} disappeared")
+            line = _line(record)
+            total = record.get("progress", {}).get("total")
+            if fmt == "text" and not quiet and total and sys.stderr.isatty() and bar is None:
+                bar = click.progressbar(length=total, label=record["kind"], file=sys.stderr)
+                bar.__enter__()
+            if bar is not None:
+                done = record.get("progress", {}).get("done", 0)
+                bar.update(done - bar.pos)
+            elif fmt == "text" and not quiet and line != last_line:
+                click.echo(line, err=True)
+            last_line = line
+            if record["state"] in states.OP_TERMINAL:
+                break
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped waiting; operation {op_id} goes on (pvc task show {op_id})",
+                   err=True)
+        sys.exit(130)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    finish_output(record, fmt)
+
+
+def finish_output(record: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        emit_json(record)
+    elif record["state"] == states.OP_SUCCEEDED:
+        click.echo(record.get("message") or "done")
+    if record["state"] == states.OP_FAILED:
+        if fmt == "text":
+            click.echo(f"error: operation {record['id']} failed: {record.get('error')}", err=True)
+        sys.exit(1)
+    if record["state"] == states.OP_CANCELLED:
+        if fmt == "text":
+            click.echo(f"operation {record['id']} was cancelled", err=True)
+        sys.exit(1)
+
+
+def _line(record: dict[str, Any]) -> str:
+    state = record["state"]
+    msg = record.get("message") or ""
+    return f"[{record['id']}] {record['kind']} {record['target']}: {state}" + (
+        f" - {msg}" if msg and state not in states.OP_TERMINAL else "")
+
+
+def submitted(op: Any, fmt: str) -> None:
+    if fmt == "json":
+        emit_json(op.to_json())
+    else:
+        click.echo(f"{op.kind} {op.target}: submitted as operation {op.id} to {op.node} "
+                   f"(follow: pvc task show {op.id})")

@@ -1,0 +1,82 @@
+"""`pvc sandbox …`: a whole cluster on this machine, for trying pvc and for tests."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import emit_json, format_option
+
+
+@click.group()
+def sandbox() -> None:
+    """A pvc cluster on this machine: ZooKeeper, Redis, Flower and N simulated nodes."""
+
+
+@sandbox.command()
+@click.option("--nodes", default=3, show_default=True, help="Simulated nodes.")
+@click.option("--vms", type=int, default=None,
+              help="Demo VMs (default: 3 for qemu, 10 for test).")
+@click.option("--hypervisor", "kind", type=click.Choice(["qemu", "test"]), default="qemu",
+              show_default=True, help="qemu: real tiny guests (TCG); test: libvirt's test "
+                                      "driver, cheap, for hundreds of VMs.")
+@click.option("--port-offset", default=0, hidden=True, help="Shift every port (tests).")
+def up(nodes: int, vms: int | None, kind: str, port_offset: int) -> None:
+    """Start the sandbox and return when it is usable."""
+    from pvc.sandbox import sandbox as sb
+    layout = sb.default_layout(port_offset)
+    state, started = sb.up(layout, nodes=nodes, vms=vms, kind=kind,
+                           say=lambda m: click.echo(m, err=True))
+    if not started:
+        click.echo(f"the sandbox is already running ({state.hypervisor}, "
+                   f"{len(state.nodes)} nodes, in {layout.dir}); nothing changed. "
+                   "Stop it with: pvc sandbox down")
+        return
+    st = sb.status(layout)
+    demo = state.demo_vms[0] if state.demo_vms else "VM"
+    click.echo(f"""
+pvc sandbox is up: {len(state.nodes)} {kind} nodes ({', '.join(state.nodes)}), \
+{len(state.demo_vms)} demo VMs.
+  Flower:    {st['flower']['url']}  user {sb.FLOWER_USER}  password {sb.flower_password(layout)}
+  Config:    {layout.client_config} (used by plain `pvc` commands until `pvc sandbox down`)
+
+Try:
+  pvc cluster status
+  pvc node list
+  pvc vm list
+  pvc vm stop {demo} --wait && pvc vm start {demo} --wait
+  pvc task list
+  pvc sandbox down""")
+
+
+@sandbox.command()
+@click.option("--port-offset", default=0, hidden=True)
+def down(port_offset: int) -> None:
+    """Stop every process of the sandbox and remove its state."""
+    from pvc.sandbox import sandbox as sb
+    if sb.down(sb.default_layout(port_offset), say=lambda m: click.echo(m, err=True)):
+        click.echo("sandbox stopped")
+    else:
+        click.echo("no sandbox is running")
+
+
+@sandbox.command()
+@click.option("--port-offset", default=0, hidden=True)
+@format_option
+def status(port_offset: int, fmt: str) -> None:
+    """Is the sandbox running, and are all its processes alive?"""
+    from pvc.sandbox import sandbox as sb
+    st = sb.status(sb.default_layout(port_offset))
+    if fmt == "json":
+        emit_json(st)
+    elif not st["running"]:
+        click.echo(f"no sandbox is running ({st['dir']})")
+    else:
+        dead = [n for n, p in st["processes"].items() if not p["alive"]]
+        click.echo(f"sandbox {'healthy' if st['healthy'] else 'DEGRADED'}: {st['hypervisor']}, "
+                   f"nodes {', '.join(st['nodes'])}, {len(st['demo_vms'])} demo VMs, "
+                   f"Flower {st['flower']['url']}")
+        for name in dead:
+            click.echo(f"  not running: {name} (pid {st['processes'][name]['pid']})")
+    if not st["running"] or not st.get("healthy", False):
+        sys.exit(1 if st["running"] else 0)

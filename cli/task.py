@@ -1,0 +1,66 @@
+"""`pvc task …`: the durable operation records."""
+from __future__ import annotations
+
+import click
+
+from cli.common import cluster, emit_json, format_option, stamp, table
+
+COLUMNS = [("id", "ID"), ("kind", "KIND"), ("target", "TARGET"), ("node", "NODE"),
+           ("state", "STATE"), ("created_at", "CREATED"), ("requested_by", "BY"),
+           ("summary", "RESULT")]
+
+
+@click.group()
+def task() -> None:
+    """Operation records: what was asked, by whom, and how it ended."""
+
+
+@task.command(name="list")
+@click.option("--limit", default=50, show_default=True, help="Newest records to show.")
+@click.option("--state", default="", help="Only records in this state.")
+@format_option
+@click.pass_context
+def list_(ctx: click.Context, limit: int, state: str, fmt: str) -> None:
+    """List operations, newest first."""
+    ops = cluster(ctx).operations()
+    if state:
+        ops = [o for o in ops if o.state == state]
+    ops = ops[:limit]
+    if fmt == "json":
+        emit_json([o.to_json() for o in ops])
+        return
+    rows = []
+    for o in ops:
+        row = o.to_json()
+        row["created_at"] = stamp(o.created)
+        row["summary"] = o.error or o.message
+        rows.append(row)
+    table(rows, COLUMNS)
+
+
+@task.command()
+@click.argument("op_id", metavar="ID")
+@format_option
+@click.pass_context
+def show(ctx: click.Context, op_id: str, fmt: str) -> None:
+    """Show one operation with its progress and history."""
+    op = cluster(ctx).operation(op_id)
+    if fmt == "json":
+        emit_json(op.to_json())
+        return
+    click.echo(f"operation {op.id}: {op.kind} {op.target} on {op.node or '-'}")
+    click.echo(f"  state       {op.state}" + (f" ({op.error})" if op.error else ""))
+    click.echo(f"  requested   {stamp(op.created)} by {op.requested_by}"
+               + (f": {op.reason}" if op.reason else ""))
+    click.echo(f"  started     {stamp(op.started)}   finished {stamp(op.finished)}"
+               f"   attempts {op.attempts}")
+    if op.message:
+        click.echo(f"  message     {op.message}")
+    prog = op.progress
+    if prog:
+        click.echo(f"  progress    {prog.get('done', 0)}/{prog.get('total', '?')}")
+        for item, st in sorted(prog.get("items", {}).items()):
+            click.echo(f"    {item:<24} {st}")
+    click.echo("  history")
+    for ts, st, note in op.history:
+        click.echo(f"    {stamp(ts)}  {st:<17} {note}")

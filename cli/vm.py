@@ -1,0 +1,133 @@
+"""`pvc vm …`: define, inspect and run VMs."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.common import cluster, emit_json, format_option, pairs, stamp, table
+from cli.ops import finish_output, follow, submit, submitted
+from pvc.config import MIGRATION_METHODS, SELECTORS
+
+LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
+                ("observed", "OBSERVED"), ("node", "NODE"), ("last_node", "LAST NODE"),
+                ("memory", "MEM MiB"), ("vcpus", "VCPUS"), ("operation", "OPERATION")]
+
+
+@click.group()
+def vm() -> None:
+    """Define, inspect and run VMs. VM arguments take a name or a UUID."""
+
+
+@vm.command()
+@click.argument("xmlfile", type=click.File("r"))
+@click.option("--node", default="", help="Node to run it on (default: chosen at start).")
+@click.option("--autostart", is_flag=True, help="Start it when its node is unflushed.")
+@click.option("--selector", type=click.Choice(SELECTORS), default=None,
+              help="How to choose its node (default: the cluster's).")
+@click.option("--node-limit", default="", metavar="N1,N2",
+              help="Nodes it may run on (default: any).")
+@click.option("--migration-method", type=click.Choice(MIGRATION_METHODS), default=None,
+              help="How it moves between nodes (default: the cluster's).")
+@format_option
+@click.pass_context
+def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selector: str | None,
+           node_limit: str, migration_method: str | None, fmt: str) -> None:
+    """Define a VM from a libvirt domain XML file. It is stored, stopped."""
+    xml = xmlfile.read()
+    defined = cluster(ctx).define_vm(xml, node=node, autostart=autostart,
+                                     selector=selector or "",
+                                     node_limit=[n.strip() for n in node_limit.split(",")],
+                                     migration_method=migration_method or "")
+    if fmt == "json":
+        emit_json({"name": defined.name, "uuid": defined.uuid})
+    else:
+        click.echo(f"{defined.name} {defined.uuid}")
+
+
+@vm.command()
+@click.argument("ref", metavar="VM")
+@format_option
+@click.pass_context
+def undefine(ctx: click.Context, ref: str, fmt: str) -> None:
+    """Remove a stopped VM from the cluster."""
+    gone = cluster(ctx).undefine_vm(ref)
+    if fmt == "json":
+        emit_json({"name": gone.name, "uuid": gone.uuid, "undefined": True})
+    else:
+        click.echo(f"undefined {gone.name} {gone.uuid}")
+
+
+@vm.command(name="list")
+@click.option("--node", default="", help="Only VMs assigned to or running on this node.")
+@click.option("--state", default="", help="Only VMs in this state: start, stop, disable "
+                                          "(desired) or running, stopped (observed).")
+@format_option
+@click.pass_context
+def list_(ctx: click.Context, node: str, state: str, fmt: str) -> None:
+    """List VMs."""
+    c = cluster(ctx)
+    if node and node not in c.node_names():
+        raise click.BadParameter(f"no node named {node!r}", param_hint="--node")
+    rows = [v.to_json() for v in c.views(c.vms())]
+    if node:
+        rows = [r for r in rows if r["node"] == node or node in r["running_on"]]
+    if state:
+        rows = [r for r in rows if state in (r["state"], r["observed"])]
+    rows.sort(key=lambda r: r["name"])
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        table(rows, LIST_COLUMNS)
+
+
+@vm.command()
+@click.argument("ref", metavar="VM")
+@click.option("--xml", "show_xml", is_flag=True, help="Also print the stored definition.")
+@format_option
+@click.pass_context
+def info(ctx: click.Context, ref: str, show_xml: bool, fmt: str) -> None:
+    """Show one VM."""
+    c = cluster(ctx)
+    view = c.views([c.vm(ref).value])[0]
+    data = view.to_json()
+    if show_xml:
+        data["xml"] = c.vm_xml(view.vm.uuid)
+    if fmt == "json":
+        emit_json(data)
+        return
+    xml = data.pop("xml", None)
+    data["defined"] = stamp(data["defined"])
+    pairs(data)
+    if xml:
+        click.echo(xml)
+
+
+def _action(action: str, doc: str) -> click.Command:
+    @click.argument("ref", metavar="VM")
+    @click.option("--wait", is_flag=True, help="Wait until it is done; exit non-zero if it "
+                                               "failed.")
+    @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @format_option
+    @click.pass_context
+    def command(ctx: click.Context, ref: str, wait: bool, reason: str, fmt: str) -> None:
+        from pvc import lifecycle
+        req = lifecycle.request(cluster(ctx), ref, action, reason)
+        if not req.submit:
+            finish_output(req.op.to_json(), fmt)
+            return
+        submit(ctx, req.op, lifecycle.abandon)
+        if wait:
+            follow(ctx, req.op.id, fmt)
+        else:
+            submitted(req.op, fmt)
+
+    command.__doc__ = doc
+    return vm.command(name=action)(command)
+
+
+start = _action("start", "Start a VM (placing it on a node if it has none).")
+stop = _action("stop", "Stop a VM at once (hard power-off).")
+shutdown = _action("shutdown", "Shut a VM down gracefully; force it off after the timeout.")
+restart = _action("restart", "Shut a VM down gracefully and start it again.")
+disable = _action("disable", "Shut a VM down and keep it down (not restarted by unflush).")

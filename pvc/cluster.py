@@ -1,0 +1,233 @@
+"""Reading and writing the cluster's objects (VMs, nodes, operation records) in ZooKeeper."""
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from typing import Iterable
+
+from pvc import domxml, states
+from pvc.config import MIGRATION_METHODS, SELECTORS, Config
+from pvc.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from pvc.models import VM, Node, Operation, VmView
+from pvc.schema import NODE_FIELDS, VERSION, Schema
+from pvc.store import NodeExists, NoNode, Store, Versioned, decode_json
+
+
+class Cluster:
+    def __init__(self, store: Store, schema: Schema, config: Config) -> None:
+        self.store = store
+        self.schema = schema
+        self.config = config
+
+    @classmethod
+    def connect(cls, config: Config) -> "Cluster":
+        zk = config.cluster.zookeeper
+        store = Store(zk.hosts, zk.timeout, zk.session_timeout).connect()
+        cluster = cls(store, Schema(zk.root), config)
+        try:
+            cluster.ensure_schema()
+        except Exception:
+            store.close()
+            raise
+        return cluster
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ schema
+    def ensure_schema(self) -> None:
+        """Create the top-level znodes on first use; refuse a newer stored schema."""
+        stored = self.store.get_text(self.schema.version)
+        if stored is None:
+            for path in self.schema.top_level():
+                self.store.ensure(path)
+            if not self.store.ensure(self.schema.version, str(VERSION)):
+                stored = self.store.get_text(self.schema.version)
+        if stored is not None and int(stored) > VERSION:
+            raise SchemaTooNew(f"the cluster state has schema version {stored}, this pvc "
+                               f"understands up to {VERSION}: upgrade pvc")
+
+    # ------------------------------------------------------------------ VMs
+    def vm_uuid(self, ref: str) -> str:
+        """A VM's UUID from its name or UUID."""
+        found = self.store.get_text(self.schema.vm_name(ref)) if _plain_name(ref) else None
+        if found:
+            return found
+        try:
+            candidate = str(uuidlib.UUID(ref))
+        except ValueError:
+            raise NotFound(f"no VM named {ref!r}") from None
+        if self.store.exists(self.schema.vm(candidate)):
+            return candidate
+        raise NotFound(f"no VM with UUID {candidate}")
+
+    def vm(self, ref: str) -> Versioned:
+        """The VM record (value: VM) and its znode version."""
+        uuid = self.vm_uuid(ref)
+        try:
+            v = self.store.get_json_versioned(self.schema.vm(uuid))
+        except NoNode:
+            raise NotFound(f"VM {ref!r} was just removed") from None
+        return Versioned(VM.from_json(v.value), v.version)
+
+    def vms(self) -> list[VM]:
+        uuids = self.store.children(self.schema.vms)
+        records = self.store.get_json_many(self.schema.vm(u) for u in uuids)
+        return [VM.from_json(r) for r in records if r]
+
+    def vm_xml(self, uuid: str) -> str:
+        text = self.store.get_text(self.schema.vm_xml(uuid))
+        if text is None:
+            raise NotFound(f"VM {uuid} has no stored XML")
+        return text
+
+    def vm_operation(self, uuid: str) -> str | None:
+        """The id of the operation changing this VM now, if any."""
+        return self.store.get_text(self.schema.vm_operation(uuid))
+
+    def define_vm(self, xml: str, node: str = "", autostart: bool = False, selector: str = "",
+                  node_limit: Iterable[str] = (), migration_method: str = "",
+                  initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
+        """Store a new VM. It starts stopped; `initial_state="start"` (with a node) lets that
+        node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
+        its nodes first registered: `allow_unknown_nodes`)."""
+        facts, stored_xml = domxml.parse(xml)
+        node_limit = [n for n in node_limit if n]
+        self._check_choices(selector, migration_method)
+        known = set(self.node_names())
+        unknown = sorted({n for n in [node, *node_limit] if n and n not in known})
+        if unknown and not allow_unknown_nodes:
+            raise NotFound(f"unknown node(s): {', '.join(unknown)}")
+        if node and node_limit and node not in node_limit:
+            raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
+        vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
+                state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
+                node_selector=selector, node_limit=node_limit,
+                console_log=facts.console_log is not None, defined=time.time())
+        tx = self.store.transaction()
+        tx.create(self.schema.vm_name(vm.name), vm.uuid)
+        tx.create(self.schema.vm(vm.uuid), vm.to_json())
+        tx.create(self.schema.vm_xml(vm.uuid), stored_xml)
+        try:
+            tx.commit()
+        except NodeExists as e:
+            if self.schema.vm_name(vm.name) in str(e):
+                raise Conflict(f"a VM named {vm.name!r} already exists") from None
+            raise Conflict(f"a VM with UUID {vm.uuid} already exists") from None
+        return vm
+
+    def undefine_vm(self, ref: str) -> VM:
+        current = self.vm(ref)
+        vm: VM = current.value
+        busy = self.vm_operation(vm.uuid)
+        if busy:
+            raise Conflict(f"VM {vm.name} is busy with operation {busy}")
+        running = self.running_on(vm.uuid)
+        if running:
+            raise Conflict(f"VM {vm.name} is running on {', '.join(running)}: stop it first")
+        if vm.state == "start":
+            raise Conflict(f"VM {vm.name} is set to start: stop it first")
+        tx = self.store.transaction()
+        for child in self.store.children(self.schema.vm(vm.uuid)):
+            tx.delete(f"{self.schema.vm(vm.uuid)}/{child}")
+        tx.delete(self.schema.vm(vm.uuid), current.version)
+        tx.delete(self.schema.vm_name(vm.name))
+        try:
+            tx.commit()
+        except Conflict:
+            raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
+        return vm
+
+    def _check_choices(self, selector: str, method: str) -> None:
+        if selector and selector not in SELECTORS:
+            raise InvalidInput(f"unknown selector {selector!r} (one of {', '.join(SELECTORS)})")
+        if method and method not in MIGRATION_METHODS:
+            raise InvalidInput(f"unknown migration method {method!r}")
+
+    # ------------------------------------------------------------------ observed VM state
+    def running_on(self, uuid: str, nodes: list[Node] | None = None) -> list[str]:
+        nodes = self.nodes() if nodes is None else nodes
+        return [n.name for n in nodes if uuid in n.domains]
+
+    def views(self, vms: list[VM], nodes: list[Node] | None = None) -> list[VmView]:
+        nodes = self.nodes() if nodes is None else nodes
+        ops = self.store.get_many(self.schema.vm_operation(vm.uuid) for vm in vms)
+        out = []
+        for vm, op in zip(vms, ops):
+            where = [n for n in nodes if vm.uuid in n.domains]
+            observed = where[0].domains[vm.uuid].get("state", "running") if where else "stopped"
+            out.append(VmView(vm, [n.name for n in where], observed,
+                              op.decode() if op else ""))
+        return out
+
+    # ------------------------------------------------------------------ nodes
+    def node_names(self) -> list[str]:
+        return self.store.children(self.schema.nodes)
+
+    def nodes(self, names: list[str] | None = None) -> list[Node]:
+        names = self.node_names() if names is None else names
+        per_node = ["", "alive", *NODE_FIELDS]
+        paths = []
+        for name in names:
+            for f in per_node:
+                if f == "":
+                    paths.append(self.schema.node(name))
+                elif f == "alive":
+                    paths.append(self.schema.node_alive(name))
+                else:
+                    paths.append(self.schema.node_field(name, f))
+        raw = self.store.get_many(paths)
+        nodes = []
+        for i, name in enumerate(names):
+            chunk = dict(zip(per_node, raw[i * len(per_node):(i + 1) * len(per_node)]))
+            if chunk[""] is None:
+                continue
+            nodes.append(_node_from_raw(name, chunk))
+        return nodes
+
+    def node(self, name: str) -> Node:
+        found = self.nodes([name])
+        if not found:
+            raise NotFound(f"no node named {name!r}")
+        return found[0]
+
+    # ------------------------------------------------------------------ operations
+    def operation(self, op_id: str) -> Operation:
+        data = self.store.get_json(self.schema.operation(op_id), None)
+        if data is None:
+            raise NotFound(f"no operation {op_id!r}")
+        return Operation.from_json(data)
+
+    def operations(self, limit: int | None = None) -> list[Operation]:
+        ids = self.store.children(self.schema.operations)
+        records = [Operation.from_json(r) for r in
+                   self.store.get_json_many(self.schema.operation(i) for i in ids) if r]
+        records.sort(key=lambda o: o.created, reverse=True)
+        return records[:limit] if limit else records
+
+
+def _plain_name(ref: str) -> bool:
+    return bool(ref) and "/" not in ref
+
+
+def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
+    static = decode_json(raw[""]) or {}
+    resources = decode_json(raw["resources"]) or {}
+    text = {k: (raw[k] or b"").decode() for k in ("daemon_state", "domain_state",
+                                                    "coordinator_state", "keepalive")}
+    node = Node(
+        name=name,
+        daemon_state=states.daemon_state(text["daemon_state"] or None, raw["alive"] is not None),
+        domain_state=text["domain_state"] or "ready",
+        coordinator_state=text["coordinator_state"] or "client",
+        keepalive=float(text["keepalive"] or 0),
+        domains=decode_json(raw["domains"]) or {},
+    )
+    for key, value in static.items():
+        if hasattr(node, key) and key not in ("name", "domains"):
+            setattr(node, key, value)
+    for key, value in resources.items():
+        if hasattr(node, key) and key not in ("name", "domains"):
+            setattr(node, key, value)
+    return node
+

@@ -1,0 +1,360 @@
+"""Configuration: one YAML file per node (or a client), validated against a declarative schema.
+
+The schema is the dataclasses below: each field's type, default and `meta(...)` constraints are
+the whole truth about a key. `load()` reports every problem at once, each with its key path.
+Environment variables override file values: `PVC_NODE__NAME=hv2` sets `node.name` (sections and
+keys joined by a double underscore, because keys contain single ones); values are read as YAML
+scalars, then validated like the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from pvc.errors import ConfigError
+
+ENV_PREFIX = "PVC_"
+SELECTORS = ("mem", "memprov", "load", "vcpus", "vms")
+MIGRATION_METHODS = ("live", "shutdown", "none")
+
+
+def meta(help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+         secret: bool = False) -> dict[str, Any]:
+    return {"help": help, "choices": choices, "minimum": minimum, "secret": secret}
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta(help, **kw))
+    return field(default=default, metadata=meta(help, **kw))
+
+
+@dataclass(frozen=True)
+class ZooKeeperConfig:
+    hosts: str = _f("127.0.0.1:2181", "comma-separated host:port list of the ensemble")
+    root: str = _f("/pvc", "chroot under which all pvc state lives")
+    timeout: float = _f(5.0, "seconds any single ZooKeeper call may take", minimum=0.1)
+    session_timeout: float = _f(10.0, "session timeout; a dead daemon is seen dead after it",
+                                minimum=1.0)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    host: str = _f("127.0.0.1", "Redis host (Celery broker and results)")
+    port: int = _f(6379, "Redis port", minimum=1)
+    password: str = _f("", "Redis password (keep the file mode 0600)", secret=True)
+    password_file: str = _f("", "file holding the Redis password, instead of `password`")
+    broker_db: int = _f(0, "database number of the broker", minimum=0)
+    result_db: int = _f(1, "database number of the result backend", minimum=0)
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    default_method: str = _f("live", "method when neither request nor VM says",
+                             choices=MIGRATION_METHODS)
+    default_selector: str = _f("mem", "target selector when the VM has none", choices=SELECTORS)
+    max_parallel: int = _f(4, "migrations running at once in one flush, cluster-wide", minimum=1)
+    per_source: int = _f(4, "migrations leaving one node at once", minimum=1)
+    per_target: int = _f(2, "migrations entering one node at once", minimum=1)
+    timeout: float = _f(300.0, "seconds one migration may take before it is aborted",
+                        minimum=1.0)
+
+
+@dataclass(frozen=True)
+class OperationsConfig:
+    shutdown_timeout: float = _f(60.0, "seconds a graceful shutdown may take before a hard stop",
+                                 minimum=0.0)
+    keep_records: int = _f(1000, "operation records kept in ZooKeeper", minimum=10)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str = _f("pvc", "cluster name")
+    coordinators: list[str] = _f([], "node names taking part in the primary election")
+    zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = _f("", "this node's name; empty on a client-only configuration")
+    enable_hypervisor: bool = _f(True, "run VMs here (off: never a target, runs no VMs)")
+    enable_networking: bool = _f(False, "manage cluster networks on this node")
+    enable_storage: bool = _f(False, "manage shared storage on this node")
+    libvirt_uri: str = _f("qemu:///system", "libvirt URI of this node's hypervisor")
+    migration_uri: str = _f("", "libvirt URI other nodes use to reach this one (default: "
+                                "libvirt_uri)")
+    migration_address: str = _f("127.0.0.1", "address QEMU live-migration traffic goes to")
+    domain_type: str = _f("", "force every guest's <domain type> (e.g. qemu for TCG); empty: "
+                              "as defined", choices=("", "kvm", "qemu", "test"))
+    console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
+    console_log_lines: int = _f(1000, "lines of console kept per VM", minimum=1)
+    keepalive_interval: float = _f(5.0, "seconds between keepalives", minimum=0.1)
+    worker_concurrency: int = _f(2, "parallel tasks of this node's Celery worker", minimum=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    source: str = field(default="", metadata={"internal": True})
+
+    @property
+    def is_node(self) -> bool:
+        return bool(self.node.name)
+
+    def redis_password(self) -> str:
+        redis = self.cluster.redis
+        if redis.password_file:
+            return Path(redis.password_file).read_text().strip()
+        return redis.password
+
+
+# ---------------------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "a list"}.get(typing.get_origin(tp) or tp, str(tp))
+
+
+def _check_scalar(tp: Any, value: Any) -> tuple[bool, Any]:
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    return False, value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+    """Build dataclass `cls` from `data`, appending every problem found to `errors`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        errors.append(f"{path or '(top)'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            errors.append(f"{_join(path, str(key))}: unknown key")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        value = _check_field(hints[name], f.metadata, data[name], _join(path, name), errors)
+        if value is not _INVALID:
+            values[name] = value
+    return cls(**values)
+
+
+_INVALID = object()
+
+
+def _check_field(tp: Any, md: Mapping[str, Any], value: Any, path: str, errors: list[str]) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, errors)
+    if typing.get_origin(tp) is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {type(value).__name__}")
+            return _INVALID
+        items = []
+        for i, item in enumerate(value):
+            ok, item = _check_scalar(item_tp, item)
+            if not ok:
+                errors.append(f"{path}[{i}]: expected {_type_name(item_tp)}")
+            items.append(item)
+        return items
+    ok, value = _check_scalar(tp, value)
+    if not ok:
+        errors.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return _INVALID
+    if md.get("choices") is not None and value not in md["choices"]:
+        allowed = ", ".join(repr(c) for c in md["choices"])
+        errors.append(f"{path}: {value!r} is not one of {allowed}")
+        return _INVALID
+    if md.get("minimum") is not None and value < md["minimum"]:
+        errors.append(f"{path}: {value!r} is below the minimum {md['minimum']}")
+        return _INVALID
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _semantic_checks(cfg: Config, errors: list[str]) -> None:
+    redis = cfg.cluster.redis
+    if redis.password and redis.password_file:
+        errors.append("cluster.redis: set password or password_file, not both")
+    if redis.password_file and not Path(redis.password_file).is_file():
+        errors.append(f"cluster.redis.password_file: {redis.password_file} does not exist")
+    if not cfg.cluster.zookeeper.root.startswith("/"):
+        errors.append("cluster.zookeeper.root: must start with '/'")
+    name = cfg.node.name
+    if name and not _valid_name(name):
+        errors.append(f"node.name: {name!r} must be letters, digits, '-' or '_'")
+    for i, c in enumerate(cfg.cluster.coordinators):
+        if not _valid_name(c):
+            errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and all(ch.isalnum() or ch in "-_." for ch in name) and name[0].isalnum()
+
+
+# ---------------------------------------------------------------------------- environment
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Turn PVC_SECTION__KEY=value variables into a nested dict of overrides."""
+    overrides: dict[str, Any] = {}
+    errors: list[str] = []
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            errors.append(f"{var}: not a valid value: {raw!r}")
+            continue
+        if value is None:
+            value = ""
+        target = overrides
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                errors.append(f"{var}: conflicts with another override")
+                break
+        else:
+            target[parts[-1]] = value
+    return overrides, errors
+
+
+def _merge(base: Any, over: Mapping[str, Any]) -> Any:
+    if not isinstance(base, dict):
+        base = {}
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged.get(k), v) if isinstance(v, dict) else v
+    return merged
+
+
+# ---------------------------------------------------------------------------- loading
+
+def parse(data: Any, source: str = "", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate already-parsed YAML data (plus environment overrides) into a Config."""
+    errors: list[str] = []
+    overrides, env_errors = _env_overrides(os.environ if environ is None else environ)
+    errors += env_errors
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{source or 'configuration'}: expected a mapping at the top level",
+                          [f"(top): expected a mapping, got {type(data).__name__}"])
+    merged = _merge(data or {}, overrides)
+    cfg = _build(Config, merged, "", errors)
+    if not errors:
+        _semantic_checks(cfg, errors)
+    if errors:
+        where = source or "configuration"
+        raise ConfigError(f"{where}: {len(errors)} problem(s): " + "; ".join(errors), errors)
+    return dataclasses.replace(cfg, source=source)
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {p} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+    return parse(data, str(p), environ)
+
+
+def dump(cfg: Config) -> dict[str, Any]:
+    """The configuration as plain data (for writing a file)."""
+    data = dataclasses.asdict(cfg)
+    data.pop("source", None)
+    return data
+
+
+def write(cfg: Config, path: Path) -> None:
+    """Write a configuration file readable by its owner only (it may hold secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(dump(cfg), f, sort_keys=False)
+
+
+def describe() -> list[tuple[str, str, Any]]:
+    """Every key with its help text and default, for documentation."""
+    rows: list[tuple[str, str, Any]] = []
+
+    def walk(cls: type, path: str) -> None:
+        hints = _field_types(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            key = _join(path, f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], key)
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                rows.append((key, f.metadata.get("help", ""), default))
+
+    walk(Config, "")
+    return rows
+
+
+
+# ---------------------------------------------------------------------------- discovery
+
+SYSTEM_CONFIG = Path("/etc/pvc/pvc.yaml")
+DEFAULT_SANDBOX_DIR = "/run/pvc/sandbox"
+
+
+def sandbox_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("PVC_SANDBOX_DIR", DEFAULT_SANDBOX_DIR))
+
+
+def locate(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """Which configuration a command uses: --config, then $PVC_CONFIG, then a running
+    sandbox's client configuration, then /etc/pvc/pvc.yaml."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("PVC_CONFIG"):
+        return Path(env["PVC_CONFIG"])
+    sandbox_client = sandbox_dir(env) / "client.yaml"
+    if sandbox_client.is_file():
+        return sandbox_client
+    if SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG
+    raise ConfigError("no pvc configuration: pass --config FILE, set PVC_CONFIG, write "
+                      f"{SYSTEM_CONFIG}, or start a sandbox with `pvc sandbox up`")

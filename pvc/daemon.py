@@ -1,0 +1,183 @@
+"""The node daemon: registers the node, reconciles it, keeps it alive and published.
+
+    init ──register──▶ reconcile ──▶ run ──SIGTERM──▶ stop
+                                      │
+                           session lost: ephemerals are re-created on the next tick
+
+Liveness is an ephemeral znode owned by the daemon's ZooKeeper session: when the daemon dies,
+the session expires, the znode goes, and every other node sees the daemon as dead.
+The loop wakes on its keepalive timer, on libvirt lifecycle events (to publish running domains
+at once) and on a change of the primary coordinator.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from pvc import reconcile
+from pvc.config import Config
+from pvc.errors import PvcError
+from pvc.node import NodeContext
+from pvc.store import NodeExists, NoNode
+
+log = logging.getLogger(__name__)
+
+
+class NodeDaemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = config.node.name
+        self.ctx: NodeContext | None = None
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._domains_dirty = threading.Event()
+        self.coordinator = self.name in config.cluster.coordinators
+        self.last_reconcile: reconcile.Result | None = None
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        self.ctx = NodeContext(self.config)
+        ctx = self.ctx
+        self._put("daemon_state", "init")
+        self._register()
+        if self.config.node.enable_hypervisor:
+            ctx.hv.on_lifecycle(self._on_domain_event)
+            self.last_reconcile = reconcile.reconcile(ctx)
+            log.info(self.last_reconcile.sentence())
+        else:
+            log.info("hypervisor disabled on %s: runs no VMs, never a target", self.name)
+        if ctx.store.get_text(ctx.schema.node_field(self.name, "domain_state")) is None:
+            self._put("domain_state", "ready")
+        self._put("coordinator_state", "secondary" if self.coordinator else "client")
+        self._put("daemon_state", "run")
+        self._tick()
+        if self.coordinator:
+            ctx.store.watch_raw(ctx.schema.primary, lambda _d, _v: self._wake.set())
+        log.info("node %s is running", self.name)
+
+    def _register(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        n = self.config.node
+        static: dict[str, Any] = {
+            "enable_hypervisor": n.enable_hypervisor,
+            "enable_networking": n.enable_networking,
+            "enable_storage": n.enable_storage,
+            "libvirt_uri": n.libvirt_uri,
+            "migration_uri": n.migration_uri or n.libvirt_uri,
+            "migration_address": n.migration_address,
+            "coordinator": self.coordinator,
+            "registered": time.time(),
+        }
+        if n.enable_hypervisor:
+            caps = ctx.hv.capabilities()
+            static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
+        ctx.store.put(ctx.schema.node(self.name), static)
+        self._ensure_alive(replace_stale=True)
+
+    def _ensure_alive(self, replace_stale: bool = False) -> None:
+        """The liveness znode: ephemeral, owned by this session."""
+        ctx = self.ctx
+        assert ctx is not None
+        path = ctx.schema.node_alive(self.name)
+        sid = ctx.store.session_id
+        current = ctx.store.get_text(path)
+        if current == sid:
+            return
+        if current is not None:
+            if not replace_stale:
+                return
+            log.info("replacing the liveness znode of an earlier session %s", current)
+            try:
+                ctx.store.delete(path)
+            except NoNode:
+                pass
+        try:
+            ctx.store.create(path, sid, ephemeral=True)
+        except NodeExists:
+            pass
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        interval = self.config.node.keepalive_interval
+        next_keepalive = time.monotonic() + interval
+        while not self.stopping.is_set():
+            self._wake.wait(max(0.0, next_keepalive - time.monotonic()))
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                if time.monotonic() >= next_keepalive:
+                    self._tick()
+                    next_keepalive = time.monotonic() + interval
+                else:
+                    self._on_wake()
+            except PvcError as e:
+                log.warning("keepalive failed: %s", e)
+
+    def _on_wake(self) -> None:
+        if self._domains_dirty.is_set():
+            self._domains_dirty.clear()
+            assert self.ctx is not None
+            self.ctx.publish_domains()
+        if self.coordinator:
+            self._elect()
+
+    def _tick(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        self._ensure_alive(replace_stale=True)
+        self._put("keepalive", f"{time.time():.3f}")
+        if self.config.node.enable_hypervisor:
+            self._domains_dirty.clear()
+            running = ctx.hv.running()
+            ctx.publish_domains(running)
+            ctx.publish_resources(running=running)
+        if self.coordinator:
+            self._elect()
+
+    def _elect(self) -> None:
+        """Coordinators race to create the ephemeral primary znode; the winner is primary."""
+        ctx = self.ctx
+        assert ctx is not None
+        try:
+            ctx.store.create(ctx.schema.primary, self.name, ephemeral=True)
+            log.info("%s is now the primary coordinator", self.name)
+        except NodeExists:
+            pass
+        holder = ctx.store.get_text(ctx.schema.primary)
+        self._put("coordinator_state", "primary" if holder == self.name else "secondary")
+
+    def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
+        log.debug("domain %s: %s", name, event)
+        self._domains_dirty.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        """Leave cleanly: say `stop`, give up liveness and the primary role."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        try:
+            self._put("daemon_state", "stop")
+            if self.coordinator and ctx.store.get_text(ctx.schema.primary) == self.name:
+                self._put("coordinator_state", "relinquish")
+                ctx.store.delete(ctx.schema.primary)
+                self._put("coordinator_state", "secondary")
+            ctx.store.delete(ctx.schema.node_alive(self.name))
+        except PvcError as e:
+            log.warning("clean shutdown incomplete: %s", e)
+        finally:
+            ctx.close()
+        log.info("node %s stopped", self.name)
+
+    def _put(self, field: str, value: str) -> None:
+        assert self.ctx is not None
+        self.ctx.store.put(self.ctx.schema.node_field(self.name, field), value)

@@ -1,0 +1,300 @@
+"""The hypervisor adapter: the only module that imports libvirt.
+
+Works the same against `qemu+unix://…` (real guests) and `test+unix://…` (libvirt's test driver
+behind a libvirtd). pvc runs guests as transient domains created from the XML stored in
+ZooKeeper, so a node keeps no definitions of its own.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import libvirt
+
+from pvc.errors import HypervisorError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Lifecycle events pvc cares about, by libvirt's numbers.
+EVENT_NAMES = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+TEST_DRIVER_DEMO_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """libvirt delivers events only with an event loop registered before connecting."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _quiet_errors() -> None:
+    # libvirt prints every error to stderr by default; pvc reports them itself.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    kind: str             # "qemu" or "test"
+    live_migration: bool  # can this hypervisor migrate a running guest?
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    mem_total_mib: int
+    mem_free_mib: int
+    cpus: int
+
+
+@dataclass(frozen=True)
+class RunningDomain:
+    uuid: str
+    name: str
+    state: str
+
+
+LifecycleCallback = Callable[[str, str, str], None]  # (uuid, name, event name)
+
+
+class Hypervisor:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._stop_waiters: dict[str, threading.Event] = {}
+        self._listeners: list[LifecycleCallback] = []
+
+    # ------------------------------------------------------------------ connection
+    def connect(self) -> "Hypervisor":
+        _quiet_errors()
+        _ensure_event_loop()
+        try:
+            self._conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as e:
+            raise Unavailable(f"cannot reach libvirt at {self.uri}: "
+                              f"{e.get_error_message()}") from None
+        self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                          self._on_lifecycle, None)
+        if self._conn.getType().lower() == "test":
+            self._remove_test_driver_demo()
+        return self
+
+    def _remove_test_driver_demo(self) -> None:
+        """libvirt's test driver creates a running demo domain whenever its state is created
+        (its state lives while any client stays connected); it is not a pvc VM."""
+        try:
+            dom = self._conn.lookupByUUIDString(TEST_DRIVER_DEMO_UUID)
+            dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+
+    @property
+    def conn(self) -> Any:
+        with self._lock:
+            if self._conn is None or not self._conn.isAlive():
+                self._conn = None
+                self.connect()
+            return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+
+    # ------------------------------------------------------------------ facts
+    def capabilities(self) -> Capabilities:
+        kind = "test" if self.conn.getType().lower() == "test" else "qemu"
+        return Capabilities(kind=kind, live_migration=kind != "test")
+
+    def host_info(self) -> HostInfo:
+        info = self.conn.getInfo()
+        free_bytes = self.conn.getFreeMemory()
+        if self.capabilities().kind == "test":
+            free_bytes *= 1024  # the test driver reports KiB where libvirt promises bytes
+        free = free_bytes // (1024 * 1024)
+        return HostInfo(mem_total_mib=int(info[1]), mem_free_mib=int(free), cpus=int(info[2]))
+
+    def running(self) -> dict[str, RunningDomain]:
+        """Every active domain, in one call."""
+        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+        try:
+            stats = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, flags)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot list domains on {self.uri}: "
+                                  f"{e.get_error_message()}") from None
+        out = {}
+        for dom, st in stats:
+            uuid = dom.UUIDString()
+            out[uuid] = RunningDomain(uuid, dom.name(),
+                                      STATE_NAMES.get(st.get("state.state", 0), "unknown"))
+        return out
+
+    def domain_size(self, uuid: str) -> tuple[int, int]:
+        """(memory MiB, vCPUs) of a running domain pvc does not know."""
+        info = self._lookup(uuid).info()
+        return int(info[2]) // 1024, int(info[3])
+
+    def is_running(self, uuid: str) -> bool:
+        dom = self._find(uuid)
+        return dom is not None and bool(dom.isActive())
+
+    # ------------------------------------------------------------------ actions
+    def start(self, xml: str, uuid: str) -> bool:
+        """Run the domain from xml; False if it was already running."""
+        dom = self._find(uuid)
+        if dom is not None and dom.isActive():
+            return False
+        try:
+            if dom is not None:  # a stale persistent definition: the cluster's XML wins
+                dom.undefine()
+            self.conn.createXML(xml, 0)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"libvirt could not start the domain: "
+                                  f"{e.get_error_message()}") from None
+        return True
+
+    def destroy(self, uuid: str) -> bool:
+        """Hard power-off; False if it was not running."""
+        dom = self._find(uuid)
+        if dom is None or not dom.isActive():
+            return False
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as e:
+            if self.is_running(uuid):
+                raise HypervisorError(f"libvirt could not stop the domain: "
+                                      f"{e.get_error_message()}") from None
+        return True
+
+    def shutdown(self, uuid: str, timeout: float) -> str:
+        """Ask the guest to power off; after `timeout` s, power it off hard.
+        Returns "not running", "shut down" or "forced off"."""
+        dom = self._find(uuid)
+        if dom is None or not dom.isActive():
+            return "not running"
+        stopped = self._stop_waiter(uuid)
+        try:
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError as e:
+                if not self.is_running(uuid):
+                    return "shut down"
+                log.info("graceful shutdown refused (%s); forcing off", e.get_error_message())
+                self.destroy(uuid)
+                return "forced off"
+            if stopped.wait(timeout) or not self.is_running(uuid):
+                return "shut down"
+            self.destroy(uuid)
+            return "forced off"
+        finally:
+            self._stop_waiters.pop(uuid, None)
+
+    # ------------------------------------------------------------------ events
+    def on_lifecycle(self, fn: LifecycleCallback) -> None:
+        self._listeners.append(fn)
+
+    def _stop_waiter(self, uuid: str) -> threading.Event:
+        ev = threading.Event()
+        self._stop_waiters[uuid] = ev
+        return ev
+
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        uuid, name = dom.UUIDString(), dom.name()
+        ev_name = EVENT_NAMES.get(event, str(event))
+        if ev_name in ("stopped", "crashed"):
+            waiter = self._stop_waiters.get(uuid)
+            if waiter:
+                waiter.set()
+        for fn in self._listeners:
+            try:
+                fn(uuid, name, ev_name)
+            except Exception:  # a listener's bug must not kill libvirt's event thread
+                log.exception("lifecycle listener failed")
+
+    # ------------------------------------------------------------------ helpers
+    def _find(self, uuid: str) -> Any:
+        try:
+            return self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"libvirt lookup of {uuid} failed: "
+                                  f"{e.get_error_message()}") from None
+
+    def _lookup(self, uuid: str) -> Any:
+        dom = self._find(uuid)
+        if dom is None:
+            raise HypervisorError(f"no domain {uuid} on {self.uri}")
+        return dom
+
+
+def undefine_all(uri: str) -> int:
+    """Destroy and undefine every domain at uri (sandbox clean-up). Returns how many."""
+    _quiet_errors()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return 0
+    n = 0
+    try:
+        for dom in conn.listAllDomains():
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+                n += 1
+            except libvirt.libvirtError:
+                pass
+    finally:
+        conn.close()
+    return n
+
+
+def ping(uri: str) -> bool:
+    """True when a libvirtd answers at uri."""
+    _quiet_errors()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return False
+    conn.close()
+    return True

@@ -1,0 +1,195 @@
+"""VM lifecycle operations: start, stop (hard), shutdown (graceful, then hard), restart.
+
+Request side (CLI): validate (no I/O) → check preconditions → one transaction that sets the
+desired state, marks the VM busy and creates the operation record. The caller then submits the
+task to the node's queue, or calls `abandon` if it could not.
+
+Execution side (the node's worker): `execute` re-reads ZooKeeper and makes the hypervisor match.
+Idempotent: run twice, same result.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from pvc import operations, placement, states
+from pvc.cluster import Cluster
+from pvc.errors import Conflict, HypervisorError, NotFound, PvcError, Unavailable
+from pvc.models import VM, Node, Operation
+from pvc.node import NodeContext
+from pvc.operations import Reporter, Runner
+from pvc.store import VersionConflict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    op: Operation
+    submit: bool        # False: nothing for a node to do, the record is already finished
+
+
+# ---------------------------------------------------------------------- request side
+
+def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Request:
+    current = cluster.vm(ref)
+    vm: VM = current.value
+    rule = states.vm_action(action, vm.state, vm.name)
+    busy = cluster.vm_operation(vm.uuid)
+    if busy:
+        raise Conflict(f"VM {vm.name} is busy with operation {busy} "
+                       f"(see: pvc task show {busy})")
+    nodes = cluster.nodes()
+    running = cluster.running_on(vm.uuid, nodes)
+    if len(running) > 1:
+        raise Conflict(f"VM {vm.name} runs on several nodes ({', '.join(running)}); "
+                       "resolve that first")
+    node = _acting_node(cluster, vm, rule, running, nodes)
+    op = operations.new_operation(f"vm.{action}", vm.name, vm.uuid, node, rule.task, reason,
+                                  args={"previous": {"state": vm.state, "node": vm.node}})
+    if rule.needs_running and not running:
+        # Nothing runs: the change is only in the desired state; no node needs to act.
+        op.state = states.OP_SUCCEEDED
+        op.message = f"{vm.name} was not running"
+        op.finished = op.created
+        op.history.append([op.created, states.OP_SUCCEEDED, op.message])
+        _commit(cluster, vm, current.version, rule.desired, vm.node, op, busy=False)
+        return Request(op, submit=False)
+    _commit(cluster, vm, current.version, rule.desired, node, op, busy=True)
+    return Request(op, submit=True)
+
+
+def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[str],
+                 nodes: list[Node]) -> str:
+    """The node whose worker must carry out the action."""
+    if running:
+        target = running[0]       # act where it runs (a start there is a no-op)
+    elif rule.needs_running:
+        return vm.node            # nothing runs: no node needs to act
+    else:
+        target = vm.node or _place(cluster, vm, nodes)
+    node = next((n for n in nodes if n.name == target), None)
+    if node is None:
+        raise NotFound(f"VM {vm.name} is assigned to unknown node {target!r}")
+    if node.daemon_state != "run":
+        raise Unavailable(f"node {target} is {node.daemon_state}: it cannot act on {vm.name}")
+    if not node.enable_hypervisor:
+        raise Conflict(f"node {target} has its hypervisor disabled; it runs no VMs")
+    if not rule.needs_running and node.domain_state != "ready" and target not in running:
+        raise Conflict(f"node {target} is {node.domain_state}; it takes no VMs now")
+    return target
+
+
+def _place(cluster: Cluster, vm: VM, nodes: list[Node]) -> str:
+    default = cluster.config.cluster.migration.default_selector
+    chosen = placement.choose(vm, nodes, default)
+    if chosen is None:
+        raise Conflict(f"cannot place VM {vm.name}: "
+                       + placement.why_none(vm, nodes, placement.Plan()))
+    return chosen.name
+
+
+def _commit(cluster: Cluster, vm: VM, version: int, desired: str, node: str, op: Operation,
+            busy: bool) -> None:
+    vm.state, vm.node = desired, node
+    tx = cluster.store.transaction()
+    tx.set(cluster.schema.vm(vm.uuid), vm.to_json(), version)
+    tx.create(cluster.schema.operation(op.id), op.to_json())
+    if busy:
+        tx.create(cluster.schema.vm_operation(vm.uuid), op.id)
+    try:
+        tx.commit()
+    except Conflict:
+        raise Conflict(f"VM {vm.name} changed while submitting (another command won); "
+                       "nothing was changed, try again") from None
+
+
+def abandon(cluster: Cluster, op: Operation, error: str) -> None:
+    """The task could not be submitted: put the desired state back and fail the record."""
+    prev = op.args.get("previous", {})
+
+    def restore(data: dict) -> dict:
+        data["state"] = prev.get("state", data["state"])
+        data["node"] = prev.get("node", data["node"])
+        return data
+
+    try:
+        cluster.store.update_json(cluster.schema.vm(op.target_id), restore)
+    finally:
+        operations.finish(cluster, op.id, states.OP_FAILED, error=error, vm_uuid=op.target_id)
+
+
+# ---------------------------------------------------------------------- execution side
+
+def execute(ctx: NodeContext, op_id: str, action: str, report: Reporter | None = None) -> str:
+    """Carry out a VM action on this node. Returns the outcome sentence."""
+    with Runner(ctx.cluster, op_id, report) as run:
+        if run.record is None:
+            return "already done"
+        run.running()
+        uuid = run.record.target_id
+        vm = _vm_here(ctx, uuid)
+        try:
+            outcome = ACTIONS[action](ctx, vm)
+        except HypervisorError as e:
+            _set_failure(ctx, uuid, str(e))
+            raise
+        finally:
+            ctx.refresh()
+        _set_failure(ctx, uuid, "")
+        run.succeed(outcome, vm_uuid=uuid)
+        return outcome
+
+
+def _vm_here(ctx: NodeContext, uuid: str) -> VM:
+    vm = VM.from_json(ctx.store.get_json(ctx.schema.vm(uuid)))
+    if vm.node != ctx.name and not ctx.hv.is_running(uuid):
+        raise Conflict(f"VM {vm.name} is assigned to {vm.node or 'no node'}, not {ctx.name}")
+    return vm
+
+
+def _start(ctx: NodeContext, vm: VM) -> str:
+    started = ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)
+    return f"{vm.name} started on {ctx.name}" if started else f"{vm.name} was already running"
+
+
+def _stop(ctx: NodeContext, vm: VM) -> str:
+    stopped = ctx.hv.destroy(vm.uuid)
+    return f"{vm.name} stopped" if stopped else f"{vm.name} was not running"
+
+
+def _shutdown(ctx: NodeContext, vm: VM) -> str:
+    timeout = ctx.config.cluster.operations.shutdown_timeout
+    result = ctx.hv.shutdown(vm.uuid, timeout)
+    if result == "forced off":
+        return f"{vm.name} did not shut down within {timeout:g}s and was forced off"
+    return f"{vm.name} {result}"
+
+
+def _restart(ctx: NodeContext, vm: VM) -> str:
+    first = _shutdown(ctx, vm)
+    _start(ctx, vm)
+    return f"{first}; started again on {ctx.name}"
+
+
+ACTIONS: dict[str, Callable[[NodeContext, VM], str]] = {
+    "start": _start,
+    "stop": _stop,
+    "shutdown": _shutdown,
+    "restart": _restart,
+    "disable": _shutdown,
+}
+
+
+def _set_failure(ctx: NodeContext, uuid: str, failure: str) -> None:
+    def change(data: dict) -> dict:
+        data["failure"] = failure
+        return data
+
+    try:
+        current = ctx.store.get_json(ctx.schema.vm(uuid))
+        if current.get("failure", "") != failure:
+            ctx.store.update_json(ctx.schema.vm(uuid), change)
+    except (PvcError, VersionConflict):
+        log.warning("could not record failure %r on VM %s", failure, uuid)

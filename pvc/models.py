@@ -1,0 +1,119 @@
+"""The cluster's objects as plain dataclasses, with their JSON form in ZooKeeper."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class VM:
+    """A VM's record at /vms/UUID: the operator's desired state plus facts from its XML."""
+    uuid: str
+    name: str
+    memory: int                      # MiB
+    vcpus: int
+    state: str = "stop"              # desired: start / stop / disable
+    node: str = ""                   # where it should run ("" = not placed yet)
+    last_node: str = ""              # where it came from (flush/migrate), to return to
+    autostart: bool = False
+    migration_method: str = ""       # "" = cluster default
+    node_selector: str = ""          # "" = cluster default
+    node_limit: list[str] = field(default_factory=list)
+    console_log: bool = False        # has a serial <log file>
+    failure: str = ""                # the last operation's failure, cleared on success
+    defined: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VM":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class VmView:
+    """A VM as shown to an operator: desired record + what the hypervisors report."""
+    vm: VM
+    running_on: list[str]            # nodes whose hypervisor runs it (normally 0 or 1)
+    observed: str                    # running / stopped / paused / …
+    operation: str = ""              # in-flight operation id
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.vm.to_json()
+        d["running_on"] = self.running_on
+        d["observed"] = self.observed
+        d["operation"] = self.operation
+        return d
+
+
+@dataclass
+class Node:
+    name: str
+    daemon_state: str = "dead"
+    domain_state: str = "ready"
+    coordinator_state: str = "client"
+    keepalive: float = 0.0
+    enable_hypervisor: bool = True
+    hypervisor: str = ""             # qemu / test
+    live_migration: bool = False
+    libvirt_uri: str = ""
+    migration_uri: str = ""
+    migration_address: str = ""
+    vms: int = 0                     # running domains
+    mem_total: int = 0               # MiB
+    mem_free: int = 0
+    mem_allocated: int = 0           # memory of running VMs
+    mem_provisioned: int = 0         # memory of all VMs assigned here
+    vcpus_allocated: int = 0
+    cpus: int = 0
+    load: float = 0.0
+    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def is_target(self) -> bool:
+        """May VMs be placed or migrated here?"""
+        return (self.daemon_state == "run" and self.domain_state == "ready"
+                and self.enable_hypervisor)
+
+    def to_json(self, with_domains: bool = False) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if not with_domains:
+            d.pop("domains")
+        return d
+
+
+@dataclass
+class Operation:
+    """The durable record of an operation at /operations/ID."""
+    id: str
+    kind: str                        # vm.start, node.flush, …
+    target: str                      # VM or node name
+    target_id: str                   # VM UUID or node name
+    node: str                        # node whose queue runs it
+    task: str                        # Celery task name
+    requested_by: str = ""
+    reason: str = ""
+    state: str = "queued"
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    attempts: int = 0
+    worker: str = ""
+    message: str = ""                # last progress line
+    error: str = ""
+    progress: dict[str, Any] = field(default_factory=dict)   # done, total, items{name: state}
+    args: dict[str, Any] = field(default_factory=dict)
+    history: list[list[Any]] = field(default_factory=list)   # [time, state, note]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Operation":
+        return _from_dict(cls, data)

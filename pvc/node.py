@@ -1,0 +1,112 @@
+"""A node's view of itself: its config, the cluster, its hypervisor, and the observed state it
+publishes (running domains, resources). Shared by the node daemon and the node's worker."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from pvc import domxml
+from pvc.cluster import Cluster
+from pvc.config import Config
+from pvc.errors import ConfigError
+from pvc.hypervisor import Hypervisor, RunningDomain
+from pvc.models import VM
+from pvc.store import NoNode, VersionConflict, decode_json
+
+log = logging.getLogger(__name__)
+
+
+class NodeContext:
+    def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
+        if not config.is_node:
+            raise ConfigError(f"{config.source or 'configuration'}: node.name is not set; "
+                              "this is a client configuration")
+        self.config = config
+        self.name = config.node.name
+        self.cluster = cluster or Cluster.connect(config)
+        self._hv: Hypervisor | None = None
+        self._hv_lock = threading.Lock()
+
+    @property
+    def store(self) -> Any:
+        return self.cluster.store
+
+    @property
+    def schema(self) -> Any:
+        return self.cluster.schema
+
+    @property
+    def hv(self) -> Hypervisor:
+        with self._hv_lock:
+            if self._hv is None:
+                self._hv = Hypervisor(self.config.node.libvirt_uri).connect()
+            return self._hv
+
+    def close(self) -> None:
+        if self._hv is not None:
+            self._hv.close()
+        self.cluster.close()
+
+    # ------------------------------------------------------------------ XML for this node
+    def node_xml(self, uuid: str) -> str:
+        n = self.config.node
+        return domxml.for_node(self.cluster.vm_xml(uuid), n.domain_type, n.console_log_directory)
+
+    # ------------------------------------------------------------------ observed state
+    def publish_domains(self, running: dict[str, RunningDomain] | None = None) -> dict[str, Any]:
+        """Write what the hypervisor runs to /nodes/N/domains. Read the znode's version before
+        asking libvirt, and write with that version: a concurrent writer that saw a newer
+        libvirt state makes this write fail and retry, so a stale list never wins."""
+        path = self.schema.node_field(self.name, "domains")
+        for _ in range(20):
+            try:
+                current = self.store.get(path)
+            except NoNode:
+                self.store.ensure(path, {})
+                continue
+            listing = running if running is not None else self.hv.running()
+            running = None
+            value = {u: {"name": d.name, "state": d.state} for u, d in listing.items()}
+            if value == (decode_json(current.value) or {}):
+                return value
+            try:
+                self.store.set(path, value, version=current.version)
+                return value
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"{path} kept changing")
+
+    def resources(self, vms: list[VM], running: dict[str, RunningDomain]) -> dict[str, Any]:
+        """Memory and CPU figures: allocated from the running domains, provisioned from the
+        VMs the cluster assigns here."""
+        host = self.hv.host_info()
+        by_uuid = {vm.uuid: vm for vm in vms}
+        mem_alloc = vcpus = 0
+        for uuid in running:
+            vm = by_uuid.get(uuid)
+            mem, cpus = (vm.memory, vm.vcpus) if vm else self.hv.domain_size(uuid)
+            mem_alloc += mem
+            vcpus += cpus
+        provisioned = sum(vm.memory for vm in vms if vm.node == self.name)
+        return {"mem_total": host.mem_total_mib, "mem_free": host.mem_free_mib,
+                "mem_allocated": mem_alloc, "mem_provisioned": provisioned,
+                "vcpus_allocated": vcpus, "cpus": host.cpus, "load": round(os.getloadavg()[0], 2),
+                "vms": len(running), "updated": round(time.time(), 3)}
+
+    def publish_resources(self, vms: list[VM] | None = None,
+                          running: dict[str, RunningDomain] | None = None) -> dict[str, Any]:
+        vms = self.cluster.vms() if vms is None else vms
+        running = self.hv.running() if running is None else running
+        res = self.resources(vms, running)
+        self.store.put(self.schema.node_field(self.name, "resources"), res)
+        return res
+
+    def refresh(self) -> None:
+        """After acting on the hypervisor: publish domains and resources."""
+        running = self.hv.running()
+        self.publish_domains(running)
+        self.publish_resources(running=running)
+

@@ -1,0 +1,211 @@
+"""Operation records: the durable history of every operation, and the runner a task uses.
+
+The CLI creates a record (state `queued`) in the same transaction as the change it asks for; the
+task that carries it out runs it through `Runner`, which:
+  * takes the record's executor lease (an ephemeral znode), so a redelivered copy of the task
+    waits for a still-living first copy instead of running beside it;
+  * returns early if the record already ended (idempotent redelivery);
+  * moves the record through the states of `pvc.states.OP_TRANSITIONS`;
+  * publishes progress to the record and to a reporter (the Celery task state).
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+import uuid as uuidlib
+from typing import Any, Callable
+
+from pvc import states
+from pvc.cluster import Cluster
+from pvc.errors import Conflict, PvcError
+from pvc.models import Operation
+from pvc.store import NodeExists, NoNode
+
+log = logging.getLogger(__name__)
+Reporter = Callable[[dict[str, Any]], None]
+
+
+def new_id() -> str:
+    return uuidlib.uuid4().hex[:12]
+
+
+def requester() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_operation(kind: str, target: str, target_id: str, node: str, task: str,
+                  reason: str = "", args: dict[str, Any] | None = None) -> Operation:
+    now = time.time()
+    return Operation(id=new_id(), kind=kind, target=target, target_id=target_id, node=node,
+                     task=task, requested_by=requester(), reason=reason, created=now,
+                     args=args or {}, history=[[now, states.OP_QUEUED, "submitted"]])
+
+
+def queue_for(node: str) -> str:
+    return f"pvc.node.{node}"
+
+
+def _transition(op: dict[str, Any], new_state: str, note: str) -> dict[str, Any]:
+    if not states.op_transition(op["state"], new_state):
+        raise Conflict(f"operation {op['id']} cannot go from {op['state']} to {new_state}")
+    op["state"] = new_state
+    op.setdefault("history", []).append([time.time(), new_state, note])
+    return op
+
+
+def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
+           vm_uuid: str = "") -> Operation:
+    """End an operation: record the outcome and free the VM it held, in one transaction."""
+    schema = cluster.schema
+    for _ in range(20):
+        current = cluster.store.get_json_versioned(schema.operation(op_id))
+        record = current.value
+        if record["state"] in states.OP_TERMINAL:
+            return Operation.from_json(record)
+        _transition(record, state, error or message or state)
+        record["finished"] = time.time()
+        record["message"] = message or record.get("message", "")
+        record["error"] = error
+        tx = cluster.store.transaction().set(schema.operation(op_id), record, current.version)
+        marker = schema.vm_operation(vm_uuid) if vm_uuid else None
+        if marker and cluster.store.get_text(marker) == op_id:
+            tx.delete(marker)
+        try:
+            tx.commit()
+            return Operation.from_json(record)
+        except (Conflict, NoNode):
+            continue
+    raise Conflict(f"operation {op_id} kept changing while finishing it")
+
+
+class Runner:
+    """Runs one operation on behalf of a task. Use as a context manager:
+
+        with Runner(cluster, op_id, report) as run:
+            if run.record is None: return   # already finished earlier
+            ...; run.progress(...); run.succeed("...")
+    """
+
+    def __init__(self, cluster: Cluster, op_id: str, report: Reporter | None = None,
+                 worker: str = "") -> None:
+        self.cluster = cluster
+        self.op_id = op_id
+        self.report = report or (lambda meta: None)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.record: Operation | None = None
+        self._lease = cluster.schema.operation_executor(op_id)
+        self._leased = False
+
+    # -------------------------------------------------------------- lease + begin
+    def __enter__(self) -> "Runner":
+        self._take_lease()
+        record = self.cluster.operation(self.op_id)
+        if record.state in states.OP_TERMINAL:
+            log.info("operation %s already %s; nothing to do", self.op_id, record.state)
+            return self
+        self.record = record
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        try:
+            if exc is not None and self.record is not None:
+                error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
+                self.fail(error)
+                if not isinstance(exc, PvcError):
+                    log.exception("operation %s crashed", self.op_id)
+        finally:
+            self._drop_lease()
+        return False
+
+    def _take_lease(self) -> None:
+        """Ephemeral, so a crashed executor frees it when its ZooKeeper session ends."""
+        store = self.cluster.store
+        while True:
+            try:
+                store.create(self._lease, self.worker, ephemeral=True)
+                self._leased = True
+                return
+            except NodeExists:
+                log.info("operation %s is being run by another worker; waiting", self.op_id)
+                store.wait_for(self._lease, lambda v: v is None, timeout=None)
+            except NoNode:
+                raise Conflict(f"operation {self.op_id} does not exist") from None
+
+    def _drop_lease(self) -> None:
+        if self._leased:
+            try:
+                self.cluster.store.delete(self._lease)
+            except PvcError:
+                pass  # gone with the session anyway
+            self._leased = False
+
+    # -------------------------------------------------------------- state changes
+    def set_state(self, state: str, note: str, **fields: Any) -> Operation:
+        def change(op: dict[str, Any]) -> dict[str, Any]:
+            if op["state"] != state or state == states.OP_RUNNING:
+                _transition(op, state, note)
+            op.update(fields)
+            return op
+
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
+        self.record = Operation.from_json(data)
+        self.report({"state": state, "message": note})
+        return self.record
+
+    def running(self, note: str = "started") -> Operation:
+        assert self.record is not None
+        attempts = self.record.attempts + 1
+        if attempts > 1:
+            note = f"resumed (attempt {attempts})"
+        return self.set_state(states.OP_RUNNING, note, started=self.record.started or time.time(),
+                              attempts=attempts, worker=self.worker)
+
+    def progress(self, message: str, done: int | None = None, total: int | None = None,
+                 item: str | None = None, item_state: str | None = None) -> None:
+        def change(op: dict[str, Any]) -> dict[str, Any]:
+            prog = op.setdefault("progress", {})
+            if done is not None:
+                prog["done"] = done
+            if total is not None:
+                prog["total"] = total
+            if item is not None:
+                prog.setdefault("items", {})[item] = item_state or ""
+            op["message"] = message
+            return op
+
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
+        self.report({"state": "PROGRESS", "message": message, **data.get("progress", {})})
+
+    def succeed(self, message: str = "done", vm_uuid: str = "") -> Operation:
+        self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message,
+                             vm_uuid=vm_uuid)
+        return self.record
+
+    def fail(self, error: str, vm_uuid: str = "") -> Operation:
+        assert self.record is not None
+        vm_uuid = vm_uuid or (self.record.target_id if self.record.kind.startswith("vm.") else "")
+        self.record = finish(self.cluster, self.op_id, states.OP_FAILED, error=error,
+                             vm_uuid=vm_uuid)
+        return self.record
+
+
+def prune(cluster: Cluster, keep: int) -> int:
+    """Delete the oldest ended records beyond `keep`. Returns how many were deleted."""
+    ids = cluster.store.children(cluster.schema.operations)
+    if len(ids) <= keep:
+        return 0
+    ops = sorted(cluster.operations(), key=lambda o: o.created)
+    removable = [o for o in ops if o.state in states.OP_TERMINAL][: len(ids) - keep]
+    for op in removable:
+        try:
+            cluster.store.delete(cluster.schema.operation(op.id), recursive=True)
+        except NoNode:
+            pass
+    return len(removable)

@@ -1,0 +1,105 @@
+"""A node's start-up reconcile: make this node's hypervisor match the cluster's desired state.
+
+Reads the cluster state once (all VM records in one pipelined round), asks libvirt once for the
+running domains, and touches libvirt only for the VMs that concern this node. Never sleeps.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pvc import domxml
+from pvc.errors import PvcError
+from pvc.hypervisor import RunningDomain
+from pvc.models import VM
+from pvc.node import NodeContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    start: list[VM] = field(default_factory=list)
+    stop: list[tuple[str, str, str]] = field(default_factory=list)   # uuid, name, why
+    left_alone: list[str] = field(default_factory=list)              # names, with the reason
+
+
+def decide(me: str, vms: list[VM], running: dict[str, RunningDomain],
+           busy: set[str]) -> Decision:
+    """Pure: what to start and stop here. VMs with an operation in flight are the operation's
+    business and are left alone."""
+    d = Decision()
+    known = {vm.uuid: vm for vm in vms}
+    for vm in vms:
+        if vm.state == "start" and vm.node == me and vm.uuid not in running:
+            if vm.uuid in busy:
+                d.left_alone.append(f"{vm.name} (operation in flight)")
+            else:
+                d.start.append(vm)
+    for uuid, dom in running.items():
+        vm = known.get(uuid)
+        if vm is None:
+            d.left_alone.append(f"{dom.name} (not a pvc VM)")
+        elif uuid in busy:
+            d.left_alone.append(f"{vm.name} (operation in flight)")
+        elif vm.node != me:
+            d.stop.append((uuid, vm.name, f"assigned to {vm.node or 'no node'}"))
+        elif vm.state != "start":
+            d.stop.append((uuid, vm.name, f"desired state is {vm.state}"))
+    return d
+
+
+@dataclass
+class Result:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
+    vms: int = 0
+    seconds: float = 0.0
+
+    def sentence(self) -> str:
+        parts = [f"reconciled {self.vms} VMs in {self.seconds:.3f}s:",
+                 f"started {len(self.started)}, stopped {len(self.stopped)}"]
+        if self.failed:
+            parts.append(f", failed {len(self.failed)} ({'; '.join(self.failed)})")
+        if self.left_alone:
+            parts.append(f", left alone {len(self.left_alone)}")
+        return " ".join(parts)
+
+
+def reconcile(ctx: NodeContext) -> Result:
+    t0 = time.perf_counter()
+    vms = ctx.cluster.vms()
+    running = ctx.hv.running()
+    busy_uuids = [vm.uuid for vm in vms if vm.node == ctx.name or vm.uuid in running]
+    markers = ctx.store.get_many(ctx.schema.vm_operation(u) for u in busy_uuids)
+    busy = {u for u, m in zip(busy_uuids, markers) if m}
+    decision = decide(ctx.name, vms, running, busy)
+    result = Result(vms=len(vms), left_alone=decision.left_alone)
+
+    xmls = ctx.store.get_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
+    n = ctx.config.node
+    for vm, xml in zip(decision.start, xmls):
+        try:
+            if xml is None:
+                raise PvcError("no stored XML")
+            ctx.hv.start(domxml.for_node(xml.decode(), n.domain_type, n.console_log_directory),
+                         vm.uuid)
+            result.started.append(vm.name)
+        except PvcError as e:
+            result.failed.append(f"{vm.name}: {e}")
+    for uuid, name, why in decision.stop:
+        try:
+            ctx.hv.destroy(uuid)
+            result.stopped.append(f"{name} ({why})")
+        except PvcError as e:
+            result.failed.append(f"{name}: {e}")
+
+    if decision.start or decision.stop:
+        running = ctx.hv.running()
+    ctx.publish_domains(running)
+    ctx.publish_resources(vms, running)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,194 @@
+"""The servers a pvc cluster needs, started on 127.0.0.1 from Debian's packages: ZooKeeper,
+Redis (with a password), a libvirtd per node (each in its own mount namespace, so several run
+on one machine and can live-migrate between each other) and Flower (with basic auth).
+
+Used by the sandbox and by the test suite's fixtures: the same code starts both.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvc.sandbox import procs
+
+ZOOKEEPER_CLASSPATH = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-log4j12.jar",
+                       "/usr/share/java/log4j-1.2.jar"]
+CAPS_SEED = Path(os.environ.get("PVC_LIBVIRT_CAPS_SEED", "/var/cache/pvc/libvirt-caps"))
+LIBVIRT_OVERMOUNTS = {"run": "/run/libvirt", "varlib": "/var/lib/libvirt",
+                      "cache": "/var/cache/libvirt", "log": "/var/log/libvirt",
+                      "etc": "/etc/libvirt"}
+
+
+def write_secret(path: Path, value: str | None = None) -> str:
+    """A secret file only its owner can read."""
+    value = value or secrets.token_urlsafe(18)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# ------------------------------------------------------------------------------ ZooKeeper
+
+def start_zookeeper(base: Path, port: int) -> int:
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (base / "log").mkdir(exist_ok=True)
+    (base / "zoo.cfg").write_text(
+        "tickTime=500\ninitLimit=10\nsyncLimit=5\n"
+        f"dataDir={data}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        "admin.enableServer=false\nmaxClientCnxns=0\n"
+        "4lw.commands.whitelist=ruok,stat,srvr,mntr,envi,conf,isro\n"
+        "minSessionTimeout=1000\nmaxSessionTimeout=30000\n")
+    (base / "log4j.properties").write_text(
+        "log4j.rootLogger=INFO, ROLLINGFILE\n"
+        "log4j.appender.ROLLINGFILE=org.apache.log4j.RollingFileAppender\n"
+        f"log4j.appender.ROLLINGFILE.File={base}/log/zookeeper.log\n"
+        "log4j.appender.ROLLINGFILE.MaxFileSize=10MB\nlog4j.appender.ROLLINGFILE.MaxBackupIndex=2\n"
+        "log4j.appender.ROLLINGFILE.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.ROLLINGFILE.layout.ConversionPattern=%d %p [%t] %c: %m%n\n")
+    cmd = ["java", "-Xms64m", "-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+           "-Xss512k", "-XX:MaxMetaspaceSize=64m", f"-Dzookeeper.log.dir={base}/log",
+           f"-Dlog4j.configuration=file:{base}/log4j.properties",
+           "-Dzookeeper.jmx.log4j.disable=true",
+           "-cp", ":".join([str(base)] + ZOOKEEPER_CLASSPATH),
+           "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(base / "zoo.cfg")]
+    if not procs.port_free(port):
+        raise procs.StartFailed(f"port {port} (ZooKeeper) is already in use")
+    pid = procs.spawn(cmd, base / "stdout.log")
+    procs.wait_until("ZooKeeper", lambda: _zk_ok(port), 30, pid, base / "stdout.log")
+    return pid
+
+
+def _zk_ok(port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"ruok")
+            return s.recv(4) == b"imok"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------ Redis
+
+def start_redis(base: Path, port: int, password: str) -> int:
+    base.mkdir(parents=True, exist_ok=True)
+    conf = base / "redis.conf"
+    write_private(conf, f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nsave \"\"\n"
+                        f"appendonly no\ndir {base}\nlogfile {base}/redis.log\n"
+                        f"requirepass {password}\n")
+    if not procs.port_free(port):
+        raise procs.StartFailed(f"port {port} (Redis) is already in use")
+    pid = procs.spawn(["redis-server", str(conf)], base / "stdout.log")
+    procs.wait_until("Redis", lambda: procs.port_open(port), 15, pid, base / "redis.log")
+    return pid
+
+
+# ------------------------------------------------------------------------------ libvirtd
+
+@dataclass(frozen=True)
+class Libvirtd:
+    base: Path
+    index: int               # 1-based: distinct host UUID and migration ports
+    migration_ports: tuple[int, int]
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "sock" / "libvirt-sock"
+
+    def uri(self, kind: str) -> str:
+        scheme = "test+unix:///default" if kind == "test" else "qemu+unix:///system"
+        return f"{scheme}?socket={self.socket}"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "libvirtd.log"
+
+    @property
+    def virtlogd_pidfile(self) -> Path:
+        return self.base / "virtlogd.pid"
+
+
+def start_libvirtd(lv: Libvirtd) -> int:
+    """A libvirtd (+ virtlogd) in a private mount namespace: its fixed paths under /run,
+    /var/lib, /var/cache, /var/log and /etc are bind-mounted from lv.base, so several run side
+    by side. QEMU runs as root (no /dev/kvm re-probing) with the node's own migration ports."""
+    b = lv.base
+    for sub in [*LIBVIRT_OVERMOUNTS, "sock", "varlib/qemu"]:
+        (b / sub).mkdir(parents=True, exist_ok=True)
+    if not (b / "etc" / "libvirtd.conf").exists():
+        shutil.copytree("/etc/libvirt", b / "etc", dirs_exist_ok=True)
+    if CAPS_SEED.is_dir():
+        shutil.copytree(CAPS_SEED, b / "cache" / "qemu" / "capabilities", dirs_exist_ok=True)
+    lo, hi = lv.migration_ports
+    with open(b / "etc" / "qemu.conf", "a") as f:
+        f.write(f'\n# pvc sandbox\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+                f"migration_port_min = {lo}\nmigration_port_max = {hi}\n")
+    (b / "libvirtd.conf").write_text(
+        f'unix_sock_dir = "{b}/sock"\nunix_sock_group = "root"\n'
+        'unix_sock_rw_perms = "0770"\nunix_sock_ro_perms = "0770"\n'
+        'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+        f'host_uuid = "00000000-0000-4000-8000-{lv.index:012d}"\n'
+        f'log_outputs = "3:file:{lv.log}"\n')
+    mounts = "\n".join(f"mount --bind {b}/{src} {dst}" for src, dst in LIBVIRT_OVERMOUNTS.items())
+    script = b / "namespace.sh"
+    script.write_text("#!/bin/sh\nset -e\n" + mounts + "\n"
+                      f"/usr/sbin/virtlogd -d -p {lv.virtlogd_pidfile}\n"
+                      f"exec /usr/sbin/libvirtd -f {b}/libvirtd.conf -p {b}/libvirtd.pid\n")
+    script.chmod(0o700)
+    for dst in LIBVIRT_OVERMOUNTS.values():
+        Path(dst).mkdir(parents=True, exist_ok=True)
+    return procs.spawn(["unshare", "--mount", "--propagation", "private", str(script)],
+                       b / "stdout.log")
+
+
+def wait_libvirtd(lv: Libvirtd, pid: int, kind: str, timeout: float = 60) -> float:
+    from pvc import hypervisor
+    return procs.wait_until(f"libvirtd of {lv.base.parent.name}",
+                            lambda: hypervisor.ping(lv.uri(kind)), timeout, pid, lv.log)
+
+
+def save_caps_seed(lv: Libvirtd) -> None:
+    """Keep probed QEMU capabilities, so the next libvirtd starts in 0.2 s instead of ~10 s."""
+    caps = lv.base / "cache" / "qemu" / "capabilities"
+    if caps.is_dir() and any(caps.iterdir()) and not CAPS_SEED.is_dir():
+        shutil.copytree(caps, CAPS_SEED)
+
+
+def stop_libvirtd(lv: Libvirtd, pid: int, kind: str) -> None:
+    from pvc import hypervisor
+    if procs.alive(pid):
+        hypervisor.undefine_all(lv.uri(kind))
+    procs.stop(pid)
+    vl = procs.read_pidfile(lv.virtlogd_pidfile)
+    if vl:
+        procs.stop(vl)
+
+
+# ------------------------------------------------------------------------------ Flower
+
+def start_flower(base: Path, port: int, user: str, password: str, client_config: Path) -> int:
+    base.mkdir(parents=True, exist_ok=True)
+    conf = base / "flowerconfig.py"
+    write_private(conf, f"basic_auth = [{user + ':' + password!r}]\n"
+                        f"address = '127.0.0.1'\nport = {port}\npersistent = False\n")
+    if not procs.port_free(port):
+        raise procs.StartFailed(f"port {port} (Flower) is already in use")
+    env = dict(os.environ, PVC_CONFIG=str(client_config))
+    cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", f"--conf={conf}"]
+    pid = procs.spawn(cmd, base / "flower.log", env=env, cwd=base)
+    procs.wait_until("Flower", lambda: procs.port_open(port), 30, pid, base / "flower.log")
+    return pid

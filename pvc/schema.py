@@ -1,0 +1,114 @@
+"""The ZooKeeper schema: the only place that knows a znode path.
+
+Three kinds of state are kept apart, each with one writer:
+
+| znode                               | kind      | written by                                   |
+|-------------------------------------|-----------|----------------------------------------------|
+| /schema                             | meta      | first daemon or CLI that finds it missing    |
+| /nodes/N                            | observed  | node N's daemon (static facts, capabilities) |
+| /nodes/N/daemon_state               | observed  | node N's daemon: init / run / stop           |
+| /nodes/N/alive                      | observed  | node N's daemon (ephemeral: its session)     |
+| /nodes/N/domain_state               | desired   | daemon at first registration, flush/unflush  |
+| /nodes/N/coordinator_state          | observed  | node N's daemon                              |
+| /nodes/N/keepalive                  | observed  | node N's daemon (timestamp)                  |
+| /nodes/N/resources                  | observed  | node N (daemon, and its worker after acting) |
+| /nodes/N/domains                    | observed  | node N: {uuid: state} of domains it runs     |
+| /vms/U                              | desired   | CLI (compare-and-set), operations            |
+| /vms/U/xml                          | desired   | CLI (define)                                 |
+| /vms/U/operation                    | in flight | CLI creates it with the operation, the task  |
+|                                     |           | deletes it when the operation ends           |
+| /vms/U/console                      | observed  | the console tailer of the node running U     |
+| /vm_names/NAME                      | desired   | CLI, in the same transaction as /vms/U       |
+| /operations/ID                      | in flight | CLI creates, the executing task updates      |
+| /operations/ID/executor             | in flight | the executing task (ephemeral lease)         |
+| /locks/flush                        | in flight | kazoo lock recipe (flush and unflush)        |
+| /primary                            | observed  | coordinator daemons (ephemeral election)     |
+
+A daemon refuses to run against a stored schema version newer than `VERSION`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VERSION = 1
+
+NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
+               "domains")
+
+
+@dataclass(frozen=True)
+class Schema:
+    root: str = "/pvc"
+
+    def _p(self, *parts: str) -> str:
+        return "/".join((self.root.rstrip("/"),) + parts)
+
+    # ---- meta
+    @property
+    def version(self) -> str:
+        return self._p("schema")
+
+    def top_level(self) -> list[str]:
+        return [self.nodes, self.vms, self.vm_names, self.operations, self.locks]
+
+    # ---- nodes
+    @property
+    def nodes(self) -> str:
+        return self._p("nodes")
+
+    def node(self, name: str) -> str:
+        return self._p("nodes", name)
+
+    def node_field(self, name: str, fieldname: str) -> str:
+        assert fieldname in NODE_FIELDS, fieldname
+        return self._p("nodes", name, fieldname)
+
+    def node_alive(self, name: str) -> str:
+        return self._p("nodes", name, "alive")
+
+    @property
+    def primary(self) -> str:
+        return self._p("primary")
+
+    # ---- VMs
+    @property
+    def vms(self) -> str:
+        return self._p("vms")
+
+    def vm(self, uuid: str) -> str:
+        return self._p("vms", uuid)
+
+    def vm_xml(self, uuid: str) -> str:
+        return self._p("vms", uuid, "xml")
+
+    def vm_operation(self, uuid: str) -> str:
+        return self._p("vms", uuid, "operation")
+
+    def vm_console(self, uuid: str) -> str:
+        return self._p("vms", uuid, "console")
+
+    @property
+    def vm_names(self) -> str:
+        return self._p("vm_names")
+
+    def vm_name(self, name: str) -> str:
+        return self._p("vm_names", name)
+
+    # ---- operations and locks
+    @property
+    def operations(self) -> str:
+        return self._p("operations")
+
+    def operation(self, op_id: str) -> str:
+        return self._p("operations", op_id)
+
+    def operation_executor(self, op_id: str) -> str:
+        return self._p("operations", op_id, "executor")
+
+    @property
+    def locks(self) -> str:
+        return self._p("locks")
+
+    @property
+    def flush_lock(self) -> str:
+        return self._p("locks", "flush")

@@ -1,0 +1,45 @@
+#!/bin/bash
+# Set up everything pvc needs on Debian 12, as root: the Debian packages that are missing,
+# the project's virtualenv (.venv, built from /usr/bin/python3 so the postgres user can run it
+# too), the project installed into it, `pvc` on PATH and the sandbox's tiny guest image.
+# Safe to run again: it only does what is not done yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PACKAGES=(
+    zookeeper libslf4j-java liblog4j1.2-java default-jre-headless
+    redis-server
+    libvirt-dev pkg-config libvirt-daemon-system qemu-system-x86
+    cpio curl procps iproute2 util-linux
+    python3-venv python3-dev gcc
+)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: run as root (it installs Debian packages and starts hypervisors)" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The venv is rebuilt only when pyproject.toml changed since it was built.
+stamp=.venv/.pvc-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
+    echo "setup: building .venv"
+    [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > $stamp
+fi
+
+ln -sf "$ROOT/.venv/bin/pvc" /usr/local/bin/pvc
+.venv/bin/python -m pvc.sandbox.guest build

@@ -1,0 +1,73 @@
+"""The Celery app: Redis broker and results, JSON only, at-least-once delivery.
+
+Delivery rules (see notes/environment.md §3):
+  * acks_late + reject_on_worker_lost: a task is acknowledged only once it ended, and a pool
+    child that dies hands its task back at once;
+  * prefetch 1: a busy worker does not hoard its queue;
+  * visibility timeout `LEASE_SECONDS` with a 1 s restore sweep: the task of a worker that died
+    whole (node crash) is back in its queue within seconds. A running task renews its lease
+    (tasks/lease.py), so a long flush is never handed out twice while its worker lives.
+Every task is idempotent, so a redelivery is harmless.
+
+`celery -A tasks.app flower` works too: the app configures itself from $PVC_CONFIG.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+from celery import Celery
+
+from pvc import config as configmod
+from pvc.config import Config
+
+LEASE_SECONDS = 10
+
+app = Celery("pvc", set_as_current=True)
+
+
+def redis_url(cfg: Config, db: int) -> str:
+    r = cfg.cluster.redis
+    password = cfg.redis_password()
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{r.host}:{r.port}/{db}"
+
+
+def settings(cfg: Config) -> dict[str, Any]:
+    r = cfg.cluster.redis
+    transport = {"visibility_timeout": LEASE_SECONDS, "unacked_restore_interval": 1,
+                 "unacked_restore_throttle": 1, "socket_connect_timeout": 3,
+                 "socket_timeout": 10}
+    return {
+        "broker_url": redis_url(cfg, r.broker_db),
+        "result_backend": redis_url(cfg, r.result_db),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"socket_connect_timeout": 3},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_expires": 7 * 24 * 3600,
+        "task_default_queue": "pvc.default",
+        "worker_hijack_root_logger": False,
+        "include": ["tasks.vm"],
+    }
+
+
+def configure(cfg: Config) -> Celery:
+    app.conf.update(settings(cfg))
+    return app
+
+
+if os.environ.get("PVC_CONFIG"):
+    configure(configmod.load(os.environ["PVC_CONFIG"]))

@@ -1,0 +1,18 @@
+"""The node context of a worker process: created after the pool forks, once per process."""
+from __future__ import annotations
+
+import os
+
+from pvc import config as configmod
+from pvc.node import NodeContext
+
+_context: NodeContext | None = None
+_pid = 0
+
+
+def node_context() -> NodeContext:
+    global _context, _pid
+    if _context is None or _pid != os.getpid():
+        _context = NodeContext(configmod.load(configmod.locate()))
+        _pid = os.getpid()
+    return _context

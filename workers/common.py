@@ -1,0 +1,28 @@
+"""What every long-running process does first: find and load its configuration, set up logs."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pvc import config as configmod
+from pvc.config import Config
+from pvc.errors import PvcError
+
+
+def load_config(description: str, argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="node configuration file (default: $PVC_CONFIG or "
+                                         "/etc/pvc/pvc.yaml)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = configmod.load(configmod.locate(args.config))
+    except PvcError as e:
+        sys.exit(f"error: {e}")
+    if not cfg.is_node:
+        sys.exit(f"error: {cfg.source}: node.name is not set; a node process needs a node "
+                 "configuration")
+    return cfg
