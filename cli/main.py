@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -48,6 +49,9 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Libraries' own warnings (e.g. kazoo's "connection dropped" on close) are not for the
+    # operator; pvc reports what matters as one line.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         rc: Any = cli.main(args=argv, prog_name="pvc", standalone_mode=False)
     except PvcError as e:

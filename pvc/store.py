@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (BadVersionError, ConnectionClosedError, ConnectionLoss,
@@ -58,6 +58,10 @@ def decode_json(data: bytes | None) -> Any:
     if not data:
         return None
     return json.loads(data)
+
+
+def decode_text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode()
 
 
 @dataclass
@@ -271,23 +275,43 @@ class Store:
     def watch_children(self, path: str, fn: Callable[[list[str]], bool | None]) -> None:
         ChildrenWatch(self.zk, path, fn)
 
-    def wait_for(self, path: str, predicate: Callable[[Any], bool],
-                 timeout: float | None) -> Any:
-        """Block until predicate(json value at path) is true, pushed by a watch. Returns the
-        value; raises TimeoutError after `timeout` seconds (None: wait forever)."""
+    def wait_for(self, path: str, predicate: Callable[[Any], bool], timeout: float | None,
+                 decode: Callable[[bytes | None], Any] = decode_json) -> Any:
+        """Block until predicate(decoded value at path; None when missing) is true, pushed by
+        a watch. Returns the value; raises TimeoutError after `timeout` s (None: forever)."""
         done = threading.Event()
         seen: list[Any] = [None]
 
-        def check(value: Any, _version: int | None) -> bool:
+        def check(data: bytes | None, _version: int | None) -> bool:
+            value = decode(data) if data is not None else None
             seen[0] = value
             if predicate(value):
                 done.set()
                 return False
             return True
 
-        self.watch_data(path, check)
+        self.watch_raw(path, check)
         if not done.wait(timeout):
             raise TimeoutError(f"{path} did not reach the expected state in {timeout}s")
+        return seen[0]
+
+    def wait_for_children(self, path: str, predicate: Callable[[list[str]], bool],
+                          timeout: float | None) -> list[str]:
+        """Block until predicate(children of path) is true, pushed by a watch."""
+        done = threading.Event()
+        seen: list[list[str]] = [[]]
+
+        def check(children: list[str]) -> bool:
+            seen[0] = children
+            if predicate(children):
+                done.set()
+                return False
+            return True
+
+        self.ensure(path)
+        self.watch_children(path, check)
+        if not done.wait(timeout):
+            raise TimeoutError(f"children of {path} did not reach the expected state")
         return seen[0]
 
     # ------------------------------------------------------------------ recipes
@@ -391,10 +415,3 @@ def _map_error(err: Exception, path: str) -> Exception:
     return Conflict(f"{path}: {err!r}")
 
 
-def connect(hosts: str, timeout: float, session_timeout: float) -> Store:
-    return Store(hosts, timeout, session_timeout).connect()
-
-
-def iter_chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

@@ -1,23 +1,40 @@
 """Submitting operations to their node's queue (used by the CLI)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pvc.config import Config
 from pvc.errors import Unavailable
 from pvc.models import Operation
 from pvc.operations import queue_for
 
+_apps: dict[str, Any] = {}
+
+
+def client_app(cfg: Config) -> Any:
+    """A Celery app for sending only (tasks are sent by name), one per broker."""
+    from celery import Celery
+
+    from tasks.app import settings
+    conf = settings(cfg)
+    # The CLI follows operations in ZooKeeper, never through Celery results: no backend, so a
+    # Redis outage fails the send at once instead of retrying a result subscription.
+    conf.pop("result_backend")
+    key = conf["broker_url"]
+    if key not in _apps:
+        app = Celery("pvc-client", set_as_current=False)
+        app.conf.update(conf)
+        _apps[key] = app
+    return _apps[key]
+
 
 def submit(cfg: Config, op: Operation) -> None:
     from kombu.exceptions import OperationalError
-
-    from tasks.app import configure
-
-    app = configure(cfg)
     try:
-        app.send_task(op.task, args=[op.target_id, op.id], task_id=op.id,
-                      queue=queue_for(op.node), retry=True,
-                      retry_policy={"max_retries": 2, "interval_start": 0,
-                                    "interval_step": 0.2, "interval_max": 0.5})
+        client_app(cfg).send_task(
+            op.task, args=[op.target_id, op.id], task_id=op.id, queue=queue_for(op.node),
+            retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
+                                      "interval_step": 0.2, "interval_max": 0.5})
     except (OperationalError, OSError) as e:
         r = cfg.cluster.redis
         raise Unavailable(f"cannot reach Redis at {r.host}:{r.port}: {_first_line(e)}") from None

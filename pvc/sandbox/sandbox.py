@@ -139,6 +139,7 @@ def demo_xml(name: str, kind: str, index: int) -> str:
     <initrd>{initrd}</initrd>
     <cmdline>console=ttyS0 quiet pvc.name={name} pvc.tick={guest.TICK_SECONDS}</cmdline>
   </os>
+  <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>

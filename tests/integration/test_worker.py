@@ -1,0 +1,119 @@
+"""VM lifecycle through a real Celery worker on the node's own queue (Redis broker)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvc import lifecycle, states
+from pvc.hypervisor import Hypervisor, undefine_all
+from pvc.sandbox import procs
+from pvc.store import decode_text
+from tasks.client import submit
+from tests.conftest import make_config, write_config
+from tests.integration.helpers import demo_xml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def node_hv1(services, zk_root, cluster, tmp_path: Path):
+    """hv1's daemon and worker as separate processes, as on a real node."""
+    cfg = make_config(services, zk_root, "hv1")
+    path = write_config(cfg, tmp_path / "hv1.yaml")
+    hv = Hypervisor(cfg.node.libvirt_uri).connect()
+    log = tmp_path / "worker.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "workers.node_daemon", "--config",
+                               str(path)], stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = procs.spawn([sys.executable, "-m", "workers.worker", "--config", str(path)], log)
+    try:
+        cluster.store.wait_for(cluster.schema.node_field("hv1", "daemon_state"),
+                               lambda v: v == "run", timeout=30, decode=decode_text)
+        procs.wait_until("worker", lambda: "ready." in log.read_text(), 60, worker, log)
+        yield cfg, hv
+    finally:
+        procs.stop(worker)
+        procs.stop(daemon.pid)
+        undefine_all(cfg.node.libvirt_uri)
+        hv.close()
+
+
+def run_action(cluster, cfg, ref: str, action: str) -> dict:
+    req = lifecycle.request(cluster, ref, action)
+    assert req.submit
+    submit(cfg, req.op)
+    return cluster.store.wait_for(cluster.schema.operation(req.op.id),
+                                  lambda v: v["state"] in states.OP_TERMINAL, timeout=60)
+
+
+def test_start_stop_shutdown_restart_through_the_worker(cluster, node_hv1) -> None:
+    cfg, hv = node_hv1
+    vm = cluster.define_vm(demo_xml("web1"))
+    record = run_action(cluster, cfg, "web1", "start")
+    assert record["state"] == "succeeded", record
+    assert record["message"] == "web1 started on hv1" and record["node"] == "hv1"
+    assert record["attempts"] == 1 and record["worker"]
+    assert hv.is_running(vm.uuid)
+    assert cluster.vm("web1").value.node == "hv1"            # placed by the selector
+    assert vm.uuid in cluster.node("hv1").domains            # observed state published
+    assert cluster.vm_operation(vm.uuid) is None             # no longer busy
+
+    assert run_action(cluster, cfg, "web1", "restart")["state"] == "succeeded"
+    assert hv.is_running(vm.uuid)
+    assert run_action(cluster, cfg, "web1", "shutdown")["message"] == "web1 shut down"
+    assert not hv.is_running(vm.uuid)
+    assert cluster.vm("web1").value.state == "stop"
+    assert run_action(cluster, cfg, "web1", "start")["state"] == "succeeded"
+    assert run_action(cluster, cfg, "web1", "stop")["message"] == "web1 stopped"
+    assert not hv.is_running(vm.uuid)
+    kinds = [o.kind for o in cluster.operations()]
+    assert sorted(kinds) == sorted(["vm.start", "vm.restart", "vm.shutdown", "vm.start",
+                                    "vm.stop"])
+
+
+def test_a_busy_vm_refuses_a_second_operation(cluster, node_hv1) -> None:
+    cfg, _hv = node_hv1
+    cluster.define_vm(demo_xml("web1"))
+    first = lifecycle.request(cluster, "web1", "start")     # not submitted yet: in flight
+    with pytest.raises(Exception, match=f"busy with operation {first.op.id}"):
+        lifecycle.request(cluster, "web1", "stop")
+    submit(cfg, first.op)
+    cluster.store.wait_for(cluster.schema.operation(first.op.id),
+                           lambda v: v["state"] == "succeeded", timeout=60)
+
+
+def test_pickled_messages_are_refused(cluster, node_hv1) -> None:
+    """JSON only: a pickle-serialized task is never executed."""
+    cfg, hv = node_hv1
+    vm = cluster.define_vm(demo_xml("web1"))
+    req = lifecycle.request(cluster, "web1", "start")
+    from tasks.client import client_app
+    client_app(cfg).send_task(req.op.task, args=[vm.uuid, req.op.id], task_id=req.op.id,
+                  queue="pvc.node.hv1", serializer="pickle")
+    # The same operation sent properly afterwards runs; the pickled one never did.
+    submit(cfg, req.op)
+    record = cluster.store.wait_for(cluster.schema.operation(req.op.id),
+                                    lambda v: v["state"] in states.OP_TERMINAL, timeout=60)
+    assert record["attempts"] == 1 and record["state"] == "succeeded"
+    assert hv.is_running(vm.uuid)
+
+
+def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> None:
+    from dataclasses import replace
+
+    from pvc.errors import Unavailable
+    cfg = make_config(services, zk_root)
+    bad = replace(cfg, cluster=replace(cfg.cluster, redis=replace(cfg.cluster.redis, port=1)))
+    cluster.define_vm(demo_xml("web1"), node="hv1", allow_unknown_nodes=True)
+    cluster.store.put(cluster.schema.node_field("hv1", "daemon_state"), "run")
+    cluster.store.put(cluster.schema.node("hv1"), {"enable_hypervisor": True})
+    cluster.store.create(cluster.schema.node_alive("hv1"), "x", ephemeral=True)
+    req = lifecycle.request(cluster, "web1", "start")
+    with pytest.raises(Unavailable, match="cannot reach Redis at 127.0.0.1:1"):
+        submit(bad, req.op)
+    lifecycle.abandon(cluster, req.op, "not submitted")
+    vm = cluster.vm("web1").value
+    assert vm.state == "stop" and cluster.vm_operation(vm.uuid) is None
+    assert cluster.operation(req.op.id).state == "failed"

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pvc import config
+from pvc.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sample_config_is_valid(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    text = (ROOT / "config" / "pvc.sample.yaml").read_text()
+    path = tmp_path / "pvc.yaml"
+    path.write_text(text.replace("/etc/pvc/redis.password", str(tmp_path / "pw")))
+    cfg = config.load(path, environ={})
+    assert cfg.node.name == "hv1"
+    assert cfg.cluster.coordinators == ["hv1", "hv2", "hv3"]
+    assert cfg.cluster.migration.per_target == 2
+    assert cfg.redis_password() == "secret"
+
+
+def test_every_error_is_reported_with_its_key_path() -> None:
+    data = {
+        "cluster": {"zookeeper": {"timeout": "soon", "hosts": 5}, "migration":
+                    {"default_selector": "random", "max_parallel": 0}, "colour": "red"},
+        "node": {"enable_hypervisor": "yes"},
+    }
+    with pytest.raises(ConfigError) as err:
+        config.parse(data, "x.yaml", environ={})
+    problems = err.value.problems
+    assert "cluster.zookeeper.timeout: expected a number, got 'soon'" in problems
+    assert "cluster.zookeeper.hosts: expected a string, got 5" in problems
+    assert any(p.startswith("cluster.migration.default_selector: 'random' is not one of")
+               for p in problems)
+    assert "cluster.migration.max_parallel: 0 is below the minimum 1" in problems
+    assert "cluster.colour: unknown key" in problems
+    assert "node.enable_hypervisor: expected true or false, got 'yes'" in problems
+    assert len(problems) == 6
+
+
+def test_defaults_for_an_empty_file() -> None:
+    cfg = config.parse(None, environ={})
+    assert cfg.cluster.zookeeper.hosts == "127.0.0.1:2181"
+    assert not cfg.is_node
+    assert cfg.node.enable_hypervisor is True
+
+
+def test_environment_overrides_the_file() -> None:
+    env = {"PVC_NODE__NAME": "hv7", "PVC_NODE__ENABLE_HYPERVISOR": "false",
+           "PVC_CLUSTER__ZOOKEEPER__TIMEOUT": "2.5", "PVC_CONFIG": "/ignored.yaml"}
+    cfg = config.parse({"node": {"name": "hv1"}}, environ=env)
+    assert cfg.node.name == "hv7"
+    assert cfg.node.enable_hypervisor is False
+    assert cfg.cluster.zookeeper.timeout == 2.5
+
+
+def test_bad_environment_override_is_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse({}, environ={"PVC_NODE__KEEPALIVE_INTERVAL": "fast"})
+    assert err.value.problems == ["node.keepalive_interval: expected a number, got 'fast'"]
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("cluster:\n  name: [unclosed\nnode: {}\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+"):
+        config.load(path, environ={})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load("/nonexistent/pvc.yaml", environ={})
+
+
+def test_semantic_checks() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse({"node": {"name": "bad name"}, "cluster": {"zookeeper": {"root": "pvc"}}},
+                     environ={})
+    assert "cluster.zookeeper.root: must start with '/'" in err.value.problems
+    assert any(p.startswith("node.name:") for p in err.value.problems)
+
+
+def test_written_config_is_private_and_round_trips(tmp_path: Path) -> None:
+    cfg = config.parse({"node": {"name": "hv2"}, "cluster": {"redis": {"password": "s3"}}},
+                       environ={})
+    path = tmp_path / "out.yaml"
+    config.write(cfg, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = config.load(path, environ={})
+    assert again.node.name == "hv2" and again.redis_password() == "s3"
+
+
+def test_locate_order(tmp_path: Path) -> None:
+    explicit = tmp_path / "a.yaml"
+    env = {"PVC_CONFIG": str(tmp_path / "b.yaml"), "PVC_SANDBOX_DIR": str(tmp_path / "sb")}
+    assert config.locate(str(explicit), env) == explicit
+    assert config.locate(None, env) == tmp_path / "b.yaml"
+    (tmp_path / "sb").mkdir()
+    (tmp_path / "sb" / "client.yaml").write_text("{}")
+    assert config.locate(None, {"PVC_SANDBOX_DIR": str(tmp_path / "sb")}) == \
+        tmp_path / "sb" / "client.yaml"
+
+
+def test_describe_lists_every_key() -> None:
+    keys = {k for k, _help, _default in config.describe()}
+    assert {"cluster.zookeeper.hosts", "node.enable_hypervisor", "node.enable_networking",
+            "node.enable_storage"} <= keys
