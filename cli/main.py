@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     except PvcError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

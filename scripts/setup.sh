@@ -37,7 +37,11 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
     echo "setup: building .venv"
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    if ! .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' > .venv/pip.log 2>&1; then
+        tail -20 .venv/pip.log >&2
+        echo "setup: pip install failed (full log: .venv/pip.log)" >&2
+        exit 1
+    fi
     echo "$want" > $stamp
 fi
 

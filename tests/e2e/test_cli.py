@@ -1,0 +1,189 @@
+"""Every CLI command of the foundation against a running sandbox, with its error cases."""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import OFFSET, SANDBOX_ENV
+
+pytestmark = pytest.mark.e2e
+
+NODE_KEYS = {"name", "daemon_state", "domain_state", "coordinator_state", "vms", "mem_total",
+             "mem_free", "mem_allocated", "vcpus_allocated", "load"}
+VM_KEYS = {"name", "uuid", "state", "node", "last_node", "memory", "vcpus"}
+
+
+def kvm_xml(name: str) -> str:
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>32</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <serial type='pty'><log file='/var/log/libvirt/{name}.log' append='off'/></serial>
+  </devices>
+</domain>
+"""
+
+
+def test_node_list_and_info(pvc) -> None:
+    nodes = pvc.json("node", "list")
+    assert [n["name"] for n in nodes] == ["hv1", "hv2", "hv3"]
+    for n in nodes:
+        assert NODE_KEYS <= set(n)
+        assert (n["daemon_state"], n["domain_state"]) == ("run", "ready")
+        assert n["mem_total"] > 0 and n["vms"] == 2
+    assert sorted(n["coordinator_state"] for n in nodes) == ["primary", "secondary",
+                                                             "secondary"]
+    info = pvc.json("node", "info", "hv2")
+    assert info["name"] == "hv2" and NODE_KEYS <= set(info)
+    assert "NAME" in pvc("node", "list").stdout
+    assert pvc.error("node", "info", "hv9") == "error: no node named 'hv9'"
+
+
+def test_cluster_status(pvc) -> None:
+    st = pvc.json("cluster", "status")
+    assert st["healthy"] and st["nodes"]["total"] == 3 and st["primary"].startswith("hv")
+    assert st["vms"]["total"] >= 6
+    assert "healthy" in pvc("cluster", "status").stdout
+
+
+def test_vm_define_list_info_undefine(pvc, tmp_path: Path) -> None:
+    xml = tmp_path / "web1.xml"
+    xml.write_text(kvm_xml("web1"))
+    out = pvc("vm", "define", str(xml), "--selector", "vms", "--node-limit", "hv1,hv2",
+              "--migration-method", "shutdown").stdout.split()
+    assert out[0] == "web1" and len(out[1]) == 36
+    uuid = out[1]
+    listed = {v["name"]: v for v in pvc.json("vm", "list")}
+    assert VM_KEYS <= set(listed["web1"])
+    assert listed["web1"]["state"] == "stop" and listed["web1"]["memory"] == 32
+    assert listed["web1"]["vcpus"] == 2 and listed["web1"]["node"] == ""
+    by_uuid = pvc.json("vm", "info", uuid)
+    assert by_uuid["name"] == "web1" and by_uuid["node_limit"] == ["hv1", "hv2"]
+    assert by_uuid["node_selector"] == "vms" and by_uuid["migration_method"] == "shutdown"
+    assert "<uuid>" in pvc.json("vm", "info", "web1", "--xml")["xml"]
+    assert [v["name"] for v in pvc.json("vm", "list", "--state", "stop")] == ["web1"]
+    assert pvc("vm", "undefine", "web1").stdout.startswith("undefined web1")
+    assert "web1" not in {v["name"] for v in pvc.json("vm", "list")}
+
+
+def test_define_errors_change_nothing(pvc, tmp_path: Path) -> None:
+    before = pvc.json("vm", "list")
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<domain type='kvm'><name>x</name>")
+    assert pvc.error("vm", "define", str(bad)).startswith("error: malformed domain XML")
+    good = tmp_path / "demo1.xml"
+    good.write_text(kvm_xml("demo1"))
+    assert pvc.error("vm", "define", str(good)) == "error: a VM named 'demo1' already exists"
+    other = tmp_path / "x.xml"
+    other.write_text(kvm_xml("x1"))
+    assert pvc.error("vm", "define", str(other), "--node", "hv9") == \
+        "error: unknown node(s): hv9"
+    assert "No such file" in pvc.error("vm", "define", str(tmp_path / "missing.xml"))
+    assert pvc.json("vm", "list") == before
+
+
+def test_vm_list_filters(pvc) -> None:
+    on_hv1 = pvc.json("vm", "list", "--node", "hv1")
+    assert on_hv1 and all(v["node"] == "hv1" for v in on_hv1)
+    running = pvc.json("vm", "list", "--state", "running")
+    assert {v["name"] for v in running} >= {"demo2", "demo3"}
+    assert "no node named 'hv9'" in pvc.error("vm", "list", "--node", "hv9")
+
+
+def test_lifecycle_with_wait(pvc) -> None:
+    assert pvc("vm", "stop", "demo2", "--wait").stdout.strip() == "demo2 stopped"
+    info = pvc.json("vm", "info", "demo2")
+    assert info["state"] == "stop" and info["observed"] == "stopped"
+    assert pvc("vm", "start", "demo2", "--wait").stdout.strip().startswith("demo2 started on")
+    assert pvc.json("vm", "info", "demo2")["observed"] == "running"
+    assert pvc("vm", "shutdown", "demo2", "--wait").stdout.strip() == "demo2 shut down"
+    assert "nothing" not in pvc("vm", "start", "demo2", "--wait").stdout
+    record = pvc.json("vm", "restart", "demo2", "--wait")
+    assert record["state"] == "succeeded" and record["kind"] == "vm.restart"
+    assert pvc.json("vm", "info", "demo2")["observed"] == "running"
+
+
+def test_submit_without_wait_and_task_show(pvc) -> None:
+    out = pvc("vm", "stop", "demo3").stdout
+    op_id = out.split("operation ")[1].split()[0]
+    shown = pvc.json("task", "show", op_id)
+    assert shown["kind"] == "vm.stop" and shown["target"] == "demo3"
+    assert shown["requested_by"] and shown["history"][0][1] == "queued"
+    text = pvc("task", "show", op_id).stdout
+    assert f"operation {op_id}: vm.stop demo3" in text
+    ids = [t["id"] for t in pvc.json("task", "list")]
+    assert op_id in ids
+    assert "ID" in pvc("task", "list").stdout
+    assert pvc.error("task", "show", "nope") == "error: no operation 'nope'"
+
+
+def test_conflicting_and_unknown(pvc) -> None:
+    assert pvc.error("vm", "start", "ghost") == "error: no VM named 'ghost'"
+    assert pvc.error("vm", "restart", "ghost", "--wait") == "error: no VM named 'ghost'"
+    assert "is running on" in pvc.error("vm", "undefine", "demo4")
+    pvc("vm", "stop", "demo5", "--wait")
+    assert "cannot restart VM demo5" in pvc.error("vm", "restart", "demo5")
+
+
+def test_a_server_that_is_down_is_one_clear_line(pvc, tmp_path: Path) -> None:
+    cfg = tmp_path / "down.yaml"
+    cfg.write_text("cluster:\n  zookeeper:\n    hosts: 127.0.0.1:1\n    timeout: 1\n")
+    line = pvc.error("--config", str(cfg), "vm", "list")
+    assert line == "error: cannot reach ZooKeeper at 127.0.0.1:1 (no answer within 1s)"
+
+
+def test_config_validate(pvc, tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("node:\n  name: hv1\n")
+    assert "valid (node hv1 configuration)" in pvc("config", "validate", str(good)).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("node:\n  name: 5\n  colour: red\n")
+    res = pvc("config", "validate", str(bad), ok=False)
+    assert res.returncode == 1
+    assert "node.name: expected a string, got 5" in res.stderr
+    assert "node.colour: unknown key" in res.stderr
+    assert pvc.json("config", "validate", str(good))["valid"] is True
+
+
+def test_sandbox_up_again_changes_nothing(pvc) -> None:
+    before = pvc.json("sandbox", "status", "--port-offset", OFFSET)
+    res = pvc("sandbox", "up", "--hypervisor", "test", "--port-offset", OFFSET)
+    assert "already running" in res.stdout and "nothing changed" in res.stdout
+    after = pvc.json("sandbox", "status", "--port-offset", OFFSET)
+    assert before["processes"] == after["processes"] and after["healthy"]
+
+
+def test_flower_lists_one_worker_per_node_and_requires_auth(pvc) -> None:
+    st = pvc.json("sandbox", "status", "--port-offset", OFFSET)
+    url = st["flower"]["url"] + "/api/workers?refresh=1"
+    password = Path(st["flower"]["password_file"]).read_text().strip()
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url, timeout=10)
+    assert denied.value.code == 401
+    token = base64.b64encode(f"pvc:{password}".encode()).decode()
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    workers = json.load(urllib.request.urlopen(req, timeout=30))
+    assert sorted(w.split("@")[0] for w in workers) == ["hv1", "hv2", "hv3"]
+    queues = {w.split("@")[0]: [q["name"] for q in info["active_queues"]]
+              for w, info in workers.items()}
+    assert queues == {f"hv{i}": [f"pvc.node.hv{i}"] for i in (1, 2, 3)}
+
+
+def test_help_is_fast_to_load_and_lists_commands(pvc) -> None:
+    out = pvc("--help").stdout
+    for cmd in ("cluster", "node", "vm", "task", "sandbox", "config"):
+        assert cmd in out
+
+
+def test_secrets_are_not_world_readable(pvc) -> None:
+    base = Path(SANDBOX_ENV["PVC_SANDBOX_DIR"])
+    for f in [base / "client.yaml", *base.glob("secrets/*"), *base.glob("nodes/*/pvc.yaml"),
+              base / "redis" / "redis.conf", base / "flower" / "flowerconfig.py"]:
+        assert f.stat().st_mode & 0o077 == 0, f
