@@ -85,6 +85,12 @@ class Cluster:
         """The id of the operation changing this VM now, if any."""
         return self.store.get_text(self.schema.vm_operation(uuid))
 
+    def busy(self) -> dict[str, str]:
+        """Every VM with an operation in flight: {uuid: operation id}."""
+        uuids = self.store.children(self.schema.vm_operations)
+        ids = self.store.get_many(self.schema.vm_operation(u) for u in uuids)
+        return {u: i.decode() for u, i in zip(uuids, ids) if i is not None}
+
     def define_vm(self, xml: str, node: str = "", autostart: bool = False, selector: str = "",
                   node_limit: Iterable[str] = (), migration_method: str = "",
                   initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
@@ -151,13 +157,12 @@ class Cluster:
 
     def views(self, vms: list[VM], nodes: list[Node] | None = None) -> list[VmView]:
         nodes = self.nodes() if nodes is None else nodes
-        ops = self.store.get_many(self.schema.vm_operation(vm.uuid) for vm in vms)
+        busy = self.busy()
         out = []
-        for vm, op in zip(vms, ops):
+        for vm in vms:
             where = [n for n in nodes if vm.uuid in n.domains]
             observed = where[0].domains[vm.uuid].get("state", "running") if where else "stopped"
-            out.append(VmView(vm, [n.name for n in where], observed,
-                              op.decode() if op else ""))
+            out.append(VmView(vm, [n.name for n in where], observed, busy.get(vm.uuid, "")))
         return out
 
     # ------------------------------------------------------------------ nodes

@@ -52,7 +52,7 @@ class NodeDaemon:
             self._put("domain_state", "ready")
         self._put("coordinator_state", "secondary" if self.coordinator else "client")
         self._put("daemon_state", "run")
-        self._tick()
+        self._tick(publish=False)   # the reconcile just published domains and resources
         if self.coordinator:
             ctx.store.watch_raw(ctx.schema.primary, lambda _d, _v: self._wake.set())
         log.info("node %s is running", self.name)
@@ -125,12 +125,12 @@ class NodeDaemon:
         if self.coordinator:
             self._elect()
 
-    def _tick(self) -> None:
+    def _tick(self, publish: bool = True) -> None:
         ctx = self.ctx
         assert ctx is not None
         self._ensure_alive(replace_stale=True)
         self._put("keepalive", f"{time.time():.3f}")
-        if self.config.node.enable_hypervisor:
+        if publish and self.config.node.enable_hypervisor:
             self._domains_dirty.clear()
             running = ctx.hv.running()
             ctx.publish_domains(running)

@@ -179,12 +179,18 @@ class Hypervisor:
     # ------------------------------------------------------------------ actions
     def start(self, xml: str, uuid: str) -> bool:
         """Run the domain from xml; False if it was already running."""
+        try:
+            self.conn.createXML(xml, 0)   # the common case in one call
+            return True
+        except libvirt.libvirtError as e:
+            first_error = e.get_error_message()
         dom = self._find(uuid)
-        if dom is not None and dom.isActive():
+        if dom is None:
+            raise HypervisorError(f"libvirt could not start the domain: {first_error}")
+        if dom.isActive():
             return False
         try:
-            if dom is not None:  # a stale persistent definition: the cluster's XML wins
-                dom.undefine()
+            dom.undefine()   # a stale persistent definition: the cluster's XML wins
             self.conn.createXML(xml, 0)
         except libvirt.libvirtError as e:
             raise HypervisorError(f"libvirt could not start the domain: "

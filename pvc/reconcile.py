@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pvc import domxml
@@ -16,6 +17,7 @@ from pvc.models import VM
 from pvc.node import NodeContext
 
 log = logging.getLogger(__name__)
+PARALLEL_LIBVIRT_CALLS = 4
 
 
 @dataclass
@@ -73,15 +75,13 @@ def reconcile(ctx: NodeContext) -> Result:
     t0 = time.perf_counter()
     vms = ctx.cluster.vms()
     running = ctx.hv.running()
-    busy_uuids = [vm.uuid for vm in vms if vm.node == ctx.name or vm.uuid in running]
-    markers = ctx.store.get_many(ctx.schema.vm_operation(u) for u in busy_uuids)
-    busy = {u for u, m in zip(busy_uuids, markers) if m}
-    decision = decide(ctx.name, vms, running, busy)
+    decision = decide(ctx.name, vms, running, set(ctx.cluster.busy()))
     result = Result(vms=len(vms), left_alone=decision.left_alone)
 
     xmls = ctx.store.get_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
     n = ctx.config.node
-    for vm, xml in zip(decision.start, xmls):
+
+    def start(vm: VM, xml: bytes | None) -> None:
         try:
             if xml is None:
                 raise PvcError("no stored XML")
@@ -90,12 +90,20 @@ def reconcile(ctx: NodeContext) -> Result:
             result.started.append(vm.name)
         except PvcError as e:
             result.failed.append(f"{vm.name}: {e}")
-    for uuid, name, why in decision.stop:
+
+    def stop(uuid: str, name: str, why: str) -> None:
         try:
             ctx.hv.destroy(uuid)
             result.stopped.append(f"{name} ({why})")
         except PvcError as e:
             result.failed.append(f"{name}: {e}")
+
+    # libvirt's RPC overlaps calls from several threads on one connection.
+    with ThreadPoolExecutor(max_workers=PARALLEL_LIBVIRT_CALLS) as pool:
+        list(pool.map(start, decision.start, xmls))
+        list(pool.map(lambda s: stop(*s), decision.stop))
+    result.started.sort()
+    result.stopped.sort()
 
     if decision.start or decision.stop:
         running = ctx.hv.running()

@@ -15,8 +15,9 @@ Three kinds of state are kept apart, each with one writer:
 | /nodes/N/domains                    | observed  | node N: {uuid: state} of domains it runs     |
 | /vms/U                              | desired   | CLI (compare-and-set), operations            |
 | /vms/U/xml                          | desired   | CLI (define)                                 |
-| /vms/U/operation                    | in flight | CLI creates it with the operation, the task  |
-|                                     |           | deletes it when the operation ends           |
+| /vm_operations/U                    | in flight | CLI creates it with the operation, the task  |
+|                                     |           | deletes it when it ends (one children read   |
+|                                     |           | lists every busy VM)                         |
 | /vms/U/console                      | observed  | the console tailer of the node running U     |
 | /vm_names/NAME                      | desired   | CLI, in the same transaction as /vms/U       |
 | /operations/ID                      | in flight | CLI creates, the executing task updates      |
@@ -49,7 +50,8 @@ class Schema:
         return self._p("schema")
 
     def top_level(self) -> list[str]:
-        return [self.nodes, self.vms, self.vm_names, self.operations, self.locks]
+        return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.operations,
+                self.locks]
 
     # ---- nodes
     @property
@@ -81,8 +83,12 @@ class Schema:
     def vm_xml(self, uuid: str) -> str:
         return self._p("vms", uuid, "xml")
 
+    @property
+    def vm_operations(self) -> str:
+        return self._p("vm_operations")
+
     def vm_operation(self, uuid: str) -> str:
-        return self._p("vms", uuid, "operation")
+        return self._p("vm_operations", uuid)
 
     def vm_console(self, uuid: str) -> str:
         return self._p("vms", uuid, "console")

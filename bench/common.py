@@ -1,0 +1,183 @@
+"""Shared bits of the benchmarks: services, figures, the results file."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS_JSON = Path(__file__).with_name("results.json")
+RESULTS_MD = Path(__file__).with_name("results.md")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(percentile(ms, 95), 2), "min_ms": round(min(ms), 2),
+            "max_ms": round(max(ms), 2)}
+
+
+def record(name: str, figures: dict[str, Any], target: str = "") -> None:
+    """Print figures and keep them in bench/results.json + results.md."""
+    print(f"== {name}")
+    for k, v in figures.items():
+        print(f"   {k}: {v}")
+    data = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    data[name] = {"figures": figures, "target": target,
+                  "measured": time.strftime("%Y-%m-%d %H:%M"),
+                  "machine": f"{platform.node()} {platform.machine()}, "
+                             f"{_cpus()} cores"}
+    RESULTS_JSON.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    render(data)
+
+
+def _cpus() -> int:
+    import os
+    return os.cpu_count() or 0
+
+
+def render(data: dict[str, Any]) -> None:
+    lines = ["# Benchmark results", "",
+             "Written by `make bench` (bench/run_all.py); each section by its benchmark.", ""]
+    for name in sorted(data):
+        entry = data[name]
+        lines.append(f"## {name}")
+        lines.append("")
+        if entry.get("target"):
+            lines.append(f"Target: {entry['target']}  ")
+        lines.append(f"Measured {entry['measured']} on {entry['machine']}.")
+        lines.append("")
+        lines.append("| figure | value |")
+        lines.append("|---|---|")
+        for k, v in entry["figures"].items():
+            lines.append(f"| {k} | {v} |")
+        lines.append("")
+    RESULTS_MD.write_text("\n".join(lines))
+
+
+class BenchServices:
+    """ZooKeeper, Redis and test-driver libvirtds for a benchmark, started by pvc's own code
+    and stopped by PID."""
+
+    def __init__(self, base: Path = Path("/run/pvc/bench"), zk_port: int = 32181,
+                 redis_port: int = 36379) -> None:
+        self.base = base
+        self.zk_port = zk_port
+        self.redis_port = redis_port
+        self.pids: dict[str, int] = {}
+        self.libvirtds: list[Any] = []
+
+    def __enter__(self) -> "BenchServices":
+        import shutil
+
+        from pvc.sandbox import services
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        self.base.mkdir(parents=True, mode=0o700)
+        self.password_file = self.base / "redis.password"
+        password = services.write_secret(self.password_file)
+        self.pids["zk"] = services.start_zookeeper(self.base / "zk", self.zk_port)
+        self.pids["redis"] = services.start_redis(self.base / "redis", self.redis_port, password)
+        return self
+
+    def libvirtd(self, name: str) -> str:
+        from pvc.sandbox import services
+        index = len(self.libvirtds) + 1
+        lv = services.Libvirtd(self.base / "lv" / name, index, (52000 + index * 10,
+                                                               52009 + index * 10))
+        pid = services.start_libvirtd(lv)
+        services.wait_libvirtd(lv, pid, "test")
+        self.libvirtds.append((lv, pid))
+        return lv.uri("test")
+
+    def config(self, root: str, node: str = "", uri: str = "") -> Any:
+        from pvc.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
+        cluster = ClusterConfig(
+            name="bench", zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{self.zk_port}",
+                                                    root=root, session_timeout=4.0),
+            redis=RedisConfig(port=self.redis_port, password_file=str(self.password_file)))
+        node_cfg = NodeConfig(name=node, libvirt_uri=uri, domain_type="test",
+                              console_log_directory=str(self.base / "console"))
+        return Config(cluster=cluster, node=node_cfg)
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        from pvc.sandbox import procs, services
+        for lv, pid in self.libvirtds:
+            services.stop_libvirtd(lv, pid, "test")
+        for pid in self.pids.values():
+            procs.stop(pid)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+BENCH_SANDBOX_DIR = "/run/pvc/bench-sandbox"
+BENCH_OFFSET = "2000"
+
+
+class BenchSandbox:
+    """A sandbox of its own (directory, ports) for a benchmark, via the pvc CLI."""
+
+    def __init__(self, kind: str, nodes: int = 3, vms: int = 3) -> None:
+        import os
+        self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR)
+        self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
+                     "--port-offset", BENCH_OFFSET]
+
+    def pvc(self, *args: str, check: bool = True) -> Any:
+        import subprocess
+        import sys
+        pvc = str(Path(sys.executable).with_name("pvc"))
+        return subprocess.run([pvc, *args], env=self.env, capture_output=True, text=True,
+                              check=check)
+
+    def config(self) -> Any:
+        from pvc import config
+        return config.load(Path(BENCH_SANDBOX_DIR) / "client.yaml", environ={})
+
+    def __enter__(self) -> "BenchSandbox":
+        self.pvc("sandbox", "down", "--port-offset", BENCH_OFFSET, check=False)
+        res = self.pvc("sandbox", "up", *self.args, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"sandbox up failed: {res.stderr}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pvc("sandbox", "down", "--port-offset", BENCH_OFFSET, check=False)
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of one process (KiB), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out

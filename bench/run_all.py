@@ -1,0 +1,15 @@
+"""Run every benchmark; each prints its figures and records them in bench/results.md."""
+from __future__ import annotations
+
+from bench import bench_cli, bench_memory, bench_reconcile, bench_vm_start
+
+BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory]
+
+
+def main() -> None:
+    for bench in BENCHMARKS:
+        bench.main()
+
+
+if __name__ == "__main__":
+    main()
