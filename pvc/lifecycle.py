@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pvc import operations, placement, states
 from pvc.cluster import Cluster
 from pvc.errors import Conflict, HypervisorError, NotFound, PvcError, Unavailable
 from pvc.models import VM, Node, Operation
-from pvc.node import NodeContext
 from pvc.operations import Reporter, Runner
 from pvc.store import VersionConflict
+
+if TYPE_CHECKING:  # the CLI imports this module for requests: keep libvirt out of it
+    from pvc.node import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def abandon(cluster: Cluster, op: Operation, error: str) -> None:
 
 # ---------------------------------------------------------------------- execution side
 
-def execute(ctx: NodeContext, op_id: str, action: str, report: Reporter | None = None) -> str:
+def execute(ctx: "NodeContext", op_id: str, action: str, report: Reporter | None = None) -> str:
     """Carry out a VM action on this node. Returns the outcome sentence."""
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
@@ -142,24 +144,24 @@ def execute(ctx: NodeContext, op_id: str, action: str, report: Reporter | None =
         return outcome
 
 
-def _vm_here(ctx: NodeContext, uuid: str) -> VM:
+def _vm_here(ctx: "NodeContext", uuid: str) -> VM:
     vm = VM.from_json(ctx.store.get_json(ctx.schema.vm(uuid)))
     if vm.node != ctx.name and not ctx.hv.is_running(uuid):
         raise Conflict(f"VM {vm.name} is assigned to {vm.node or 'no node'}, not {ctx.name}")
     return vm
 
 
-def _start(ctx: NodeContext, vm: VM) -> str:
+def _start(ctx: "NodeContext", vm: VM) -> str:
     started = ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)
     return f"{vm.name} started on {ctx.name}" if started else f"{vm.name} was already running"
 
 
-def _stop(ctx: NodeContext, vm: VM) -> str:
+def _stop(ctx: "NodeContext", vm: VM) -> str:
     stopped = ctx.hv.destroy(vm.uuid)
     return f"{vm.name} stopped" if stopped else f"{vm.name} was not running"
 
 
-def _shutdown(ctx: NodeContext, vm: VM) -> str:
+def _shutdown(ctx: "NodeContext", vm: VM) -> str:
     timeout = ctx.config.cluster.operations.shutdown_timeout
     result = ctx.hv.shutdown(vm.uuid, timeout)
     if result == "forced off":
@@ -167,13 +169,13 @@ def _shutdown(ctx: NodeContext, vm: VM) -> str:
     return f"{vm.name} {result}"
 
 
-def _restart(ctx: NodeContext, vm: VM) -> str:
+def _restart(ctx: "NodeContext", vm: VM) -> str:
     first = _shutdown(ctx, vm)
     _start(ctx, vm)
     return f"{first}; started again on {ctx.name}"
 
 
-ACTIONS: dict[str, Callable[[NodeContext, VM], str]] = {
+ACTIONS: dict[str, Callable[["NodeContext", VM], str]] = {
     "start": _start,
     "stop": _stop,
     "shutdown": _shutdown,
@@ -182,7 +184,7 @@ ACTIONS: dict[str, Callable[[NodeContext, VM], str]] = {
 }
 
 
-def _set_failure(ctx: NodeContext, uuid: str, failure: str) -> None:
+def _set_failure(ctx: "NodeContext", uuid: str, failure: str) -> None:
     def change(data: dict) -> dict:
         data["failure"] = failure
         return data
