@@ -20,6 +20,8 @@ def status_data(c: Any) -> dict[str, Any]:
     views = c.views(c.vms(), nodes)
     ops = c.operations()
     primary = c.store.get_text(c.schema.primary) or ""
+    from pvc.flush import lock_status
+    lock = lock_status(c)
     return {
         "name": c.config.cluster.name,
         "zookeeper": c.config.cluster.zookeeper.hosts,
@@ -31,6 +33,7 @@ def status_data(c: Any) -> dict[str, Any]:
                 "state": dict(Counter(v.vm.state for v in views)),
                 "observed": dict(Counter(v.observed for v in views))},
         "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
+        "flush_lock": {"holder": lock.holder, "queue": lock.queue},
         "healthy": all(n.daemon_state == "run" for n in nodes) and bool(nodes),
     }
 
@@ -53,3 +56,8 @@ def status(ctx: click.Context, fmt: str) -> None:
                 parts.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         click.echo(f"  {section:<11} {data[section]['total']} total" +
                    ("; " + "; ".join(parts) if parts else ""))
+    holder = data["flush_lock"]["holder"]
+    click.echo("  flush lock  " + ("free" if holder is None else
+                                   f"held by {holder.get('node')}'s {holder.get('kind')} "
+                                   f"(op {holder.get('op')}), "
+                                   f"{len(data['flush_lock']['queue'])} queued"))

@@ -49,3 +49,69 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
         emit_json(data)
     else:
         pairs(data, FIELDS)
+
+
+def _flush_command(kind: str, doc: str, name: str) -> click.Command:
+    @click.argument("node_name", metavar="NODE")
+    @click.option("--wait", is_flag=True, help="Wait for the lock and the work; exit "
+                                               "non-zero if it failed.")
+    @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @format_option
+    @click.pass_context
+    def command(ctx: click.Context, node_name: str, wait: bool, reason: str, fmt: str,
+                **kw: Any) -> None:
+        from cli.ops import follow, submit, submitted
+        from pvc import flush
+        c = cluster(ctx)
+        if kw.get("dry_run"):
+            _print_plan(flush.plan_for(c, node_name), node_name, fmt)
+            return
+        op = flush.request(c, node_name, kind, reason)
+        submit(ctx, op, flush.abandon)
+        status = flush.lock_status(c)
+        if fmt == "text" and status.holder and status.holder.get("op") != op.id:
+            click.echo(f"{kind} of {node_name} queued: {status.sentence()}", err=True)
+        if wait:
+            follow(ctx, op.id, fmt)
+        else:
+            submitted(op, fmt)
+
+    command.__doc__ = doc
+    if kind == "flush":
+        command = click.option("--dry-run", is_flag=True,
+                               help="Print the plan (VM → target, method); change "
+                                    "nothing.")(command)
+    return node.command(name=name)(command)
+
+
+def _print_plan(plan: Any, node_name: str, fmt: str) -> None:
+    if fmt == "json":
+        emit_json([{"vm": p.vm.name, "target": p.target, "method": p.method, "note": p.note}
+                   for p in plan])
+        return
+    if not plan:
+        click.echo(f"{node_name} runs no VMs: a flush would only mark it flushed")
+    for p in plan:
+        click.echo(p.describe())
+
+
+flush = _flush_command("flush", "Move every VM off NODE, under the cluster flush lock.",
+                       "flush")
+unflush = _flush_command("unflush", "Bring NODE's VMs back and make it ready again.",
+                         "unflush")
+ready = _flush_command("unflush", "Same as unflush.", "ready")
+
+
+@node.command()
+@format_option
+@click.pass_context
+def lock(ctx: click.Context, fmt: str) -> None:
+    """Who holds the cluster flush lock, and who waits for it."""
+    from pvc import flush
+    status = flush.lock_status(cluster(ctx))
+    if fmt == "json":
+        emit_json({"holder": status.holder, "queue": status.queue})
+        return
+    click.echo(status.sentence())
+    for i, waiter in enumerate(status.queue, 1):
+        click.echo(f"  {i}. {waiter.get('node')}'s {waiter.get('kind')} (op {waiter.get('op')})")

@@ -81,7 +81,9 @@ def finish_output(record: dict[str, Any], fmt: str) -> None:
 def _line(record: dict[str, Any]) -> str:
     state = record["state"]
     msg = record.get("message") or ""
-    return f"[{record['id']}] {record['kind']} {record['target']}: {state}" + (
+    prog = record.get("progress") or {}
+    count = f" [{prog.get('done', 0)}/{prog['total']}]" if prog.get("total") else ""
+    return f"[{record['id']}] {record['kind']} {record['target']}: {state}{count}" + (
         f" - {msg}" if msg and state not in states.OP_TERMINAL else "")
 
 

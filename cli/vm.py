@@ -131,3 +131,47 @@ stop = _action("stop", "Stop a VM at once (hard power-off).")
 shutdown = _action("shutdown", "Shut a VM down gracefully; force it off after the timeout.")
 restart = _action("restart", "Shut a VM down gracefully and start it again.")
 disable = _action("disable", "Shut a VM down and keep it down (not restarted by unflush).")
+
+
+def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
+    @click.argument("ref", metavar="VM")
+    @click.option("--method", type=click.Choice(["live", "shutdown"]), default=None,
+                  help="Migration method (default: the VM's, else the cluster's).")
+    @click.option("--force-live", is_flag=True, help="Fail rather than fall back to shutdown.")
+    @click.option("--wait", is_flag=True, help="Wait until it is done.")
+    @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @format_option
+    @click.pass_context
+    def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
+                wait: bool, reason: str, fmt: str, **kw: Any) -> None:
+        from pvc import lifecycle, migration
+        req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
+                                method=method or "",
+                                force_live=force_live, force=kw.get("force", False),
+                                reason=reason)
+        if not req.submit:
+            finish_output(req.op.to_json(), fmt)
+            return
+        submit(ctx, req.op, lifecycle.abandon)
+        if wait:
+            follow(ctx, req.op.id, fmt)
+        else:
+            submitted(req.op, fmt)
+
+    command.__doc__ = doc
+    if mode == "migrate":
+        command = click.option("--force", is_flag=True,
+                               help="Overwrite an existing last node.")(command)
+    if mode != "unmigrate":   # unmigrate goes back to the last node: no target to choose
+        command = click.option(
+            "--target", default="", metavar="NODE", required=needs_target,
+            help="Target node" + ("." if needs_target else
+                                  " (default: chosen by the VM's selector)."))(command)
+    return vm.command(name=mode)(command)
+
+
+migrate = _move_command("migrate", "Migrate a VM to another node (remembers where it came "
+                                   "from; see unmigrate).", False)
+unmigrate = _move_command("unmigrate", "Return a migrated VM to its last node.", False)
+move = _move_command("move", "Move a VM to another node for good (forgets its last node).",
+                     True)

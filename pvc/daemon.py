@@ -68,6 +68,8 @@ class NodeDaemon:
             "libvirt_uri": n.libvirt_uri,
             "migration_uri": n.migration_uri or n.libvirt_uri,
             "migration_address": n.migration_address,
+            "domain_type": n.domain_type,
+            "console_log_directory": n.console_log_directory,
             "coordinator": self.coordinator,
             "registered": time.time(),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 
+PROGRESS_INTERVAL = 1.0   # seconds between progress reports of a running migration
 TEST_DRIVER_DEMO_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 
 _event_loop_lock = threading.Lock()
@@ -78,6 +80,11 @@ class HostInfo:
     mem_total_mib: int
     mem_free_mib: int
     cpus: int
+
+
+@dataclass(frozen=True)
+class MigrationStats:
+    elapsed_ms: int
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,70 @@ class Hypervisor:
             return "forced off"
         finally:
             self._stop_waiters.pop(uuid, None)
+
+    def migratable_xml(self, uuid: str) -> str:
+        """The running domain's definition as a migration destination needs it."""
+        return self._lookup(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+
+    def migrate_live(self, uuid: str, dest_uri: str, dest_xml: str, address: str,
+                     timeout: float, on_progress: Callable[[str], None] | None = None
+                     ) -> "MigrationStats":
+        """Peer-to-peer live migration to the libvirtd at dest_uri, bounded by timeout: a
+        migration still running then is aborted and the guest keeps running here."""
+        dom = self._lookup(uuid)
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+                 | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}",
+                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                dom.migrateToURI3(dest_uri, params, flags)
+            except libvirt.libvirtError as e:
+                outcome["error"] = e.get_error_message()
+
+        worker = threading.Thread(target=run, name=f"migrate-{uuid}", daemon=True)
+        started = time.monotonic()
+        worker.start()
+        while worker.is_alive():
+            worker.join(PROGRESS_INTERVAL)   # wakes at once when the migration ends
+            elapsed = time.monotonic() - started
+            if worker.is_alive() and elapsed > timeout:
+                self._abort(dom)
+                worker.join(30)
+                raise HypervisorError(f"live migration did not finish within {timeout:g}s "
+                                      "and was aborted; the VM still runs on its source")
+            if worker.is_alive() and on_progress is not None:
+                on_progress(self._job_progress(dom, elapsed))
+        if "error" in outcome:
+            raise HypervisorError(f"live migration failed: {outcome['error']}")
+        return MigrationStats(elapsed_ms=int((time.monotonic() - started) * 1000))
+
+    def completed_migration(self, uuid: str) -> dict[str, int]:
+        """libvirt's figures of the migration that brought uuid here (downtime etc.)."""
+        try:
+            stats = self._lookup(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except (libvirt.libvirtError, HypervisorError):
+            return {}
+        keys = ("downtime", "time_elapsed", "memory_processed", "setup_time")
+        return {k: int(stats[k]) for k in keys if k in stats}
+
+    def _abort(self, dom: Any) -> None:
+        try:
+            dom.abortJob()
+        except libvirt.libvirtError as e:
+            log.warning("could not abort migration: %s", e.get_error_message())
+
+    @staticmethod
+    def _job_progress(dom: Any, elapsed: float) -> str:
+        try:
+            info = dom.jobInfo()
+        except libvirt.libvirtError:
+            return f"migrating ({elapsed:.0f}s)"
+        total, done = info[6], info[7]   # memory total / processed, bytes
+        pct = f", {100 * done // total}% of memory" if total else ""
+        return f"migrating ({elapsed:.0f}s{pct})"
 
     # ------------------------------------------------------------------ events
     def on_lifecycle(self, fn: LifecycleCallback) -> None:

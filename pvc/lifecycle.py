@@ -49,17 +49,24 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
                        "resolve that first")
     node = _acting_node(cluster, vm, rule, running, nodes)
     op = operations.new_operation(f"vm.{action}", vm.name, vm.uuid, node, rule.task, reason,
-                                  args={"previous": {"state": vm.state, "node": vm.node}})
+                                  args={"previous": previous(vm)})
     if rule.needs_running and not running:
         # Nothing runs: the change is only in the desired state; no node needs to act.
         op.state = states.OP_SUCCEEDED
         op.message = f"{vm.name} was not running"
         op.finished = op.created
         op.history.append([op.created, states.OP_SUCCEEDED, op.message])
-        _commit(cluster, vm, current.version, rule.desired, vm.node, op, busy=False)
+        vm.state = rule.desired
+        commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
-    _commit(cluster, vm, current.version, rule.desired, node, op, busy=True)
+    vm.state, vm.node = rule.desired, node
+    commit(cluster, vm, current.version, op, busy=True)
     return Request(op, submit=True)
+
+
+def previous(vm: VM) -> dict[str, str]:
+    """What `abandon` restores if the request cannot be submitted."""
+    return {"state": vm.state, "node": vm.node, "last_node": vm.last_node}
 
 
 def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[str],
@@ -70,7 +77,9 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     elif rule.needs_running:
         return vm.node            # nothing runs: no node needs to act
     else:
-        target = vm.node or _place(cluster, vm, nodes)
+        assigned = next((n for n in nodes if n.name == vm.node), None)
+        # its node may not take VMs now (flushed, down): place it elsewhere
+        target = vm.node if assigned and assigned.is_target() else _place(cluster, vm, nodes)
     node = next((n for n in nodes if n.name == target), None)
     if node is None:
         raise NotFound(f"VM {vm.name} is assigned to unknown node {target!r}")
@@ -92,9 +101,9 @@ def _place(cluster: Cluster, vm: VM, nodes: list[Node]) -> str:
     return chosen.name
 
 
-def _commit(cluster: Cluster, vm: VM, version: int, desired: str, node: str, op: Operation,
-            busy: bool) -> None:
-    vm.state, vm.node = desired, node
+def commit(cluster: Cluster, vm: VM, version: int, op: Operation, busy: bool) -> None:
+    """One transaction: the VM's new desired record (if it still has `version`), the
+    operation record, and the busy marker when a node has work to do."""
     tx = cluster.store.transaction()
     tx.set(cluster.schema.vm(vm.uuid), vm.to_json(), version)
     tx.create(cluster.schema.operation(op.id), op.to_json())
@@ -112,14 +121,15 @@ def abandon(cluster: Cluster, op: Operation, error: str) -> None:
     prev = op.args.get("previous", {})
 
     def restore(data: dict) -> dict:
-        data["state"] = prev.get("state", data["state"])
-        data["node"] = prev.get("node", data["node"])
+        for key in ("state", "node", "last_node"):
+            if key in prev:
+                data[key] = prev[key]
         return data
 
     try:
         cluster.store.update_json(cluster.schema.vm(op.target_id), restore)
     finally:
-        operations.finish(cluster, op.id, states.OP_FAILED, error=error, vm_uuid=op.target_id)
+        operations.finish(cluster, op.id, states.OP_FAILED, error=error)
 
 
 # ---------------------------------------------------------------------- execution side
@@ -140,7 +150,7 @@ def execute(ctx: "NodeContext", op_id: str, action: str, report: Reporter | None
         finally:
             ctx.refresh()
         _set_failure(ctx, uuid, "")
-        run.succeed(outcome, vm_uuid=uuid)
+        run.succeed(outcome)
         return outcome
 
 

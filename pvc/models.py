@@ -21,7 +21,7 @@ class VM:
     state: str = "stop"              # desired: start / stop / disable
     node: str = ""                   # where it should run ("" = not placed yet)
     last_node: str = ""              # where it came from (flush/migrate), to return to
-    autostart: bool = False
+    autostart: bool = False          # start it when its node is next unflushed
     migration_method: str = ""       # "" = cluster default
     node_selector: str = ""          # "" = cluster default
     node_limit: list[str] = field(default_factory=list)
@@ -66,6 +66,8 @@ class Node:
     libvirt_uri: str = ""
     migration_uri: str = ""
     migration_address: str = ""
+    domain_type: str = ""            # forced <domain type> of its guests ("" = as defined)
+    console_log_directory: str = ""
     vms: int = 0                     # running domains
     mem_total: int = 0               # MiB
     mem_free: int = 0

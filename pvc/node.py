@@ -13,7 +13,7 @@ from pvc.cluster import Cluster
 from pvc.config import Config
 from pvc.errors import ConfigError
 from pvc.hypervisor import Hypervisor, RunningDomain
-from pvc.models import VM
+from pvc.models import VM, Node
 from pvc.store import NoNode, VersionConflict, decode_json
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class NodeContext:
         self.cluster = cluster or Cluster.connect(config)
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
+        self._remote: dict[str, Hypervisor] = {}
 
     @property
     def store(self) -> Any:
@@ -45,9 +46,20 @@ class NodeContext:
                 self._hv = Hypervisor(self.config.node.libvirt_uri).connect()
             return self._hv
 
+    def hypervisor_for(self, node: Node) -> Hypervisor:
+        """This node's hypervisor, or another node's through its migration URI."""
+        if node.name == self.name:
+            return self.hv
+        uri = node.migration_uri or node.libvirt_uri
+        with self._hv_lock:
+            if uri not in self._remote:
+                self._remote[uri] = Hypervisor(uri).connect()
+            return self._remote[uri]
+
     def close(self) -> None:
-        if self._hv is not None:
-            self._hv.close()
+        for hv in [self._hv, *self._remote.values()]:
+            if hv is not None:
+                hv.close()
         self.cluster.close()
 
     # ------------------------------------------------------------------ XML for this node

@@ -60,9 +60,18 @@ def _transition(op: dict[str, Any], new_state: str, note: str) -> dict[str, Any]
     return op
 
 
-def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
-           vm_uuid: str = "") -> Operation:
-    """End an operation: record the outcome and free the VM it held, in one transaction."""
+def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
+    """The znode that marks an operation's target busy while it is in flight."""
+    kind, target = (op.kind, op.target_id) if isinstance(op, Operation) else \
+        (op["kind"], op["target_id"])
+    if kind.startswith("vm."):
+        return cluster.schema.vm_operation(target)
+    return cluster.schema.node_operation(target)
+
+
+def finish(cluster: Cluster, op_id: str, state: str, message: str = "",
+           error: str = "") -> Operation:
+    """End an operation: record the outcome and free its target, in one transaction."""
     schema = cluster.schema
     for _ in range(20):
         current = cluster.store.get_json_versioned(schema.operation(op_id))
@@ -74,9 +83,9 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
         record["message"] = message or record.get("message", "")
         record["error"] = error
         tx = cluster.store.transaction().set(schema.operation(op_id), record, current.version)
-        marker = schema.vm_operation(vm_uuid) if vm_uuid else None
-        if marker and cluster.store.get_text(marker) == op_id:
-            tx.delete(marker)
+        busy = marker(cluster, record)
+        if cluster.store.get_text(busy) == op_id:
+            tx.delete(busy)
         try:
             tx.commit()
             return Operation.from_json(record)
@@ -111,6 +120,7 @@ class Runner:
             log.info("operation %s already %s; nothing to do", self.op_id, record.state)
             return self
         self.record = record
+        self.set_fields(attempts=record.attempts + 1, worker=self.worker)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> bool:
@@ -159,13 +169,21 @@ class Runner:
         self.report({"state": state, "message": note})
         return self.record
 
+    def set_fields(self, **fields: Any) -> Operation:
+        """Change record fields without a state transition."""
+        def change(op: dict[str, Any]) -> dict[str, Any]:
+            op.update(fields)
+            return op
+
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
+        self.record = Operation.from_json(data)
+        return self.record
+
     def running(self, note: str = "started") -> Operation:
         assert self.record is not None
-        attempts = self.record.attempts + 1
-        if attempts > 1:
-            note = f"resumed (attempt {attempts})"
-        return self.set_state(states.OP_RUNNING, note, started=self.record.started or time.time(),
-                              attempts=attempts, worker=self.worker)
+        if self.record.attempts > 1:
+            note = f"{note} (attempt {self.record.attempts}, after a lost worker)"
+        return self.set_state(states.OP_RUNNING, note, started=self.record.started or time.time())
 
     def progress(self, message: str, done: int | None = None, total: int | None = None,
                  item: str | None = None, item_state: str | None = None) -> None:
@@ -183,16 +201,12 @@ class Runner:
         data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
         self.report({"state": "PROGRESS", "message": message, **data.get("progress", {})})
 
-    def succeed(self, message: str = "done", vm_uuid: str = "") -> Operation:
-        self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message,
-                             vm_uuid=vm_uuid)
+    def succeed(self, message: str = "done") -> Operation:
+        self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message)
         return self.record
 
-    def fail(self, error: str, vm_uuid: str = "") -> Operation:
-        assert self.record is not None
-        vm_uuid = vm_uuid or (self.record.target_id if self.record.kind.startswith("vm.") else "")
-        self.record = finish(self.cluster, self.op_id, states.OP_FAILED, error=error,
-                             vm_uuid=vm_uuid)
+    def fail(self, error: str) -> Operation:
+        self.record = finish(self.cluster, self.op_id, states.OP_FAILED, error=error)
         return self.record
 
 

@@ -20,6 +20,8 @@ Three kinds of state are kept apart, each with one writer:
 |                                     |           | lists every busy VM)                         |
 | /vms/U/console                      | observed  | the console tailer of the node running U     |
 | /vm_names/NAME                      | desired   | CLI, in the same transaction as /vms/U       |
+| /node_operations/N                  | in flight | like /vm_operations, for a node's flush or   |
+|                                     |           | unflush (one at a time per node)             |
 | /operations/ID                      | in flight | CLI creates, the executing task updates      |
 | /operations/ID/executor             | in flight | the executing task (ephemeral lease)         |
 | /locks/flush                        | in flight | kazoo lock recipe (flush and unflush)        |
@@ -50,8 +52,8 @@ class Schema:
         return self._p("schema")
 
     def top_level(self) -> list[str]:
-        return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.operations,
-                self.locks]
+        return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.node_operations,
+                self.operations, self.locks]
 
     # ---- nodes
     @property
@@ -99,6 +101,13 @@ class Schema:
 
     def vm_name(self, name: str) -> str:
         return self._p("vm_names", name)
+
+    @property
+    def node_operations(self) -> str:
+        return self._p("node_operations")
+
+    def node_operation(self, name: str) -> str:
+        return self._p("node_operations", name)
 
     # ---- operations and locks
     @property

@@ -50,8 +50,9 @@ OP_TERMINAL = frozenset({OP_SUCCEEDED, OP_FAILED, OP_CANCELLED})
 OP_TRANSITIONS: dict[str, frozenset[str]] = {
     OP_QUEUED: frozenset({OP_WAITING, OP_RUNNING, OP_FAILED, OP_CANCELLED, OP_SUCCEEDED}),
     OP_WAITING: frozenset({OP_RUNNING, OP_FAILED, OP_CANCELLED}),
-    # running -> running: a redelivered task resumes after its worker died
-    OP_RUNNING: frozenset({OP_RUNNING, OP_SUCCEEDED, OP_FAILED}),
+    # running -> running / waiting-for-lock: a redelivered task resumes after its worker died
+    # (waiting for its lock again first, if it has one)
+    OP_RUNNING: frozenset({OP_RUNNING, OP_WAITING, OP_SUCCEEDED, OP_FAILED}),
     OP_SUCCEEDED: frozenset(),
     OP_FAILED: frozenset(),
     OP_CANCELLED: frozenset(),

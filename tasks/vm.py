@@ -1,7 +1,7 @@
 """VM lifecycle tasks. Thin: each names itself and calls the operation on this node."""
 from __future__ import annotations
 
-from pvc import lifecycle
+from pvc import lifecycle, migration
 from tasks.app import app
 from tasks.base import PvcTask
 from tasks.context import node_context
@@ -29,3 +29,9 @@ def shutdown(self: PvcTask, vm_uuid: str, op_id: str) -> str:
 @app.task(name="pvc.vm.restart", base=PvcTask, bind=True)
 def restart(self: PvcTask, vm_uuid: str, op_id: str) -> str:
     return _run(self, op_id, "restart")
+
+
+@app.task(name="pvc.vm.migrate", base=PvcTask, bind=True)
+def migrate(self: PvcTask, vm_uuid: str, op_id: str) -> str:
+    """Migrate, unmigrate and move: the record says which, where to and how."""
+    return migration.execute(node_context(), op_id, self.report)

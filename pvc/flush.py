@@ -1,0 +1,425 @@
+"""Node flush and unflush, under the cluster flush lock.
+
+Flush: take the lock (fair queue, freed if its holder dies) → node `flushing` → plan a target
+for every VM running here (the VM's selector and node limit first, the cluster's default second,
+counting what the plan already put on each node) → move them with bounded parallelism → node
+`flushed` → release. A VM with nowhere to go (or migration method `none`) is shut down cleanly
+and marked to start again on unflush; a VM that fails to move fails the operation, naming it,
+and the node stays `flushing`. Nothing is ever skipped silently.
+
+Unflush: take the same lock → `unflushing` → VMs whose last node is this one come back, VMs
+marked to start here start → `ready`.
+
+Everything a flush needs happens inside its own task (migrations are peer-to-peer between the
+libvirtds), so a flush never waits for a worker slot elsewhere: flushes queued on the lock on
+every node cannot deadlock the pools.
+Idempotent: a redelivered flush re-plans from what the hypervisors report and finishes the job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from pvc import operations, placement, states
+from pvc.cluster import Cluster
+from pvc.errors import Conflict, NotFound, OperationFailed, PvcError, Unavailable
+from pvc.migration import Move, move_vm, resolve_method, settle
+from pvc.models import VM, Node, Operation
+from pvc.operations import Reporter, Runner
+from pvc.store import NodeExists
+
+if TYPE_CHECKING:
+    from pvc.node import NodeContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeOp:
+    during: str     # domain state while it runs
+    after: str      # domain state when it succeeded
+    task: str
+
+
+NODE_OPS: dict[str, NodeOp] = {
+    "flush": NodeOp("flushing", "flushed", "pvc.node.flush"),
+    "unflush": NodeOp("unflushing", "ready", "pvc.node.unflush"),
+}
+
+
+# ---------------------------------------------------------------------- the lock
+
+@dataclass
+class LockStatus:
+    holder: dict[str, Any] | None
+    queue: list[dict[str, Any]]
+
+    def sentence(self) -> str:
+        if self.holder is None:
+            return "the flush lock is free"
+        ahead = f", {len(self.queue)} queued" if self.queue else ""
+        return (f"the flush lock is held by {self.holder.get('node')}'s "
+                f"{self.holder.get('kind')} (op {self.holder.get('op')}){ahead}")
+
+
+def lock_status(cluster: Cluster) -> LockStatus:
+    contenders = [_ident(c) for c in cluster.store.lock_contenders(cluster.schema.flush_lock)]
+    return LockStatus(contenders[0] if contenders else None, contenders[1:])
+
+
+def _ident(raw: str) -> dict[str, Any]:
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return {"op": raw, "kind": "?", "node": "?"}
+
+
+@contextmanager
+def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
+    """Wait for the cluster flush lock (saying who holds it), hold it, release it."""
+    assert run.record is not None
+    node = run.record.target_id
+    ident = json.dumps({"op": run.op_id, "kind": kind, "node": node}, sort_keys=True)
+    status = lock_status(ctx.cluster)
+    waiting = "waiting for the flush lock"
+    if status.holder is not None:
+        waiting = (f"waiting for the flush lock held by {status.holder.get('node')}'s "
+                   f"{status.holder.get('kind')} (op {status.holder.get('op')}), "
+                   f"{len(status.queue)} queued ahead")
+    run.set_state(states.OP_WAITING, waiting)
+    lock = ctx.store.lock(ctx.schema.flush_lock, ident)
+    lock.acquire()
+    try:
+        run.running("took the flush lock")
+        run.set_fields(lock_acquired=time.time())
+        yield
+    finally:
+        lock.release()
+        try:
+            run.set_fields(lock_released=time.time())
+        except PvcError:
+            pass
+
+
+# ---------------------------------------------------------------------- request side
+
+def request(cluster: Cluster, node: str, kind: str, reason: str = "") -> Operation:
+    """Record a flush/unflush of node; the caller submits it to the node's queue."""
+    spec = NODE_OPS[kind]
+    target = cluster.node(node)
+    if target.daemon_state != "run":
+        raise Unavailable(f"node {node} is {target.daemon_state}: its worker cannot {kind} it")
+    busy = cluster.store.get_text(cluster.schema.node_operation(node))
+    if busy:
+        raise Conflict(f"node {node} already has operation {busy} in flight "
+                       f"(see: pvc task show {busy})")
+    op = operations.new_operation(f"node.{kind}", node, node, node, spec.task, reason)
+    tx = cluster.store.transaction()
+    tx.create(cluster.schema.operation(op.id), op.to_json())
+    tx.create(cluster.schema.node_operation(node), op.id)
+    try:
+        tx.commit()
+    except NodeExists:
+        raise Conflict(f"node {node} got another operation at the same moment; "
+                       "nothing was changed") from None
+    return op
+
+
+def abandon(cluster: Cluster, op: Operation, error: str) -> None:
+    operations.finish(cluster, op.id, states.OP_FAILED, error=error)
+
+
+# ---------------------------------------------------------------------- planning (pure)
+
+@dataclass
+class Planned:
+    vm: VM
+    target: str | None     # None: shut down here and start again on unflush
+    method: str            # live / shutdown / none
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.target is None:
+            return f"{self.vm.name}: shut down, starts again on unflush ({self.note})"
+        return f"{self.vm.name} → {self.target} ({self.method}{', ' + self.note if self.note else ''})"
+
+
+def plan_flush(me: str, vms: list[VM], running_here: set[str], nodes: list[Node],
+               default_selector: str, default_method: str) -> list[Planned]:
+    """A target for every VM running on `me`, spreading them with a shared Plan."""
+    by_name = {n.name: n for n in nodes}
+    source = by_name.get(me)
+    plan = placement.Plan()
+    out: list[Planned] = []
+    for vm in sorted((v for v in vms if v.uuid in running_here), key=lambda v: v.name):
+        method = resolve_method("", vm, default_method)
+        if method == "none":
+            out.append(Planned(vm, None, "none", "migration method none"))
+            continue
+        kept = by_name.get(vm.node) if vm.node != me else None
+        if kept is not None and kept.is_target():     # a resumed flush keeps its plan
+            target = kept
+        else:
+            target = placement.choose(vm, nodes, default_selector, plan, exclude=[me])
+        if target is None:
+            out.append(Planned(vm, None, method,
+                               placement.why_none(vm, nodes, plan, exclude=[me])))
+            continue
+        plan.add(target.name, vm)
+        note = ""
+        if method == "live" and not (target.live_migration and source and source.live_migration):
+            method, note = "shutdown", "hypervisor cannot live-migrate"
+        out.append(Planned(vm, target.name, method, note))
+    return out
+
+
+def plan_for(cluster: Cluster, node: str) -> list[Planned]:
+    """The plan a flush of node would follow now (for --dry-run)."""
+    nodes = cluster.nodes()
+    me = next((n for n in nodes if n.name == node), None)
+    if me is None:
+        raise NotFound(f"no node named {node!r}")
+    mig = cluster.config.cluster.migration
+    return plan_flush(node, cluster.vms(), set(me.domains), nodes, mig.default_selector,
+                      mig.default_method)
+
+
+# ---------------------------------------------------------------------- execution
+
+@dataclass
+class Tally:
+    """What happened to each VM, by outcome."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: int = 0
+    moved: list[str] = field(default_factory=list)     # migrated (flush) or returned (unflush)
+    parked: list[str] = field(default_factory=list)    # shut down, to start on unflush
+    started: list[str] = field(default_factory=list)   # started by unflush
+    failed: list[str] = field(default_factory=list)    # "vm: reason"
+
+
+class NodeJob:
+    """State shared by the threads of one flush or unflush."""
+
+    def __init__(self, ctx: "NodeContext", run: Runner, total: int) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.total = total
+        self.tally = Tally()
+        self.claimed: list[str] = []
+
+    def report(self, vm: str, state: str, bucket: list[str] | None = None,
+               entry: str = "") -> None:
+        """Publish a VM's progress; with a bucket, the VM is done and counted there."""
+        with self.tally.lock:
+            if bucket is not None:
+                bucket.append(entry or vm)
+                self.tally.done += 1
+            self.run.progress(f"{vm}: {state}", done=self.tally.done, total=self.total,
+                              item=vm, item_state=state)
+
+    def claim(self, vm: VM, change: Callable[[VM], None]) -> VM:
+        """Mark vm busy with this operation and apply change to its record, atomically.
+        Waits (bounded) for another operation on it to end first."""
+        cluster = self.ctx.cluster
+        marker = cluster.schema.vm_operation(vm.uuid)
+        timeout = self.ctx.config.cluster.migration.timeout
+        for _ in range(50):
+            holder = cluster.store.get_text(marker)
+            if holder not in (None, self.run.op_id):
+                self.report(vm.name, f"waiting for operation {holder}")
+                try:
+                    cluster.store.wait_for(marker, lambda v: v is None, timeout,
+                                           decode=lambda d: d)
+                except TimeoutError:
+                    raise Conflict(f"{vm.name} stayed busy with operation {holder}") from None
+                continue
+            current = cluster.vm(vm.uuid)
+            fresh: VM = current.value
+            change(fresh)
+            tx = cluster.store.transaction().set(cluster.schema.vm(vm.uuid), fresh.to_json(),
+                                                 current.version)
+            if holder is None:
+                tx.create(marker, self.run.op_id)
+            try:
+                tx.commit()
+            except Conflict:
+                continue
+            self.claimed.append(vm.uuid)
+            return fresh
+        raise Conflict(f"{vm.name} kept changing; could not claim it")
+
+    def release_all(self) -> None:
+        store, schema = self.ctx.store, self.ctx.schema
+        for uuid in self.claimed:
+            path = schema.vm_operation(uuid)
+            try:
+                if store.get_text(path) == self.run.op_id:
+                    store.delete(path)
+            except PvcError:
+                log.warning("could not release %s", path)
+
+
+def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:
+    ctx.store.put(ctx.schema.node_field(node, "domain_state"), state)
+
+
+def run_parallel(items: list[Any], target_of: Callable[[Any], str], work: Callable[[Any], None],
+                 max_parallel: int, per_target: int) -> None:
+    """Run work(item) for all items, at most max_parallel at once and at most per_target per
+    target; items are interleaved by target so a busy target does not hold up the others."""
+    by_target: dict[str, list[Any]] = {}
+    for item in items:
+        by_target.setdefault(target_of(item), []).append(item)
+    ordered: list[Any] = []
+    while any(by_target.values()):
+        for queue in by_target.values():
+            if queue:
+                ordered.append(queue.pop(0))
+    gates = {t: threading.BoundedSemaphore(per_target) for t in {target_of(i) for i in items}}
+
+    def gated(item: Any) -> None:
+        with gates[target_of(item)]:
+            work(item)
+
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        list(pool.map(gated, ordered))
+
+
+def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+    with Runner(ctx.cluster, op_id, report) as run:
+        if run.record is None:
+            return "already done"
+        node = run.record.target_id
+        with flush_lock(ctx, run, "flush"):
+            _set_domain_state(ctx, node, NODE_OPS["flush"].during)
+            mig = ctx.config.cluster.migration
+            nodes = ctx.cluster.nodes()
+            plan = plan_flush(node, ctx.cluster.vms(), set(ctx.hv.running()), nodes,
+                              mig.default_selector, mig.default_method)
+            job = NodeJob(ctx, run, len(plan))
+            by_name = {n.name: n for n in nodes}
+            run.progress(f"flushing {len(plan)} VMs", done=0, total=len(plan))
+            for p in plan:
+                job.report(p.vm.name, "queued")
+            try:
+                run_parallel(plan, lambda p: p.target or "(none)",
+                             lambda p: _flush_one(job, p, node, by_name),
+                             min(mig.max_parallel, mig.per_source), mig.per_target)
+            finally:
+                job.release_all()
+            summary = (f"flushed {node}: {len(job.tally.moved)} moved, "
+                       f"{len(job.tally.parked)} shut down to start on unflush")
+            if job.tally.failed:
+                raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
+                                      + "; ".join(job.tally.failed)
+                                      + f" ({node} stays flushing)")
+            _set_domain_state(ctx, node, NODE_OPS["flush"].after)
+        run.succeed(summary)
+        return summary
+
+
+def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> None:
+    ctx, vm = job.ctx, p.vm
+    try:
+        if p.target is None:
+            def mark(v: VM) -> None:
+                v.state, v.autostart = "stop", True
+
+            job.claim(vm, mark)
+            job.report(vm.name, "shutting down")
+            how = ctx.hv.shutdown(vm.uuid, ctx.config.cluster.operations.shutdown_timeout)
+            ctx.publish_domains()
+            job.report(vm.name, f"{how}, starts again on unflush ({p.note})",
+                       job.tally.parked)
+            return
+
+        def assign(v: VM) -> None:
+            v.node = p.target or v.node
+            v.last_node = v.last_node or me
+
+        job.claim(vm, assign)
+        job.report(vm.name, f"migrating to {p.target} ({p.method})")
+        outcome = move_vm(ctx, Move(vm, nodes[me], nodes[p.target], p.method),
+                          lambda msg: job.report(vm.name, msg))
+        job.report(vm.name, outcome, job.tally.moved)
+    except PvcError as e:
+        settle(ctx, vm.uuid, {"last_node": vm.last_node})
+        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
+
+
+def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+    with Runner(ctx.cluster, op_id, report) as run:
+        if run.record is None:
+            return "already done"
+        node = run.record.target_id
+        with flush_lock(ctx, run, "unflush"):
+            _set_domain_state(ctx, node, NODE_OPS["unflush"].during)
+            nodes = ctx.cluster.nodes()
+            by_name = {n.name: n for n in nodes}
+            vms = ctx.cluster.vms()
+            returning = [v for v in vms if v.last_node == node]
+            starting = [v for v in vms if v.node == node and v.autostart
+                        and v.state != "disable" and v.last_node != node]
+            job = NodeJob(ctx, run, len(returning) + len(starting))
+            run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
+                         done=0, total=job.total)
+            mig = ctx.config.cluster.migration
+            try:
+                run_parallel(returning, lambda v: node,
+                             lambda v: _return_one(job, v, node, by_name),
+                             min(mig.max_parallel, mig.per_target), mig.per_target)
+                for vm in starting:
+                    _start_one(job, vm)
+            finally:
+                job.release_all()
+            summary = (f"unflushed {node}: {len(job.tally.moved)} returned, "
+                       f"{len(job.tally.started)} started")
+            if job.tally.failed:
+                raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
+                                      + "; ".join(job.tally.failed))
+            _set_domain_state(ctx, node, NODE_OPS["unflush"].after)
+        run.succeed(summary)
+        return summary
+
+
+def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
+    ctx = job.ctx
+    running = ctx.cluster.running_on(vm.uuid, list(ctx.cluster.nodes()))
+    source = running[0] if running else ""
+    try:
+        def home(v: VM) -> None:
+            v.node, v.last_node = me, ""
+
+        job.claim(vm, home)
+        if not source or source == me:
+            job.report(vm.name, "assigned back (not running elsewhere)", job.tally.moved)
+            return
+        method = resolve_method("", vm, ctx.config.cluster.migration.default_method)
+        method = "shutdown" if method == "none" else method
+        job.report(vm.name, f"returning from {source} ({method})")
+        outcome = move_vm(ctx, Move(vm, nodes[source], nodes[me], method),
+                          lambda msg: job.report(vm.name, msg))
+        job.report(vm.name, outcome, job.tally.moved)
+    except PvcError as e:
+        settle(ctx, vm.uuid, {"last_node": me})
+        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
+
+
+def _start_one(job: NodeJob, vm: VM) -> None:
+    ctx = job.ctx
+    try:
+        def start(v: VM) -> None:
+            v.state, v.autostart = "start", False
+
+        job.claim(vm, start)
+        ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)
+        ctx.publish_domains()
+        job.report(vm.name, f"started on {ctx.name}", job.tally.started)
+    except PvcError as e:
+        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
