@@ -64,3 +64,14 @@ def show(ctx: click.Context, op_id: str, fmt: str) -> None:
     click.echo("  history")
     for ts, st, note in op.history:
         click.echo(f"    {stamp(ts)}  {st:<17} {note}")
+
+
+@task.command()
+@click.argument("op_id", metavar="ID")
+@format_option
+@click.pass_context
+def watch(ctx: click.Context, op_id: str, fmt: str) -> None:
+    """Follow an operation until it ends; exit non-zero if it failed."""
+    from cli.ops import follow
+    cluster(ctx).operation(op_id)   # a clear error for an unknown id
+    follow(ctx, op_id, fmt)

@@ -234,5 +234,6 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains"):
             setattr(node, key, value)
+    node.vms = len(node.domains)   # published on every libvirt event, fresher than resources
     return node
 

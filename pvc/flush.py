@@ -313,6 +313,7 @@ def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None
                              min(mig.max_parallel, mig.per_source), mig.per_target)
             finally:
                 job.release_all()
+                ctx.refresh()
             summary = (f"flushed {node}: {len(job.tally.moved)} moved, "
                        f"{len(job.tally.parked)} shut down to start on unflush")
             if job.tally.failed:
@@ -378,6 +379,7 @@ def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = No
                     _start_one(job, vm)
             finally:
                 job.release_all()
+                ctx.refresh()
             summary = (f"unflushed {node}: {len(job.tally.moved)} returned, "
                        f"{len(job.tally.started)} started")
             if job.tally.failed:
@@ -396,9 +398,15 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
         def home(v: VM) -> None:
             v.node, v.last_node = me, ""
 
-        job.claim(vm, home)
-        if not source or source == me:
-            job.report(vm.name, "assigned back (not running elsewhere)", job.tally.moved)
+        fresh = job.claim(vm, home)
+        if source == me:
+            job.report(vm.name, "already here", job.tally.moved)
+            return
+        if not source:
+            if fresh.autostart and fresh.state != "disable":   # parked by a flush: start
+                _start_one(job, fresh)
+            else:
+                job.report(vm.name, "assigned back (it is stopped)", job.tally.moved)
             return
         method = resolve_method("", vm, ctx.config.cluster.migration.default_method)
         method = "shutdown" if method == "none" else method

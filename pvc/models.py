@@ -105,6 +105,8 @@ class Operation:
     created: float = 0.0
     started: float = 0.0
     finished: float = 0.0
+    lock_acquired: float = 0.0       # flush/unflush: when it took the cluster flush lock
+    lock_released: float = 0.0
     attempts: int = 0
     worker: str = ""
     message: str = ""                # last progress line

@@ -161,6 +161,7 @@ class Runner:
         def change(op: dict[str, Any]) -> dict[str, Any]:
             if op["state"] != state or state == states.OP_RUNNING:
                 _transition(op, state, note)
+            op["message"] = note
             op.update(fields)
             return op
 

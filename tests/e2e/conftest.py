@@ -1,9 +1,11 @@
-"""A `test`-hypervisor sandbox for the whole e2e session, driven through the pvc CLI."""
+"""Sandboxes for the e2e tests, driven through the pvc CLI as an operator would."""
 from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any, Iterator
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -14,12 +16,13 @@ OFFSET = "1000"
 
 
 class Pvc:
-    """Runs pvc as an operator would, against the test sandbox."""
+    """Runs pvc against one sandbox."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], offset: str) -> None:
         self.env = env
+        self.offset = offset
 
-    def __call__(self, *args: str, ok: bool = True, timeout: float = 120
+    def __call__(self, *args: str, ok: bool = True, timeout: float = 180
                  ) -> subprocess.CompletedProcess:
         res = run_pvc(*args, env=self.env, timeout=timeout)
         assert "Traceback" not in res.stderr, res.stderr
@@ -38,16 +41,43 @@ class Pvc:
         assert len(lines) == 1, res.stderr
         return lines[0]
 
+    def vms(self) -> dict[str, dict[str, Any]]:
+        return {v["name"]: v for v in self.json("vm", "list")}
 
-@pytest.fixture(scope="session")
-def pvc() -> Iterator[Pvc]:
-    p = Pvc(dict(SANDBOX_ENV))
-    run_pvc("sandbox", "down", "--port-offset", OFFSET, env=SANDBOX_ENV)
-    up = run_pvc("sandbox", "up", "--hypervisor", "test", "--nodes", "3", "--vms", "6",
-                 "--port-offset", OFFSET, env=SANDBOX_ENV, timeout=300)
+    def status(self) -> dict[str, Any]:
+        return self.json("sandbox", "status", "--port-offset", self.offset)
+
+
+@contextmanager
+def sandbox(name: str, offset: str, kind: str, nodes: int, vms: int,
+            extra_env: dict[str, str] | None = None) -> Iterator[Pvc]:
+    env = {"PVC_SANDBOX_DIR": f"/run/pvc/{name}", **(extra_env or {})}
+    p = Pvc(env, offset)
+    run_pvc("sandbox", "down", "--port-offset", offset, env=env)
+    up = run_pvc("sandbox", "up", "--hypervisor", kind, "--nodes", str(nodes), "--vms",
+                 str(vms), "--port-offset", offset, env=env, timeout=300)
     assert up.returncode == 0, up.stderr
     try:
         yield p
     finally:
-        down = run_pvc("sandbox", "down", "--port-offset", OFFSET, env=SANDBOX_ENV)
+        down = run_pvc("sandbox", "down", "--port-offset", offset, env=env)
         assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="session")
+def pvc() -> Iterator[Pvc]:
+    with sandbox("test-sandbox", OFFSET, "test", 3, 6) as p:
+        yield p
+
+
+def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll a condition on another process's output (a log file, a CLI answer) until it
+    holds; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)  # polling interval of the condition check
