@@ -211,7 +211,6 @@ class NodeJob:
         self.run = run
         self.total = total
         self.tally = Tally()
-        self.claimed: list[str] = []
 
     def report(self, vm: str, state: str, bucket: list[str] | None = None,
                entry: str = "") -> None:
@@ -250,19 +249,19 @@ class NodeJob:
                 tx.commit()
             except Conflict:
                 continue
-            self.claimed.append(vm.uuid)
             return fresh
         raise Conflict(f"{vm.name} kept changing; could not claim it")
 
     def release_all(self) -> None:
-        store, schema = self.ctx.store, self.ctx.schema
-        for uuid in self.claimed:
-            path = schema.vm_operation(uuid)
+        """Free every VM this operation marked busy, also those an earlier attempt of it
+        (a worker that died) claimed."""
+        for uuid, holder in self.ctx.cluster.busy().items():
+            if holder != self.run.op_id:
+                continue
             try:
-                if store.get_text(path) == self.run.op_id:
-                    store.delete(path)
+                self.ctx.store.delete(self.ctx.schema.vm_operation(uuid))
             except PvcError:
-                log.warning("could not release %s", path)
+                log.warning("could not release VM %s", uuid)
 
 
 def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:

@@ -1,0 +1,85 @@
+"""Real guests (QEMU under TCG) on a 2-node `qemu` sandbox: live migration, and a flush whose
+worker is killed mid-way."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pvc.sandbox import procs
+from tests.e2e.conftest import Pvc, sandbox, wait_until
+
+pytestmark = pytest.mark.e2e
+
+# One migration at a time, so a flush of two guests takes long enough to kill its worker.
+SERIAL = {"PVC_CLUSTER__MIGRATION__MAX_PARALLEL": "1"}
+
+
+@pytest.fixture(scope="module")
+def pvc() -> Iterator[Pvc]:
+    with sandbox("test-qemu", "1100", "qemu", 2, 2, SERIAL) as p:
+        yield p
+
+
+def console(pvc: Pvc, node: str, vm: str) -> Path:
+    return Path(pvc.env["PVC_SANDBOX_DIR"]) / "nodes" / node / "console" / f"{vm}.log"
+
+
+def ticks(path: Path) -> list[int]:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [int(n) for n in re.findall(r" tick (\d+)", text)]
+
+
+def where(pvc: Pvc) -> dict[str, list[str]]:
+    return {name: v["running_on"] for name, v in pvc.vms().items()}
+
+
+def test_live_migration_keeps_the_guest_running(pvc) -> None:
+    src = console(pvc, "hv1", "demo1")
+    wait_until("demo1 to boot and tick on hv1", lambda: ticks(src), 120)
+    out = pvc("vm", "migrate", "demo1", "--target", "hv2", "--wait").stdout
+    assert "demo1: hv1 → hv2 (live" in out and "downtime" in out
+    last_on_source = max(ticks(src))
+    dst = console(pvc, "hv2", "demo1")
+    # the same guest goes on counting on the target: no reboot, no gap back to 0
+    wait_until("demo1 to tick on hv2", lambda: any(t > last_on_source for t in ticks(dst)), 60)
+    assert 0 not in ticks(dst)
+    assert where(pvc)["demo1"] == ["hv2"]
+    pvc("vm", "unmigrate", "demo1", "--wait")
+    assert where(pvc)["demo1"] == ["hv1"]
+
+
+def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> None:
+    if where(pvc)["demo2"] != ["hv1"]:     # move: hv1 becomes its home (no last node)
+        pvc("vm", "move", "demo2", "--target", "hv1", "--wait")
+    assert where(pvc) == {"demo1": ["hv1"], "demo2": ["hv1"]}
+    out = pvc("node", "flush", "hv1").stdout
+    op = out.split("operation ")[1].split()[0]
+    wait_until("the first VM to move", lambda: pvc.json("task", "show", op)
+               .get("progress", {}).get("done", 0) >= 1, 120)
+    worker = pvc.status()["processes"]["worker-hv1"]["pid"]
+    os.killpg(worker, signal.SIGKILL)          # the whole worker: main process and pool
+    wait_until("the worker to be gone", lambda: not procs.alive(worker), 10)
+    base = Path(pvc.env["PVC_SANDBOX_DIR"])
+    replacement = procs.spawn([sys.executable, "-m", "workers.worker", "--config",
+                               str(base / "nodes" / "hv1" / "pvc.yaml")],
+                              base / "nodes" / "hv1" / "worker-replacement.log",
+                              env=dict(os.environ, **pvc.env))
+    try:
+        pvc("task", "watch", op, timeout=300)
+        record = pvc.json("task", "show", op)
+        assert record["state"] == "succeeded" and record["attempts"] == 2
+        assert where(pvc) == {"demo1": ["hv2"], "demo2": ["hv2"]}
+        assert pvc.json("node", "info", "hv1")["domain_state"] == "flushed"
+        pvc("node", "unflush", "hv1", "--wait", timeout=300)
+        assert where(pvc) == {"demo1": ["hv1"], "demo2": ["hv1"]}
+    finally:
+        procs.stop(replacement)
