@@ -126,9 +126,10 @@ BENCH_OFFSET = "2000"
 class BenchSandbox:
     """A sandbox of its own (directory, ports) for a benchmark, via the pvc CLI."""
 
-    def __init__(self, kind: str, nodes: int = 3, vms: int = 3) -> None:
+    def __init__(self, kind: str, nodes: int = 3, vms: int = 3,
+                 env: dict[str, str] | None = None) -> None:
         import os
-        self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR)
+        self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR, **(env or {}))
         self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
                      "--port-offset", BENCH_OFFSET]
 
@@ -142,6 +143,17 @@ class BenchSandbox:
     def config(self) -> Any:
         from pvc import config
         return config.load(Path(BENCH_SANDBOX_DIR) / "client.yaml", environ={})
+
+    def watch(self, op_id: str) -> dict[str, Any]:
+        """Wait for an operation to end; its record."""
+        import json
+        self.pvc("task", "watch", op_id, check=False)
+        return json.loads(self.pvc("task", "show", op_id, "--format", "json").stdout)
+
+    def submit(self, *args: str) -> str:
+        """Run a submitting command; the operation id it printed."""
+        import json
+        return json.loads(self.pvc(*args, "--format", "json").stdout)["id"]
 
     def __enter__(self) -> "BenchSandbox":
         self.pvc("sandbox", "down", "--port-offset", BENCH_OFFSET, check=False)

@@ -56,17 +56,20 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
     @click.option("--wait", is_flag=True, help="Wait for the lock and the work; exit "
                                                "non-zero if it failed.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @click.option("--max-parallel", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="Migrations at once for this operation (default: the configured "
+                       "limits).")
     @format_option
     @click.pass_context
-    def command(ctx: click.Context, node_name: str, wait: bool, reason: str, fmt: str,
-                **kw: Any) -> None:
+    def command(ctx: click.Context, node_name: str, wait: bool, reason: str,
+                max_parallel: int | None, fmt: str, **kw: Any) -> None:
         from cli.ops import follow, submit, submitted
         from pvc import flush
         c = cluster(ctx)
         if kw.get("dry_run"):
             _print_plan(flush.plan_for(c, node_name), node_name, fmt)
             return
-        op = flush.request(c, node_name, kind, reason)
+        op = flush.request(c, node_name, kind, reason, max_parallel or 0)
         submit(ctx, op, flush.abandon)
         status = flush.lock_status(c)
         if fmt == "text" and status.holder and status.holder.get("op") != op.id:

@@ -50,24 +50,26 @@ class Cluster:
     # ------------------------------------------------------------------ VMs
     def vm_uuid(self, ref: str) -> str:
         """A VM's UUID from its name or UUID."""
-        found = self.store.get_text(self.schema.vm_name(ref)) if _plain_name(ref) else None
-        if found:
+        uuid = _as_uuid(ref)
+        if uuid is None:
+            found = self.store.get_text(self.schema.vm_name(ref)) if _plain_name(ref) else None
+            if found is None:
+                raise NotFound(f"no VM named {ref!r}")
             return found
-        try:
-            candidate = str(uuidlib.UUID(ref))
-        except ValueError:
-            raise NotFound(f"no VM named {ref!r}") from None
-        if self.store.exists(self.schema.vm(candidate)):
-            return candidate
-        raise NotFound(f"no VM with UUID {candidate}")
+        if self.store.exists(self.schema.vm(uuid)):
+            return uuid
+        raise NotFound(f"no VM with UUID {uuid}")
 
     def vm(self, ref: str) -> Versioned:
-        """The VM record (value: VM) and its znode version."""
-        uuid = self.vm_uuid(ref)
+        """The VM record (value: VM) and its znode version, by name or UUID."""
+        uuid = _as_uuid(ref)
+        if uuid is None:
+            uuid = self.vm_uuid(ref)
         try:
             v = self.store.get_json_versioned(self.schema.vm(uuid))
         except NoNode:
-            raise NotFound(f"VM {ref!r} was just removed") from None
+            raise NotFound(f"no VM with UUID {uuid}" if uuid == ref.lower() else
+                           f"VM {ref!r} was just removed") from None
         return Versioned(VM.from_json(v.value), v.version)
 
     def vms(self) -> list[VM]:
@@ -209,6 +211,14 @@ class Cluster:
                    self.store.get_json_many(self.schema.operation(i) for i in ids) if r]
         records.sort(key=lambda o: o.created, reverse=True)
         return records[:limit] if limit else records
+
+
+def _as_uuid(ref: str) -> str | None:
+    """ref as a canonical UUID, or None if it is a name (names cannot look like UUIDs)."""
+    try:
+        return str(uuidlib.UUID(ref)) if len(ref) in (32, 36) else None
+    except ValueError:
+        return None
 
 
 def _plain_name(ref: str) -> bool:

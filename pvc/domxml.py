@@ -36,6 +36,8 @@ def parse(xml: str) -> tuple[DomainFacts, str]:
         raise InvalidInput("domain XML has no <name>")
     if not _NAME_RE.match(name):
         raise InvalidInput(f"domain name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
+    if _looks_like_uuid(name):
+        raise InvalidInput(f"domain name {name!r} looks like a UUID; VMs are found by either")
     uuid = (root.findtext("uuid") or "").strip()
     if uuid:
         try:
@@ -51,6 +53,14 @@ def parse(xml: str) -> tuple[DomainFacts, str]:
     facts = DomainFacts(name=name, uuid=uuid, memory_mib=_memory_mib(root),
                         vcpus=_vcpus(root), console_log=_console_log(root))
     return facts, xml
+
+
+def _looks_like_uuid(name: str) -> bool:
+    try:
+        uuidlib.UUID(name)
+        return len(name) in (32, 36)
+    except ValueError:
+        return False
 
 
 def facts(xml: str) -> DomainFacts:

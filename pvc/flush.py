@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pvc import operations, placement, states
 from pvc.cluster import Cluster
-from pvc.errors import Conflict, NotFound, OperationFailed, PvcError, Unavailable
+from pvc.errors import (Conflict, InvalidInput, NotFound, OperationFailed, PvcError,
+                        Unavailable)
 from pvc.migration import Move, move_vm, resolve_method, settle
 from pvc.models import VM, Node, Operation
 from pvc.operations import Reporter, Runner
@@ -95,23 +96,29 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
     run.set_state(states.OP_WAITING, waiting)
     lock = ctx.store.lock(ctx.schema.flush_lock, ident)
     lock.acquire()
+    acquired = time.time()
     try:
         run.running("took the flush lock")
-        run.set_fields(lock_acquired=time.time())
+        run.set_fields(lock_acquired=acquired)
         yield
     finally:
         lock.release()
+        released = time.time()
         try:
-            run.set_fields(lock_released=time.time())
+            run.set_fields(lock_released=released)
         except PvcError:
             pass
 
 
 # ---------------------------------------------------------------------- request side
 
-def request(cluster: Cluster, node: str, kind: str, reason: str = "") -> Operation:
-    """Record a flush/unflush of node; the caller submits it to the node's queue."""
+def request(cluster: Cluster, node: str, kind: str, reason: str = "",
+            max_parallel: int = 0) -> Operation:
+    """Record a flush/unflush of node; the caller submits it to the node's queue.
+    max_parallel (0: the configured limits) caps the migrations running at once."""
     spec = NODE_OPS[kind]
+    if max_parallel < 0:
+        raise InvalidInput("--max-parallel must be at least 1")
     target = cluster.node(node)
     if target.daemon_state != "run":
         raise Unavailable(f"node {node} is {target.daemon_state}: its worker cannot {kind} it")
@@ -119,7 +126,8 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "") -> Operati
     if busy:
         raise Conflict(f"node {node} already has operation {busy} in flight "
                        f"(see: pvc task show {busy})")
-    op = operations.new_operation(f"node.{kind}", node, node, node, spec.task, reason)
+    op = operations.new_operation(f"node.{kind}", node, node, node, spec.task, reason,
+                                  args={"max_parallel": max_parallel})
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
     tx.create(cluster.schema.node_operation(node), op.id)
@@ -290,6 +298,16 @@ def run_parallel(items: list[Any], target_of: Callable[[Any], str], work: Callab
         list(pool.map(gated, ordered))
 
 
+def limits(run: Runner, max_parallel: int, per_node: int, per_target: int) -> tuple[int, int]:
+    """(migrations at once, at once into one target): the configured limits, or the
+    operator's --max-parallel for this operation, which replaces all of them."""
+    assert run.record is not None
+    override = int(run.record.args.get("max_parallel") or 0)
+    if override:
+        return override, override
+    return min(max_parallel, per_node), per_target
+
+
 def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
@@ -306,10 +324,11 @@ def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None
             run.progress(f"flushing {len(plan)} VMs", done=0, total=len(plan))
             for p in plan:
                 job.report(p.vm.name, "queued")
+            parallel, per_target = limits(run, mig.max_parallel, mig.per_source,
+                                          mig.per_target)
             try:
                 run_parallel(plan, lambda p: p.target or "(none)",
-                             lambda p: _flush_one(job, p, node, by_name),
-                             min(mig.max_parallel, mig.per_source), mig.per_target)
+                             lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
             finally:
                 job.release_all()
                 ctx.refresh()
@@ -370,10 +389,12 @@ def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = No
             run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
                          done=0, total=job.total)
             mig = ctx.config.cluster.migration
+            # every VM comes to this node: the per-target limit is the one that binds
+            parallel, per_target = limits(run, mig.max_parallel, mig.per_target,
+                                          mig.per_target)
             try:
                 run_parallel(returning, lambda v: node,
-                             lambda v: _return_one(job, v, node, by_name),
-                             min(mig.max_parallel, mig.per_target), mig.per_target)
+                             lambda v: _return_one(job, v, node, by_name), parallel, per_target)
                 for vm in starting:
                     _start_one(job, vm)
             finally:

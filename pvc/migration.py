@@ -227,11 +227,5 @@ def _await_published(ctx: "NodeContext", vm: VM, dst: Node, src: Node) -> None:
     """Each node publishes what it runs (on libvirt's events); wait until both agree with the
     move, so the operation ends when `pvc vm list` shows it."""
     for node, present in ((dst, True), (src, False)):
-        if node.name == ctx.name:
-            ctx.publish_domains()
-            continue
-        try:
-            ctx.store.wait_for(ctx.schema.node_field(node.name, "domains"),
-                               lambda v: (vm.uuid in (v or {})) == present, OBSERVED_WAIT)
-        except TimeoutError:
+        if not ctx.observed.wait(node.name, vm.uuid, present, OBSERVED_WAIT):
             log.warning("%s has not published %s yet", node.name, vm.name)

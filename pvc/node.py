@@ -19,6 +19,39 @@ from pvc.store import NoNode, VersionConflict, decode_json
 log = logging.getLogger(__name__)
 
 
+class ObservedDomains:
+    """What each node publishes it runs, kept current by one watch per node and shared by
+    every thread of this process that waits for a change (a flush's parallel moves)."""
+
+    def __init__(self, store: Any, schema: Any) -> None:
+        self.store = store
+        self.schema = schema
+        self._cond = threading.Condition()
+        self._domains: dict[str, set[str]] = {}
+        self._watched: set[str] = set()
+
+    def _watch(self, node: str) -> None:
+        with self._cond:
+            if node in self._watched:
+                return
+            self._watched.add(node)
+
+        def on_change(data: bytes | None, _version: int | None) -> None:
+            with self._cond:
+                self._domains[node] = set(decode_json(data) or {})
+                self._cond.notify_all()
+
+        self.store.watch_raw(self.schema.node_field(node, "domains"), on_change)
+
+    def wait(self, node: str, uuid: str, present: bool, timeout: float) -> bool:
+        """Until node publishes uuid as running (present) or not; False on timeout."""
+        self._watch(node)
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: node in self._domains and (uuid in self._domains[node]) == present,
+                timeout)
+
+
 class NodeContext:
     def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
         if not config.is_node:
@@ -30,6 +63,7 @@ class NodeContext:
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
         self._remote: dict[str, Hypervisor] = {}
+        self.observed = ObservedDomains(self.cluster.store, self.cluster.schema)
 
     @property
     def store(self) -> Any:

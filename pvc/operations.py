@@ -14,6 +14,7 @@ import getpass
 import logging
 import os
 import socket
+import threading
 import time
 import uuid as uuidlib
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from pvc.store import NodeExists, NoNode
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any]], None]
+PROGRESS_WRITE_INTERVAL = 0.25   # seconds between progress writes of one operation
 
 
 def new_id() -> str:
@@ -69,15 +71,18 @@ def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
     return cluster.schema.node_operation(target)
 
 
-def finish(cluster: Cluster, op_id: str, state: str, message: str = "",
-           error: str = "") -> Operation:
-    """End an operation: record the outcome and free its target, in one transaction."""
+def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
+           progress: dict[str, Any] | None = None) -> Operation:
+    """End an operation: record the outcome (and the last progress) and free its target, in
+    one transaction."""
     schema = cluster.schema
     for _ in range(20):
         current = cluster.store.get_json_versioned(schema.operation(op_id))
         record = current.value
         if record["state"] in states.OP_TERMINAL:
             return Operation.from_json(record)
+        if progress:
+            apply_progress(record, progress)
         _transition(record, state, error or message or state)
         record["finished"] = time.time()
         record["message"] = message or record.get("message", "")
@@ -111,6 +116,9 @@ class Runner:
         self.record: Operation | None = None
         self._lease = cluster.schema.operation_executor(op_id)
         self._leased = False
+        self._progress_lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._last_write = 0.0
 
     # -------------------------------------------------------------- lease + begin
     def __enter__(self) -> "Runner":
@@ -188,27 +196,53 @@ class Runner:
 
     def progress(self, message: str, done: int | None = None, total: int | None = None,
                  item: str | None = None, item_state: str | None = None) -> None:
-        def change(op: dict[str, Any]) -> dict[str, Any]:
-            prog = op.setdefault("progress", {})
+        """Record progress. Writes are coalesced (at most one per PROGRESS_WRITE_INTERVAL), so
+        ZooKeeper load stays bounded however many VMs an operation handles; the final state
+        is always written by succeed/fail."""
+        with self._progress_lock:
+            p = self._pending
+            p["message"] = message
             if done is not None:
-                prog["done"] = done
+                p["done"] = done
             if total is not None:
-                prog["total"] = total
+                p["total"] = total
             if item is not None:
-                prog.setdefault("items", {})[item] = item_state or ""
-            op["message"] = message
-            return op
+                p.setdefault("items", {})[item] = item_state or ""
+            if time.monotonic() - self._last_write < PROGRESS_WRITE_INTERVAL:
+                return
+            pending, self._pending = self._pending, {}
+            self._last_write = time.monotonic()
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id),
+                                              lambda op: apply_progress(op, pending))
+        self.report({"state": "PROGRESS", "message": data.get("message", ""),
+                     **{k: v for k, v in data.get("progress", {}).items() if k != "items"}})
 
-        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
-        self.report({"state": "PROGRESS", "message": message, **data.get("progress", {})})
+    def _take_pending(self) -> dict[str, Any]:
+        with self._progress_lock:
+            pending, self._pending = self._pending, {}
+            return pending
 
     def succeed(self, message: str = "done") -> Operation:
-        self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message)
+        self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message,
+                             progress=self._take_pending())
         return self.record
 
     def fail(self, error: str) -> Operation:
-        self.record = finish(self.cluster, self.op_id, states.OP_FAILED, error=error)
+        self.record = finish(self.cluster, self.op_id, states.OP_FAILED, error=error,
+                             progress=self._take_pending())
         return self.record
+
+
+def apply_progress(op: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
+    prog = op.setdefault("progress", {})
+    for key in ("done", "total"):
+        if key in pending:
+            prog[key] = pending[key]
+    if pending.get("items"):
+        prog.setdefault("items", {}).update(pending["items"])
+    if "message" in pending:
+        op["message"] = pending["message"]
+    return op
 
 
 def prune(cluster: Cluster, keep: int) -> int:
