@@ -175,3 +175,69 @@ migrate = _move_command("migrate", "Migrate a VM to another node (remembers wher
 unmigrate = _move_command("unmigrate", "Return a migrated VM to its last node.", False)
 move = _move_command("move", "Move a VM to another node for good (forgets its last node).",
                      True)
+
+
+@vm.command(name="log")
+@click.argument("ref", metavar="VM")
+@click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
+              help="Show the last N lines (default: all; 10 with --follow).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new lines as they arrive, until Ctrl-C.")
+@click.pass_context
+def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
+    """Show a VM's serial console (through a pager on a terminal)."""
+    import sys
+
+    from pvc import console
+    from pvc.errors import Conflict
+    c = cluster(ctx)
+    found = c.vm(ref).value
+    if not found.console_log:
+        raise Conflict(f"VM {found.name} has no serial console log: add <log file='…'/> to a "
+                       "<serial> device in its XML")
+    running = c.running_on(found.uuid)
+    path = c.schema.vm_console(found.uuid)
+    buf = c.store.get_json(path, None)
+    if follow:
+        if not running:
+            raise Conflict(f"VM {found.name} is not running (its last output: "
+                           f"pvc vm log {found.name})")
+        _follow_console(c, path, buf, 10 if count is None else count)
+        return
+    shown = console.last_lines(buf, count)
+    if not shown:
+        if not running:
+            raise Conflict(f"VM {found.name} is not running and has no console output")
+        click.echo(f"VM {found.name} has printed nothing yet", err=True)
+        return
+    if not running:
+        click.echo(f"VM {found.name} is not running; its last console output:", err=True)
+    text = "\n".join(line for _seq, line in shown)
+    if sys.stdout.isatty():
+        click.echo_via_pager(text + "\n")
+    else:
+        click.echo(text)
+
+
+def _follow_console(c: Any, path: str, buf: Any, count: int) -> None:
+    """Print the last `count` lines, then every new line once, pushed by a watch."""
+    import queue
+
+    from pvc import console
+    shown = console.last_lines(buf, count)
+    for _seq, line in shown:
+        click.echo(line)
+    last_seen = int((buf or {}).get("last_seq", 0))
+    updates: "queue.Queue[Any]" = queue.Queue()
+    c.store.watch_data(path, lambda value, _v: updates.put(value))
+    try:
+        while True:
+            missed, lines = console.new_since(updates.get(), last_seen)
+            if missed:
+                click.echo(f"[… {missed} lines missed: more than the buffer holds arrived "
+                           "at once]", err=True)
+            for seq, line in lines:
+                click.echo(line)
+                last_seen = seq
+    except KeyboardInterrupt:
+        pass

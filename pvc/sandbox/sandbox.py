@@ -238,6 +238,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
                                               layout.node_dir(n) / "node.log")
         state.pids[f"worker-{n}"] = procs.spawn([py, "-m", "workers.worker", "--config", cfg],
                                                 layout.node_dir(n) / "worker.log")
+        state.pids[f"tailer-{n}"] = procs.spawn([py, "-m", "workers.tailer", "--config", cfg],
+                                                layout.node_dir(n) / "tailer.log")
     state.save(layout)
     state.pids["flower"] = services.start_flower(layout.dir / "flower", layout.flower_port,
                                                  FLOWER_USER, flower_pw, layout.client_config)
@@ -302,7 +304,7 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("flower", "worker-", "node-", "libvirtd-", "redis", "zookeeper")
+STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "redis", "zookeeper")
 
 
 def down(layout: Layout, say: Say = print) -> bool:

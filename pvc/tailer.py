@@ -1,0 +1,234 @@
+"""The console tailer of one node: follows the serial log of every VM running here and
+publishes it to the VM's console znode.
+
+  * What to follow comes from a watch on this node's published domains (no loop over all VMs):
+    a VM that starts or migrates in is followed, one that stops or leaves is read to the end
+    and let go.
+  * File changes arrive through inotify on the node's console directory.
+  * Writes are coalesced: at most one per VM every WRITE_INTERVAL, each a compare-and-set that
+    numbers the new lines on top of what the znode holds. A chatty guest costs at most
+    1/WRITE_INTERVAL writes per second, whatever its line rate.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvc import console, domxml
+from pvc.cluster import Cluster
+from pvc.config import Config
+from pvc.errors import PvcError
+from pvc.inotify import Inotify
+from pvc.models import VM
+from pvc.store import NoNode, VersionConflict, decode_json
+
+log = logging.getLogger(__name__)
+WRITE_INTERVAL = 0.2     # seconds between two writes of one VM's buffer
+
+
+@dataclass
+class Follow:
+    vm: VM
+    cursor: console.FileCursor
+    splitter: console.LineSplitter = field(default_factory=console.LineSplitter)
+    pending: console.Pending = field(default_factory=lambda: console.Pending(1000))
+    last_write: float = 0.0
+    leaving: bool = False
+
+
+class Tailer:
+    def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
+        self.config = config
+        self.name = config.node.name
+        self.directory = config.node.console_log_directory
+        self.limit = config.node.console_log_lines
+        self.cluster = cluster or Cluster.connect(config)
+        self.store = self.cluster.store
+        self.schema = self.cluster.schema
+        self.following: dict[str, Follow] = {}
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)   # notified when `following` changes
+        self.stopping = threading.Event()
+        self._dirty = threading.Event()
+        self._sync = threading.Event()
+        self.writes = 0
+        self.inotify = Inotify()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> None:
+        import os
+        os.makedirs(self.directory, exist_ok=True)
+        self.inotify.watch_directory(self.directory)
+        self.store.watch_raw(self.schema.node_field(self.name, "domains"),
+                             lambda _d, _v: self._sync.set())
+        for target, name in ((self._sync_loop, "sync"), (self._file_loop, "files"),
+                             (self._write_loop, "writer")):
+            t = threading.Thread(target=target, name=f"tailer-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("tailer of %s follows %s", self.name, self.directory)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._sync.set()
+        self._dirty.set()
+        for t in self._threads:
+            t.join(5)
+        with self.lock:
+            for f in self.following.values():
+                f.cursor.close()
+        self.flush_all()
+        self.inotify.close()
+        self.cluster.close()
+
+    # ------------------------------------------------------------------ what to follow
+    def _sync_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._sync.wait()
+            self._sync.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                self.sync()
+            except PvcError as e:
+                log.warning("could not update the followed VMs: %s", e)
+
+    def sync(self) -> None:
+        """Follow exactly the VMs with a serial log that this node runs."""
+        running = set(decode_json(self.store.get_many(
+            [self.schema.node_field(self.name, "domains")])[0]) or {})
+        with self.lock:
+            current = set(self.following)
+        for uuid in current - running:
+            self._leave(uuid)
+        new = sorted(running - current)
+        records = self.store.get_json_many(self.schema.vm(u) for u in new)
+        for uuid, data in zip(new, records):
+            if data and data.get("console_log"):
+                self._follow(VM.from_json(data))
+
+    def _follow(self, vm: VM) -> None:
+        path = str(domxml.console_log_path(vm.name, self.directory))
+        stored = self.store.get_json(self.schema.vm_console(vm.uuid), None) or {}
+        mine = stored.get("cursors", {}).get(self.name, {})
+        # resume where this node's tailer stopped; a file it never read is read whole (only
+        # the last N lines are kept, the others counted as missed)
+        cursor = console.FileCursor(path, mine.get("inode"), int(mine.get("offset", 0)))
+        with self.lock:
+            self.following[vm.uuid] = Follow(vm, cursor, pending=console.Pending(self.limit))
+            self.changed.notify_all()
+        log.info("following %s (%s)", vm.name, path)
+        self.read(vm.uuid)
+
+    def _leave(self, uuid: str) -> None:
+        """The VM stopped or left: read what is left, publish it, let go."""
+        self.read(uuid)
+        with self.lock:
+            f = self.following.get(uuid)
+            if f is None:
+                return
+            f.leaving = True
+        self._write(uuid)
+        with self.lock:
+            f = self.following.pop(uuid, None)
+            self.changed.notify_all()
+        if f is not None:
+            f.cursor.close()
+            log.info("no longer following %s", f.vm.name)
+
+    def wait_following(self, uuid: str, present: bool, timeout: float) -> bool:
+        """Until uuid is (or is no longer) followed; False on timeout."""
+        with self.changed:
+            return self.changed.wait_for(lambda: (uuid in self.following) == present, timeout)
+
+    # ------------------------------------------------------------------ reading
+    def _file_loop(self) -> None:
+        while not self.stopping.is_set():
+            events = self.inotify.read(timeout=1.0)
+            names = {e.name for e in events if e.name.endswith(".log")}
+            if not names:
+                continue
+            with self.lock:
+                uuids = [u for u, f in self.following.items()
+                         if f"{f.vm.name}.log" in names]
+            for uuid in uuids:
+                self.read(uuid)
+
+    def read(self, uuid: str) -> None:
+        with self.lock:
+            f = self.following.get(uuid)
+            if f is None:
+                return
+            try:
+                data = f.cursor.read()
+            except OSError as e:
+                log.warning("cannot read %s: %s", f.cursor.path, e)
+                return
+            if f.cursor.events:
+                log.info("%s: log file %s", f.vm.name, ", ".join(f.cursor.events))
+                f.splitter.reset()
+                f.cursor.events.clear()
+            if data:
+                f.pending.add(f.splitter.feed(data))
+            if f.pending:
+                self._dirty.set()
+
+    # ------------------------------------------------------------------ writing
+    def _write_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._dirty.wait()
+            self._dirty.clear()
+            if self.stopping.is_set():
+                return
+            self.flush_all()
+            # rate limit: lines arriving meanwhile are coalesced into the next write
+            self.stopping.wait(WRITE_INTERVAL)
+
+    def flush_all(self) -> None:
+        with self.lock:
+            uuids = [u for u, f in self.following.items() if f.pending]
+        for uuid in uuids:
+            self._write(uuid)
+
+    def _write(self, uuid: str) -> None:
+        with self.lock:
+            f = self.following.get(uuid)
+            if f is None or not f.pending:
+                return
+            lines, skipped = f.pending.take()
+            cursor = {"inode": f.cursor.inode, "offset": f.cursor.offset}
+        path = self.schema.vm_console(uuid)
+        try:
+            self._publish(path, lines, skipped, cursor)
+            with self.lock:
+                f.last_write = time.monotonic()
+                self.writes += 1
+        except PvcError as e:
+            log.warning("could not publish the console of %s: %s", f.vm.name, e)
+            with self.lock:
+                f.pending.put_back(lines, skipped)
+            self._dirty.set()
+
+    def _publish(self, path: str, lines: list[str], skipped: int,
+                 cursor: dict[str, Any]) -> None:
+        for _ in range(20):
+            try:
+                current = self.store.get_json_versioned(path)
+            except NoNode:
+                try:
+                    self.store.create(path, console.merge(None, lines, skipped, self.limit,
+                                                          self.name, cursor))
+                    return
+                except PvcError:
+                    continue
+            new = console.merge(current.value, lines, skipped, self.limit, self.name, cursor)
+            try:
+                self.store.set(path, new, version=current.version)
+                return
+            except VersionConflict:
+                continue   # the other node of a migration wrote meanwhile
+        raise VersionConflict(f"{path} kept changing")
