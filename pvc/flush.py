@@ -241,8 +241,7 @@ class NodeJob:
             if holder not in (None, self.run.op_id):
                 self.report(vm.name, f"waiting for operation {holder}")
                 try:
-                    cluster.store.wait_for(marker, lambda v: v is None, timeout,
-                                           decode=lambda d: d)
+                    cluster.store.wait_gone(marker, timeout)
                 except TimeoutError:
                     raise Conflict(f"{vm.name} stayed busy with operation {holder}") from None
                 continue

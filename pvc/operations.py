@@ -152,7 +152,7 @@ class Runner:
                 return
             except NodeExists:
                 log.info("operation %s is being run by another worker; waiting", self.op_id)
-                store.wait_for(self._lease, lambda v: v is None, timeout=None)
+                store.wait_gone(self._lease, timeout=None)
             except NoNode:
                 raise Conflict(f"operation {self.op_id} does not exist") from None
 

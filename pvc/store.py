@@ -295,6 +295,10 @@ class Store:
             raise TimeoutError(f"{path} did not reach the expected state in {timeout}s")
         return seen[0]
 
+    def wait_gone(self, path: str, timeout: float | None) -> None:
+        """Block until path does not exist (e.g. a lease whose holder ends or dies)."""
+        self.wait_for(path, lambda v: v is None, timeout, decode=lambda d: d)
+
     def wait_for_children(self, path: str, predicate: Callable[[list[str]], bool],
                           timeout: float | None) -> list[str]:
         """Block until predicate(children of path) is true, pushed by a watch."""

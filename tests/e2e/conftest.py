@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.conftest import run_pvc
+from tests.conftest import ROOT, run_pvc
 
 SANDBOX_ENV = {"PVC_SANDBOX_DIR": "/run/pvc/test-sandbox"}
 OFFSET = "1000"
@@ -81,3 +84,29 @@ def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)  # polling interval of the condition check
+
+
+class LineReader:
+    """A pvc command whose stdout lines are read with a deadline (never hangs a test)."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), *args],
+                                     stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or SANDBOX_ENV)})
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, timeout: float = 30) -> str:
+        return self.lines.get(timeout=timeout)
+
+    def __enter__(self) -> "LineReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

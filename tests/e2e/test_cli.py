@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import OFFSET, SANDBOX_ENV
+from tests.e2e.conftest import OFFSET, SANDBOX_ENV, LineReader, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +187,77 @@ def test_secrets_are_not_world_readable(pvc) -> None:
     for f in [base / "client.yaml", *base.glob("secrets/*"), *base.glob("nodes/*/pvc.yaml"),
               base / "redis" / "redis.conf", base / "flower" / "flowerconfig.py"]:
         assert f.stat().st_mode & 0o077 == 0, f
+
+
+def console_file(vm: str, pvc) -> Path:
+    node = pvc.json("vm", "info", vm)["running_on"][0]
+    return Path(SANDBOX_ENV["PVC_SANDBOX_DIR"]) / "nodes" / node / "console" / f"{vm}.log"
+
+
+def test_vm_log_prints_the_console_plain_when_piped(pvc) -> None:
+    path = console_file("demo6", pvc)
+    with open(path, "ab") as f:
+        f.write(b"".join(b"line %d\n" % i for i in range(30)))
+    wait_until("the console to be published",
+               lambda: "line 29" in pvc("vm", "log", "demo6").stdout)
+    out = pvc("vm", "log", "demo6").stdout.splitlines()
+    assert out == [f"line {i}" for i in range(30)]
+    assert pvc("vm", "log", "demo6", "--lines", "3").stdout.splitlines() == \
+        ["line 27", "line 28", "line 29"]
+
+
+def test_vm_log_pages_on_a_terminal(pvc, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    pager = tmp_path / "pager"
+    pager.write_text("#!/bin/sh\nsed 's/^/PAGED: /'\n")
+    pager.chmod(0o755)
+    wait_until("demo6's console", lambda: "line 29" in pvc("vm", "log", "demo6").stdout)
+    leader, follower = pty.openpty()
+    from tests.conftest import ROOT
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), "vm", "log", "demo6", "-n", "2"],
+                            stdin=follower, stdout=follower, stderr=follower,
+                            env={**os.environ, **SANDBOX_ENV, "PAGER": str(pager)})
+    os.close(follower)
+    assert proc.wait(60) == 0
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert b"PAGED: line 28" in output and b"PAGED: line 29" in output
+
+
+def test_vm_log_follow_streams_new_lines_once(pvc) -> None:
+    path = console_file("demo4", pvc)
+    with open(path, "a") as f:
+        f.write("marker\n")
+    wait_until("the marker", lambda: "marker" in pvc("vm", "log", "demo4").stdout)
+    with LineReader(["vm", "log", "demo4", "--follow", "--lines", "1"]) as follower:
+        assert follower.line() == "marker"        # history printed: the follower is live
+        lines = ["same"] * 5 + [f"other {i}" for i in range(5)]
+        for line in lines:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        assert [follower.line() for _ in lines] == lines
+
+
+def test_vm_log_errors(pvc, tmp_path: Path) -> None:
+    assert pvc.error("vm", "log", "ghost") == "error: no VM named 'ghost'"
+    xml = tmp_path / "quiet.xml"
+    xml.write_text("<domain type='kvm'><name>quiet</name><memory unit='MiB'>8</memory>"
+                   "<os><type>hvm</type></os></domain>")
+    pvc("vm", "define", str(xml))
+    assert "has no serial console log" in pvc.error("vm", "log", "quiet")
+    stopped = tmp_path / "stopped.xml"
+    stopped.write_text(kvm_xml("stopped1"))
+    pvc("vm", "define", str(stopped))
+    assert pvc.error("vm", "log", "stopped1") == \
+        "error: VM stopped1 is not running and has no console output"
+    assert "is not running" in pvc.error("vm", "log", "stopped1", "--follow")

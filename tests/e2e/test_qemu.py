@@ -12,17 +12,17 @@ from typing import Iterator
 import pytest
 
 from pvc.sandbox import procs
-from tests.e2e.conftest import Pvc, sandbox, wait_until
+from tests.e2e.conftest import LineReader, Pvc, sandbox, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# One migration at a time, so a flush of two guests takes long enough to kill its worker.
+# One migration at a time, so a flush of three guests takes long enough to kill its worker.
 SERIAL = {"PVC_CLUSTER__MIGRATION__MAX_PARALLEL": "1"}
 
 
 @pytest.fixture(scope="module")
 def pvc() -> Iterator[Pvc]:
-    with sandbox("test-qemu", "1100", "qemu", 2, 2, SERIAL) as p:
+    with sandbox("test-qemu", "1100", "qemu", 2, 3, SERIAL) as p:
         yield p
 
 
@@ -57,10 +57,37 @@ def test_live_migration_keeps_the_guest_running(pvc) -> None:
     assert where(pvc)["demo1"] == ["hv1"]
 
 
+def test_follow_continues_across_a_live_migration(pvc) -> None:
+    home = where(pvc)["demo1"][0]
+    other = "hv2" if home == "hv1" else "hv1"
+    wait_until("demo1's console", lambda: "tick" in pvc("vm", "log", "demo1").stdout, 120)
+    with LineReader(["vm", "log", "demo1", "--follow", "--lines", "3"], pvc.env) as follower:
+        seen: list[int] = []
+
+        def next_tick() -> int:
+            while True:
+                m = re.search(r" tick (\d+)$", follower.line(60))
+                if m:
+                    seen.append(int(m.group(1)))
+                    return seen[-1]
+
+        next_tick()
+        pvc("vm", "migrate", "demo1", "--target", other, "--wait")
+        assert where(pvc)["demo1"] == [other]
+        after = next_tick()
+        while next_tick() < after + 2:    # a few ticks printed on the new node
+            pass
+    # every tick exactly once, in order, nothing lost at the switch-over
+    assert seen == list(range(seen[0], seen[0] + len(seen))), seen
+    pvc("vm", "unmigrate", "demo1", "--wait")
+
+
+# Last: it leaves hv1 with a replacement worker that it stops at the end.
 def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> None:
     if where(pvc)["demo2"] != ["hv1"]:     # move: hv1 becomes its home (no last node)
         pvc("vm", "move", "demo2", "--target", "hv1", "--wait")
-    assert where(pvc) == {"demo1": ["hv1"], "demo2": ["hv1"]}
+    everything_on_hv1 = {"demo1": ["hv1"], "demo2": ["hv1"], "demo3": ["hv1"]}
+    assert where(pvc) == everything_on_hv1
     out = pvc("node", "flush", "hv1").stdout
     op = out.split("operation ")[1].split()[0]
     wait_until("the first VM to move", lambda: pvc.json("task", "show", op)
@@ -77,9 +104,9 @@ def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> Non
         pvc("task", "watch", op, timeout=300)
         record = pvc.json("task", "show", op)
         assert record["state"] == "succeeded" and record["attempts"] == 2
-        assert where(pvc) == {"demo1": ["hv2"], "demo2": ["hv2"]}
+        assert where(pvc) == {vm: ["hv2"] for vm in everything_on_hv1}
         assert pvc.json("node", "info", "hv1")["domain_state"] == "flushed"
         pvc("node", "unflush", "hv1", "--wait", timeout=300)
-        assert where(pvc) == {"demo1": ["hv1"], "demo2": ["hv1"]}
+        assert where(pvc) == everything_on_hv1
     finally:
         procs.stop(replacement)
