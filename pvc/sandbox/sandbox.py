@@ -1,7 +1,7 @@
 """`pvc sandbox`: a whole pvc cluster on one machine.
 
 One ZooKeeper, one Redis, one Flower; per simulated node its own libvirtd (qemu: real TCG
-guests; test: libvirt's test driver), node daemon and Celery worker. Demo VMs are defined with a
+guests; test: libvirt's test driver), node daemon, Celery worker and console tailer. Demo VMs are defined with a
 node and desired state `start`, so each node daemon's start-up reconcile starts its share: the
 same code path as a production node coming up.
 
