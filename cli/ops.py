@@ -93,3 +93,15 @@ def submitted(op: Any, fmt: str) -> None:
     else:
         click.echo(f"{op.kind} {op.target}: submitted as operation {op.id} to {op.node} "
                    f"(follow: pvc task show {op.id})")
+
+
+def run_request(ctx: click.Context, req: Any, rollback: Any, wait: bool, fmt: str) -> None:
+    """Submit a request's task (unless it needed none), then follow it or say it is queued."""
+    if not req.submit:
+        finish_output(req.op.to_json(), fmt)
+        return
+    submit(ctx, req.op, rollback)
+    if wait:
+        follow(ctx, req.op.id, fmt)
+    else:
+        submitted(req.op, fmt)

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from cli.common import cluster, emit_json, format_option, pairs, stamp, table
-from cli.ops import finish_output, follow, submit, submitted
+from cli.ops import run_request
 from pvc.config import MIGRATION_METHODS, SELECTORS
 
 LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
@@ -112,15 +112,8 @@ def _action(action: str, doc: str) -> click.Command:
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, reason: str, fmt: str) -> None:
         from pvc import lifecycle
-        req = lifecycle.request(cluster(ctx), ref, action, reason)
-        if not req.submit:
-            finish_output(req.op.to_json(), fmt)
-            return
-        submit(ctx, req.op, lifecycle.abandon)
-        if wait:
-            follow(ctx, req.op.id, fmt)
-        else:
-            submitted(req.op, fmt)
+        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason),
+                    lifecycle.abandon, wait, fmt)
 
     command.__doc__ = doc
     return vm.command(name=action)(command)
@@ -146,17 +139,9 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
                 wait: bool, reason: str, fmt: str, **kw: Any) -> None:
         from pvc import lifecycle, migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
-                                method=method or "",
-                                force_live=force_live, force=kw.get("force", False),
-                                reason=reason)
-        if not req.submit:
-            finish_output(req.op.to_json(), fmt)
-            return
-        submit(ctx, req.op, lifecycle.abandon)
-        if wait:
-            follow(ctx, req.op.id, fmt)
-        else:
-            submitted(req.op, fmt)
+                                method=method or "", force_live=force_live,
+                                force=kw.get("force", False), reason=reason)
+        run_request(ctx, req, lifecycle.abandon, wait, fmt)
 
     command.__doc__ = doc
     if mode == "migrate":

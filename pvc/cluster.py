@@ -152,6 +152,16 @@ class Cluster:
         if method and method not in MIGRATION_METHODS:
             raise InvalidInput(f"unknown migration method {method!r}")
 
+    def release_vms_of(self, op_id: str) -> None:
+        """Free every VM an operation marked busy (also those an earlier attempt of it, on a
+        worker that died, claimed)."""
+        for uuid, holder in self.busy().items():
+            if holder == op_id:
+                try:
+                    self.store.delete(self.schema.vm_operation(uuid))
+                except NoNode:
+                    pass
+
     # ------------------------------------------------------------------ observed VM state
     def running_on(self, uuid: str, nodes: list[Node] | None = None) -> list[str]:
         nodes = self.nodes() if nodes is None else nodes

@@ -259,17 +259,6 @@ class NodeJob:
             return fresh
         raise Conflict(f"{vm.name} kept changing; could not claim it")
 
-    def release_all(self) -> None:
-        """Free every VM this operation marked busy, also those an earlier attempt of it
-        (a worker that died) claimed."""
-        for uuid, holder in self.ctx.cluster.busy().items():
-            if holder != self.run.op_id:
-                continue
-            try:
-                self.ctx.store.delete(self.ctx.schema.vm_operation(uuid))
-            except PvcError:
-                log.warning("could not release VM %s", uuid)
-
 
 def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:
     ctx.store.put(ctx.schema.node_field(node, "domain_state"), state)
@@ -307,39 +296,75 @@ def limits(run: Runner, max_parallel: int, per_node: int, per_target: int) -> tu
     return min(max_parallel, per_node), per_target
 
 
-def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+def _run_node_op(ctx: "NodeContext", op_id: str, kind: str, report: Reporter | None,
+                 work: Callable[["NodeContext", Runner, str], tuple[NodeJob, str]]) -> str:
+    """What flush and unflush share: the record, the lock, the node's domain states, and
+    failing (naming every VM that failed) when not everything went well."""
+    spec = NODE_OPS[kind]
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
             return "already done"
         node = run.record.target_id
-        with flush_lock(ctx, run, "flush"):
-            _set_domain_state(ctx, node, NODE_OPS["flush"].during)
-            mig = ctx.config.cluster.migration
-            nodes = ctx.cluster.nodes()
-            plan = plan_flush(node, ctx.cluster.vms(), set(ctx.hv.running()), nodes,
-                              mig.default_selector, mig.default_method)
-            job = NodeJob(ctx, run, len(plan))
-            by_name = {n.name: n for n in nodes}
-            run.progress(f"flushing {len(plan)} VMs", done=0, total=len(plan))
-            for p in plan:
-                job.report(p.vm.name, "queued")
-            parallel, per_target = limits(run, mig.max_parallel, mig.per_source,
-                                          mig.per_target)
+        with flush_lock(ctx, run, kind):
+            _set_domain_state(ctx, node, spec.during)
             try:
-                run_parallel(plan, lambda p: p.target or "(none)",
-                             lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
+                job, summary = work(ctx, run, node)
             finally:
-                job.release_all()
+                ctx.cluster.release_vms_of(run.op_id)
                 ctx.refresh()
-            summary = (f"flushed {node}: {len(job.tally.moved)} moved, "
-                       f"{len(job.tally.parked)} shut down to start on unflush")
             if job.tally.failed:
                 raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
                                       + "; ".join(job.tally.failed)
-                                      + f" ({node} stays flushing)")
-            _set_domain_state(ctx, node, NODE_OPS["flush"].after)
+                                      + f" ({node} stays {spec.during})")
+            _set_domain_state(ctx, node, spec.after)
         run.succeed(summary)
         return summary
+
+
+def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+    return _run_node_op(ctx, op_id, "flush", report, _flush_work)
+
+
+def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+    return _run_node_op(ctx, op_id, "unflush", report, _unflush_work)
+
+
+def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:
+    mig = ctx.config.cluster.migration
+    nodes = ctx.cluster.nodes()
+    plan = plan_flush(node, ctx.cluster.vms(), set(ctx.hv.running()), nodes,
+                      mig.default_selector, mig.default_method)
+    job = NodeJob(ctx, run, len(plan))
+    by_name = {n.name: n for n in nodes}
+    run.progress(f"flushing {len(plan)} VMs", done=0, total=len(plan))
+    for p in plan:
+        job.report(p.vm.name, "queued")
+    parallel, per_target = limits(run, mig.max_parallel, mig.per_source, mig.per_target)
+    run_parallel(plan, lambda p: p.target or "(none)",
+                 lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
+    return job, (f"flushed {node}: {len(job.tally.moved)} moved, "
+                 f"{len(job.tally.parked)} shut down to start on unflush")
+
+
+def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:
+    nodes = ctx.cluster.nodes()
+    by_name = {n.name: n for n in nodes}
+    vms = ctx.cluster.vms()
+    returning = [v for v in vms if v.last_node == node]
+    starting = [v for v in vms if v.node == node and v.autostart
+                and v.state != "disable" and v.last_node != node]
+    job = NodeJob(ctx, run, len(returning) + len(starting))
+    run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
+                 done=0, total=job.total)
+    mig = ctx.config.cluster.migration
+    # every VM comes to this node: the per-target limit is the one that binds
+    parallel, per_target = limits(run, mig.max_parallel, mig.per_target, mig.per_target)
+    run_parallel(returning, lambda v: node, lambda v: _return_one(job, v, node, by_name),
+                 parallel, per_target)
+    for vm in starting:
+        _start_one(job, vm)
+    return job, (f"unflushed {node}: {len(job.tally.moved)} returned, "
+                 f"{len(job.tally.started)} started")
 
 
 def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> None:
@@ -369,44 +394,6 @@ def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> Non
     except PvcError as e:
         settle(ctx, vm.uuid, {"last_node": vm.last_node})
         job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
-
-
-def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        node = run.record.target_id
-        with flush_lock(ctx, run, "unflush"):
-            _set_domain_state(ctx, node, NODE_OPS["unflush"].during)
-            nodes = ctx.cluster.nodes()
-            by_name = {n.name: n for n in nodes}
-            vms = ctx.cluster.vms()
-            returning = [v for v in vms if v.last_node == node]
-            starting = [v for v in vms if v.node == node and v.autostart
-                        and v.state != "disable" and v.last_node != node]
-            job = NodeJob(ctx, run, len(returning) + len(starting))
-            run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
-                         done=0, total=job.total)
-            mig = ctx.config.cluster.migration
-            # every VM comes to this node: the per-target limit is the one that binds
-            parallel, per_target = limits(run, mig.max_parallel, mig.per_target,
-                                          mig.per_target)
-            try:
-                run_parallel(returning, lambda v: node,
-                             lambda v: _return_one(job, v, node, by_name), parallel, per_target)
-                for vm in starting:
-                    _start_one(job, vm)
-            finally:
-                job.release_all()
-                ctx.refresh()
-            summary = (f"unflushed {node}: {len(job.tally.moved)} returned, "
-                       f"{len(job.tally.started)} started")
-            if job.tally.failed:
-                raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
-                                      + "; ".join(job.tally.failed))
-            _set_domain_state(ctx, node, NODE_OPS["unflush"].after)
-        run.succeed(summary)
-        return summary
 
 
 def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:

@@ -38,10 +38,7 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
     current = cluster.vm(ref)
     vm: VM = current.value
     rule = states.vm_action(action, vm.state, vm.name)
-    busy = cluster.vm_operation(vm.uuid)
-    if busy:
-        raise Conflict(f"VM {vm.name} is busy with operation {busy} "
-                       f"(see: pvc task show {busy})")
+    refuse_if_busy(cluster, vm)
     nodes = cluster.nodes()
     running = cluster.running_on(vm.uuid, nodes)
     if len(running) > 1:
@@ -52,16 +49,20 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
                                   args={"previous": previous(vm)})
     if rule.needs_running and not running:
         # Nothing runs: the change is only in the desired state; no node needs to act.
-        op.state = states.OP_SUCCEEDED
-        op.message = f"{vm.name} was not running"
-        op.finished = op.created
-        op.history.append([op.created, states.OP_SUCCEEDED, op.message])
+        operations.mark_done(op, f"{vm.name} was not running")
         vm.state = rule.desired
         commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     vm.state, vm.node = rule.desired, node
     commit(cluster, vm, current.version, op, busy=True)
     return Request(op, submit=True)
+
+
+def refuse_if_busy(cluster: Cluster, vm: VM) -> None:
+    busy = cluster.vm_operation(vm.uuid)
+    if busy:
+        raise Conflict(f"VM {vm.name} is busy with operation {busy} "
+                       f"(see: pvc task show {busy})")
 
 
 def previous(vm: VM) -> dict[str, str]:

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc import domxml, operations, placement, states
+from pvc import domxml, operations, placement
 from pvc.cluster import Cluster
 from pvc.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError, Unavailable
-from pvc.lifecycle import Request, commit, previous
+from pvc.lifecycle import Request, commit, previous, refuse_if_busy
 from pvc.models import VM, Node
 from pvc.operations import Reporter, Runner
 
@@ -42,10 +42,7 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
     assert mode in MODES
     current = cluster.vm(ref)
     vm: VM = current.value
-    busy = cluster.vm_operation(vm.uuid)
-    if busy:
-        raise Conflict(f"VM {vm.name} is busy with operation {busy} "
-                       f"(see: pvc task show {busy})")
+    refuse_if_busy(cluster, vm)
     nodes = cluster.nodes()
     running = cluster.running_on(vm.uuid, nodes)
     source = running[0] if running else vm.node
@@ -75,10 +72,7 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
                                                 "target": vm.node, "method": method,
                                                 "force_live": force_live})
     if not running:
-        op.state = states.OP_SUCCEEDED
-        op.message = f"{vm.name} is not running: now assigned to {vm.node}"
-        op.finished = op.created
-        op.history.append([op.created, states.OP_SUCCEEDED, op.message])
+        operations.mark_done(op, f"{vm.name} is not running: now assigned to {vm.node}")
         commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     source_node = next(n for n in nodes if n.name == source)

@@ -50,6 +50,14 @@ def new_operation(kind: str, target: str, target_id: str, node: str, task: str,
                      args=args or {}, history=[[now, states.OP_QUEUED, "submitted"]])
 
 
+def mark_done(op: Operation, message: str) -> None:
+    """An operation that needs no node: it ends as it is recorded."""
+    op.state = states.OP_SUCCEEDED
+    op.message = message
+    op.finished = op.created
+    op.history.append([op.created, states.OP_SUCCEEDED, message])
+
+
 def queue_for(node: str) -> str:
     return f"pvc.node.{node}"
 

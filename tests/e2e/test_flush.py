@@ -1,7 +1,6 @@
 """Flush, unflush and migration on a `test`-hypervisor sandbox (shutdown migrations)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
