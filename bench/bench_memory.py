@@ -1,6 +1,6 @@
 """Resident memory (PSS, from /proc/PID/smaps_rollup) of the default sandbox: 3 `qemu` nodes
 with their demo VMs, every process it started and their children (QEMU guests included), and
-of one idle node's pvc processes (node daemon + Celery worker with its pool)."""
+of one idle node's pvc processes (node daemon, Celery worker with its pool, console tailer)."""
 from __future__ import annotations
 
 import json
@@ -26,13 +26,14 @@ def main() -> None:
         guests = sum(pss_kib(p) for p in qemu if p not in seen)
         virtlogd = sum(pss_kib(p) for p in _virtlogds() if p not in seen)
         total = sum(groups.values()) + guests + virtlogd
-        node1 = sum(pss_kib(p) for key in ("node-hv1", "worker-hv1")
+        node1 = sum(pss_kib(p) for key in ("node-hv1", "worker-hv1", "tailer-hv1")
                     for p in descendants(state["pids"][key]))
     figures = {f"{g} (MiB)": round(kib / 1024, 1) for g, kib in sorted(groups.items())}
     figures["virtlogd (MiB)"] = round(virtlogd / 1024, 1)
     figures[f"{len(qemu)} QEMU guests (MiB)"] = round(guests / 1024, 1)
     figures["whole sandbox (MiB)"] = round(total / 1024, 1)
-    figures["one idle node's pvc processes: daemon + worker (MiB)"] = round(node1 / 1024, 1)
+    figures["one idle node's pvc processes: daemon + worker + tailer (MiB)"] = \
+        round(node1 / 1024, 1)
     record("memory: default sandbox (3 qemu nodes, 3 demo VMs), PSS", figures)
 
 

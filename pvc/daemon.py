@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from pvc import reconcile
+from pvc import operations, reconcile
 from pvc.config import Config
 from pvc.errors import PvcError
 from pvc.node import NodeContext
@@ -137,11 +137,20 @@ class NodeDaemon:
             running = ctx.hv.running()
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
-        if self.coordinator:
-            self._elect()
+        if self.coordinator and self._elect():
+            self._primary_duties()
 
-    def _elect(self) -> None:
-        """Coordinators race to create the ephemeral primary znode; the winner is primary."""
+    def _primary_duties(self) -> None:
+        """Cluster housekeeping, done by the primary coordinator only."""
+        assert self.ctx is not None
+        keep = self.config.cluster.operations.keep_records
+        pruned = operations.prune(self.ctx.cluster, keep)
+        if pruned:
+            log.info("pruned %d old operation records (keeping %d)", pruned, keep)
+
+    def _elect(self) -> bool:
+        """Coordinators race to create the ephemeral primary znode; the winner is primary.
+        True if this node is the primary."""
         ctx = self.ctx
         assert ctx is not None
         try:
@@ -151,6 +160,7 @@ class NodeDaemon:
             pass
         holder = ctx.store.get_text(ctx.schema.primary)
         self._put("coordinator_state", "primary" if holder == self.name else "secondary")
+        return holder == self.name
 
     def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
         log.debug("domain %s: %s", name, event)
