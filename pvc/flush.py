@@ -102,8 +102,8 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
         run.set_fields(lock_acquired=acquired)
         yield
     finally:
+        released = time.time()   # before the release: a hand-off measures all it takes
         lock.release()
-        released = time.time()
         try:
             run.set_fields(lock_released=released)
         except PvcError:
