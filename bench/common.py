@@ -35,7 +35,7 @@ def record(name: str, figures: dict[str, Any], target: str = "") -> None:
                   "measured": time.strftime("%Y-%m-%d %H:%M"),
                   "machine": f"{platform.node()} {platform.machine()}, "
                              f"{_cpus()} cores"}
-    RESULTS_JSON.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    RESULTS_JSON.write_text(json.dumps(data, indent=2) + "\n")
     render(data)
 
 

@@ -131,16 +131,23 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     @click.option("--method", type=click.Choice(["live", "shutdown"]), default=None,
                   help="Migration method (default: the VM's, else the cluster's).")
     @click.option("--force-live", is_flag=True, help="Fail rather than fall back to shutdown.")
+    @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+                  help="Abort a live migration still running after this long (default: the "
+                       "configured limit).")
+    @click.option("--bandwidth", type=click.IntRange(min=1), default=None, metavar="MIB_S",
+                  help="Cap a live migration's network use (default: the configured limit).")
     @click.option("--wait", is_flag=True, help="Wait until it is done.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
     @format_option
     @click.pass_context
     def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
-                wait: bool, reason: str, fmt: str, **kw: Any) -> None:
+                timeout: float | None, bandwidth: int | None, wait: bool, reason: str,
+                fmt: str, **kw: Any) -> None:
         from pvc import lifecycle, migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
                                 method=method or "", force_live=force_live,
-                                force=kw.get("force", False), reason=reason)
+                                force=kw.get("force", False), reason=reason,
+                                timeout=timeout or 0, bandwidth=bandwidth or 0)
         run_request(ctx, req, lifecycle.abandon, wait, fmt)
 
     command.__doc__ = doc

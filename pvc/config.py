@@ -64,6 +64,7 @@ class MigrationConfig:
     per_target: int = _f(2, "migrations entering one node at once", minimum=1)
     timeout: float = _f(300.0, "seconds one migration may take before it is aborted",
                         minimum=1.0)
+    bandwidth: int = _f(0, "MiB/s one live migration may use (0: unlimited)", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -245,15 +245,18 @@ class Hypervisor:
         return self._lookup(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
 
     def migrate_live(self, uuid: str, dest_uri: str, dest_xml: str, address: str,
-                     timeout: float, on_progress: Callable[[str], None] | None = None
-                     ) -> "MigrationStats":
+                     timeout: float, on_progress: Callable[[str], None] | None = None,
+                     bandwidth_mib: int = 0) -> "MigrationStats":
         """Peer-to-peer live migration to the libvirtd at dest_uri, bounded by timeout: a
-        migration still running then is aborted and the guest keeps running here."""
+        migration still running then is aborted and the guest keeps running here.
+        bandwidth_mib (MiB/s, 0: unlimited) caps the migration's network use."""
         dom = self._lookup(uuid)
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
                  | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
-        params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}",
-                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}",
+                                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+        if bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -270,9 +273,12 @@ class Hypervisor:
             elapsed = time.monotonic() - started
             if worker.is_alive() and elapsed > timeout:
                 self._abort(dom)
-                worker.join(30)
-                raise HypervisorError(f"live migration did not finish within {timeout:g}s "
-                                      "and was aborted; the VM still runs on its source")
+                worker.join(60)
+                if "error" in outcome or worker.is_alive():
+                    raise HypervisorError(f"live migration did not finish within "
+                                          f"{timeout:g}s and was aborted; the VM still runs "
+                                          "on its source")
+                break   # it completed before the abort took hold
             if worker.is_alive() and on_progress is not None:
                 on_progress(self._job_progress(dom, elapsed))
         if "error" in outcome:

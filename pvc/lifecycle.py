@@ -146,11 +146,11 @@ def execute(ctx: "NodeContext", op_id: str, action: str, report: Reporter | None
         try:
             outcome = ACTIONS[action](ctx, vm)
         except HypervisorError as e:
-            _set_failure(ctx, uuid, str(e))
+            record_failure(ctx, uuid, str(e))
             raise
         finally:
             ctx.refresh()
-        _set_failure(ctx, uuid, "")
+        record_failure(ctx, uuid, "")
         run.succeed(outcome)
         return outcome
 
@@ -195,7 +195,8 @@ ACTIONS: dict[str, Callable[["NodeContext", VM], str]] = {
 }
 
 
-def _set_failure(ctx: "NodeContext", uuid: str, failure: str) -> None:
+def record_failure(ctx: "NodeContext", uuid: str, failure: str) -> None:
+    """Keep the last operation's failure on the VM (cleared by a success)."""
     def change(data: dict) -> dict:
         data["failure"] = failure
         return data

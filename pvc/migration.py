@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from pvc import domxml, operations, placement
 from pvc.cluster import Cluster
 from pvc.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError, Unavailable
-from pvc.lifecycle import Request, commit, previous, refuse_if_busy
+from pvc.lifecycle import Request, commit, previous, record_failure, refuse_if_busy
 from pvc.models import VM, Node
 from pvc.operations import Reporter, Runner
 
@@ -37,7 +37,7 @@ def resolve_method(requested: str, vm: VM, default: str) -> str:
 
 def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
             method: str = "", force_live: bool = False, force: bool = False,
-            reason: str = "") -> Request:
+            reason: str = "", timeout: float = 0, bandwidth: int = 0) -> Request:
     """Validate a migrate/unmigrate/move and record it; the caller submits the task."""
     assert mode in MODES
     current = cluster.vm(ref)
@@ -70,7 +70,9 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
     op = operations.new_operation(f"vm.{mode}", vm.name, vm.uuid, source, "pvc.vm.migrate",
                                   reason, args={"previous": prev, "source": source,
                                                 "target": vm.node, "method": method,
-                                                "force_live": force_live})
+                                                "force_live": force_live,
+                                                "timeout": timeout,
+                                                "bandwidth": bandwidth})
     if not running:
         operations.mark_done(op, f"{vm.name} is not running: now assigned to {vm.node}")
         commit(cluster, vm, current.version, op, busy=False)
@@ -116,6 +118,8 @@ class Move:
     target: Node
     method: str            # live / shutdown
     force_live: bool = False
+    timeout: float = 0     # seconds a live migration may take (0: the configured limit)
+    bandwidth: int = 0     # MiB/s it may use (0: the configured limit)
 
 
 def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
@@ -128,12 +132,16 @@ def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> s
         vm = ctx.cluster.vm(run.record.target_id).value
         nodes = {n.name: n for n in ctx.cluster.nodes()}
         move = Move(vm, nodes[args["source"]], nodes[args["target"]], args["method"],
-                    args.get("force_live", False))
+                    args.get("force_live", False), float(args.get("timeout") or 0),
+                    int(args.get("bandwidth") or 0))
         try:
-            outcome = f"{vm.name}: " + move_vm(ctx, move, lambda m: run.progress(f"{vm.name}: {m}"))
-        except PvcError:
+            outcome = f"{vm.name}: " + move_vm(ctx, move,
+                                               lambda m: run.progress(f"{vm.name}: {m}"))
+        except PvcError as e:
             settle(ctx, vm.uuid, args["previous"])
+            record_failure(ctx, vm.uuid, f"{run.record.kind}: {e}")
             raise
+        record_failure(ctx, vm.uuid, "")
         run.succeed(outcome)
         return outcome
 
@@ -173,7 +181,7 @@ def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> st
     detail = ""
     if method == "live":
         try:
-            detail = _live(ctx, vm, hv_src, hv_dst, dst, progress)
+            detail = _live(ctx, vm, hv_src, hv_dst, dst, progress, move)
         except HypervisorError as e:
             if move.force_live or hv_dst.is_running(vm.uuid):
                 raise
@@ -186,11 +194,13 @@ def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> st
 
 
 def _live(ctx: "NodeContext", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor", dst: Node,
-          progress: Callable[..., None]) -> str:
-    timeout = ctx.config.cluster.migration.timeout
+          progress: Callable[..., None], move: Move) -> str:
+    mig = ctx.config.cluster.migration
     dest_xml = domxml.for_node(hv_src.migratable_xml(vm.uuid), "", dst.console_log_directory)
     stats = hv_src.migrate_live(vm.uuid, dst.migration_uri or dst.libvirt_uri, dest_xml,
-                                dst.migration_address or "127.0.0.1", timeout, progress)
+                                dst.migration_address or "127.0.0.1",
+                                move.timeout or mig.timeout, progress,
+                                move.bandwidth or mig.bandwidth)
     done = hv_dst.completed_migration(vm.uuid)
     downtime = f", downtime {done['downtime']} ms" if "downtime" in done else ""
     return f", {stats.elapsed_ms / 1000:.1f}s{downtime}"

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from pvc.sandbox import procs
 from tests.conftest import ROOT, run_pvc
 
 SANDBOX_ENV = {"PVC_SANDBOX_DIR": "/run/pvc/test-sandbox"}
@@ -63,8 +64,36 @@ def sandbox(name: str, offset: str, kind: str, nodes: int, vms: int,
     try:
         yield p
     finally:
+        started = sandbox_processes(env["PVC_SANDBOX_DIR"])
         down = run_pvc("sandbox", "down", "--port-offset", offset, env=env)
         assert down.returncode == 0, down.stderr
+        # `down` leaves nothing behind: no process it started, no guest, no state
+        assert [p for p in started if procs.alive(p)] == []
+        assert not os.path.exists(env["PVC_SANDBOX_DIR"])
+
+
+def sandbox_processes(base: str) -> list[int]:
+    """Every process of a sandbox: those it started, their children, its QEMU guests."""
+    from pathlib import Path
+    state = json.loads(Path(base, "state.json").read_text())
+    pids = set(procs.processes_mentioning(base + "/"))
+    for pid in state["pids"].values():
+        pids.update(_descendants(pid))
+    for pidfile in Path(base).glob("nodes/*/libvirt/run/qemu/*.pid"):
+        pids.add(int(pidfile.read_text()))
+    return sorted(pids)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = [pid]
+    for child in procs.processes_mentioning(""):
+        try:
+            stat = open(f"/proc/{child}/stat").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) in out:
+            out.append(child)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,21 @@ def test_follow_continues_across_a_live_migration(pvc) -> None:
     pvc("vm", "unmigrate", "demo1", "--wait")
 
 
+def test_live_migration_over_its_time_limit_is_aborted(pvc) -> None:
+    assert where(pvc)["demo1"] == ["hv1"]
+    # 1 MiB/s for a 128 MiB guest: far longer than the 2 s limit
+    res = pvc("vm", "migrate", "demo1", "--target", "hv2", "--force-live", "--timeout", "2",
+              "--bandwidth", "1", "--wait", ok=False)
+    assert res.returncode == 1
+    assert "did not finish within 2s and was aborted" in res.stderr
+    info = pvc.json("vm", "info", "demo1")
+    assert (info["running_on"], info["node"]) == (["hv1"], "hv1")   # exactly one node
+    assert "aborted" in info["failure"] and info["operation"] == ""
+    before = max(ticks(console(pvc, "hv1", "demo1")))
+    wait_until("demo1 to keep ticking on hv1",
+               lambda: max(ticks(console(pvc, "hv1", "demo1"))) > before, 60)
+
+
 # Last: it leaves hv1 with a replacement worker that it stops at the end.
 def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> None:
     if where(pvc)["demo2"] != ["hv1"]:     # move: hv1 becomes its home (no last node)
