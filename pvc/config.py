@@ -13,7 +13,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -31,7 +31,8 @@ def meta(help: str, choices: tuple[str, ...] | None = None, minimum: float | Non
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta(help, **kw))
+        factory: Callable[[], Any] = lambda: type(default)(default)
+        return field(default_factory=factory, metadata=meta(help, **kw))
     return field(default=default, metadata=meta(help, **kw))
 
 
@@ -169,7 +170,7 @@ _INVALID = object()
 
 
 def _check_field(tp: Any, md: Mapping[str, Any], value: Any, path: str, errors: list[str]) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path, errors)
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
@@ -325,7 +326,8 @@ def describe() -> list[tuple[str, str, Any]]:
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], key)
             else:
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                default = (f.default if f.default is not dataclasses.MISSING
+                           else f.default_factory())  # type: ignore[misc,operator]
                 rows.append((key, f.metadata.get("help", ""), default))
 
     walk(Config, "")

@@ -85,7 +85,7 @@ def _memory_mib(root: ET.Element) -> int:
     if unit not in _UNITS_TO_KIB:
         raise InvalidInput(f"domain XML <memory> has an unknown unit {unit!r}")
     try:
-        kib = float(el.text.strip()) * _UNITS_TO_KIB[unit]
+        kib = float((el.text or '').strip()) * _UNITS_TO_KIB[unit]
     except ValueError:
         raise InvalidInput(f"domain XML <memory> is not a number: {el.text!r}") from None
     if kib <= 0:

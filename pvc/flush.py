@@ -171,9 +171,8 @@ def plan_flush(me: str, vms: list[VM], running_here: set[str], nodes: list[Node]
             out.append(Planned(vm, None, "none", "migration method none"))
             continue
         kept = by_name.get(vm.node) if vm.node != me else None
-        if kept is not None and kept.is_target():     # a resumed flush keeps its plan
-            target = kept
-        else:
+        target: Node | None = kept
+        if kept is None or not kept.is_target():      # a resumed flush keeps its plan
             target = placement.choose(vm, nodes, default_selector, plan, exclude=[me])
         if target is None:
             out.append(Planned(vm, None, method,

@@ -139,7 +139,7 @@ class Runner:
         self.set_fields(attempts=record.attempts + 1, worker=self.worker)
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
         try:
             if exc is not None and self.record is not None:
                 error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
@@ -148,7 +148,6 @@ class Runner:
                     log.exception("operation %s crashed", self.op_id)
         finally:
             self._drop_lease()
-        return False
 
     def _take_lease(self) -> None:
         """Ephemeral, so a crashed executor frees it when its ZooKeeper session ends."""

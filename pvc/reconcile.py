@@ -40,15 +40,15 @@ def decide(me: str, vms: list[VM], running: dict[str, RunningDomain],
             else:
                 d.start.append(vm)
     for uuid, dom in running.items():
-        vm = known.get(uuid)
-        if vm is None:
+        found = known.get(uuid)
+        if found is None:
             d.left_alone.append(f"{dom.name} (not a pvc VM)")
         elif uuid in busy:
-            d.left_alone.append(f"{vm.name} (operation in flight)")
-        elif vm.node != me:
-            d.stop.append((uuid, vm.name, f"assigned to {vm.node or 'no node'}"))
-        elif vm.state != "start":
-            d.stop.append((uuid, vm.name, f"desired state is {vm.state}"))
+            d.left_alone.append(f"{found.name} (operation in flight)")
+        elif found.node != me:
+            d.stop.append((uuid, found.name, f"assigned to {found.node or 'no node'}"))
+        elif found.state != "start":
+            d.stop.append((uuid, found.name, f"desired state is {found.state}"))
     return d
 
 

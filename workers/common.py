@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
+from typing import Callable
 
 from pvc import config as configmod
 from pvc.config import Config
@@ -26,3 +29,13 @@ def load_config(description: str, argv: list[str] | None = None) -> Config:
         sys.exit(f"error: {cfg.source}: node.name is not set; a node process needs a node "
                  "configuration")
     return cfg
+
+
+def stop_on_signals(stop: Callable[[], None], log: logging.Logger) -> None:
+    """SIGTERM (systemd, `pvc sandbox down`) and SIGINT end the process cleanly."""
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

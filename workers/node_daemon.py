@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-from types import FrameType
 
 from pvc.daemon import NodeDaemon
 from pvc.errors import PvcError
-from workers.common import load_config
+from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-node")
 
@@ -16,13 +14,7 @@ log = logging.getLogger("pvc-node")
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config("pvc node daemon", argv)
     daemon = NodeDaemon(cfg)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        daemon.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(daemon.stop, log)
     try:
         daemon.start()
     except PvcError as e:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
-from types import FrameType
 
 from pvc.errors import PvcError
 from pvc.tailer import Tailer
-from workers.common import load_config
+from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-tailer")
 
@@ -17,13 +15,7 @@ log = logging.getLogger("pvc-tailer")
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config("pvc console tailer", argv)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stop.set, log)
     try:
         tailer = Tailer(cfg)
         tailer.start()

@@ -276,7 +276,7 @@ def _wait_cluster_ready(layout: Layout, state: State, client: Config) -> None:
         def demos_running() -> bool:
             running: set[str] = set()
             for n in cluster.nodes():
-                running.update(d.get("name") for d in n.domains.values())
+                running.update(str(d.get("name")) for d in n.domains.values())
             return set(state.demo_vms) <= running
 
         def workers_ready() -> bool:
