@@ -45,6 +45,8 @@ Try:
   pvc node list
   pvc vm list
   pvc vm stop {demo} --wait && pvc vm start {demo} --wait
+  pvc vm log {demo} --follow              (Ctrl-C to stop)
+  pvc node flush hv1 --wait && pvc node unflush hv1 --wait
   pvc task list
   pvc sandbox down""")
 

@@ -88,7 +88,7 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
     node = run.record.target_id
     ident = json.dumps({"op": run.op_id, "kind": kind, "node": node}, sort_keys=True)
     status = lock_status(ctx.cluster)
-    waiting = "waiting for the flush lock"
+    waiting = "taking the flush lock (free)"
     if status.holder is not None:
         waiting = (f"waiting for the flush lock held by {status.holder.get('node')}'s "
                    f"{status.holder.get('kind')} (op {status.holder.get('op')}), "
