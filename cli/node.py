@@ -7,11 +7,12 @@ import click
 
 from cli.common import cluster, emit_json, format_option, pairs, table
 
-FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "vms", "mem_total",
+FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "workers", "vms",
+          "mem_total",
           "mem_free", "mem_allocated", "mem_provisioned", "vcpus_allocated", "cpus", "load",
           "hypervisor", "live_migration", "enable_hypervisor", "keepalive"]
 LIST_COLUMNS = [("name", "NAME"), ("daemon_state", "DAEMON"), ("domain_state", "DOMAIN"),
-                ("coordinator_state", "COORD"), ("vms", "VMS"), ("mem_total", "MEM MiB"),
+                ("coordinator_state", "COORD"), ("workers", "WORKERS"), ("vms", "VMS"), ("mem_total", "MEM MiB"),
                 ("mem_free", "FREE"), ("mem_allocated", "ALLOC"), ("mem_provisioned", "PROV"),
                 ("vcpus_allocated", "VCPUS"), ("load", "LOAD"), ("hypervisor", "HV")]
 

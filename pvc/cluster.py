@@ -194,12 +194,15 @@ class Cluster:
                 else:
                     paths.append(self.schema.node_field(name, f))
         raw = self.store.get_many(paths)
+        workers = self.store.child_counts(self.schema.node_workers(n) for n in names)
         nodes = []
         for i, name in enumerate(names):
             chunk = dict(zip(per_node, raw[i * len(per_node):(i + 1) * len(per_node)]))
             if chunk[""] is None:
                 continue
-            nodes.append(_node_from_raw(name, chunk))
+            node = _node_from_raw(name, chunk)
+            node.workers = workers[i]
+            nodes.append(node)
         return nodes
 
     def node(self, name: str) -> Node:

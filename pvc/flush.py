@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pvc import operations, placement, states
 from pvc.cluster import Cluster
-from pvc.errors import (Conflict, InvalidInput, NotFound, OperationFailed, PvcError,
-                        Unavailable)
+from pvc.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
+from pvc.lifecycle import require_acting
 from pvc.migration import Move, move_vm, resolve_method, settle
 from pvc.models import VM, Node, Operation
 from pvc.operations import Reporter, Runner
@@ -120,8 +120,7 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
     if max_parallel < 0:
         raise InvalidInput("--max-parallel must be at least 1")
     target = cluster.node(node)
-    if target.daemon_state != "run":
-        raise Unavailable(f"node {node} is {target.daemon_state}: its worker cannot {kind} it")
+    require_acting(target, f"{kind} itself")
     busy = cluster.store.get_text(cluster.schema.node_operation(node))
     if busy:
         raise Conflict(f"node {node} already has operation {busy} in flight "

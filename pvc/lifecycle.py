@@ -58,6 +58,16 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
     return Request(op, submit=True)
 
 
+def require_acting(node: Node, what: str) -> None:
+    """The node whose queue gets the task must be able to run it now; otherwise say so
+    instead of leaving an operation queued where nobody reads."""
+    if node.daemon_state != "run":
+        raise Unavailable(f"node {node.name} is {node.daemon_state}: it cannot {what}")
+    if node.workers == 0:
+        raise Unavailable(f"node {node.name} has no running worker (pvc-worker): it cannot "
+                          f"{what}")
+
+
 def refuse_if_busy(cluster: Cluster, vm: VM) -> None:
     busy = cluster.vm_operation(vm.uuid)
     if busy:
@@ -84,8 +94,7 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     node = next((n for n in nodes if n.name == target), None)
     if node is None:
         raise NotFound(f"VM {vm.name} is assigned to unknown node {target!r}")
-    if node.daemon_state != "run":
-        raise Unavailable(f"node {target} is {node.daemon_state}: it cannot act on {vm.name}")
+    require_acting(node, f"act on {vm.name}")
     if not node.enable_hypervisor:
         raise Conflict(f"node {target} has its hypervisor disabled; it runs no VMs")
     if not rule.needs_running and node.domain_state != "ready" and target not in running:

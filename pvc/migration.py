@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Callable
 
 from pvc import domxml, operations, placement
 from pvc.cluster import Cluster
-from pvc.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError, Unavailable
-from pvc.lifecycle import Request, commit, previous, record_failure, refuse_if_busy
+from pvc.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError
+from pvc.lifecycle import (Request, commit, previous, record_failure, refuse_if_busy,
+                           require_acting)
 from pvc.models import VM, Node
 from pvc.operations import Reporter, Runner
 
@@ -78,9 +79,7 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
         commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     source_node = next(n for n in nodes if n.name == source)
-    if source_node.daemon_state != "run":
-        raise Unavailable(f"node {source} is {source_node.daemon_state}: it cannot migrate "
-                          f"{vm.name}")
+    require_acting(source_node, f"migrate {vm.name}")
     commit(cluster, vm, current.version, op, busy=True)
     return Request(op, submit=True)
 

@@ -57,6 +57,7 @@ class VmView:
 class Node:
     name: str
     daemon_state: str = "dead"
+    workers: int = 0                 # live worker processes (ready to run its operations)
     domain_state: str = "ready"
     coordinator_state: str = "client"
     keepalive: float = 0.0

@@ -14,7 +14,7 @@ from pvc.config import Config
 from pvc.errors import ConfigError
 from pvc.hypervisor import Hypervisor, RunningDomain
 from pvc.models import VM, Node
-from pvc.store import NoNode, VersionConflict, decode_json
+from pvc.store import NodeExists, NoNode, VersionConflict, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,16 @@ class NodeContext:
             if self._hv is None:
                 self._hv = Hypervisor(self.config.node.libvirt_uri).connect()
             return self._hv
+
+    def register_worker(self) -> None:
+        """Say this worker process is alive (ephemeral: gone when the process dies), so a
+        request for this node fails at once instead of waiting in a queue nobody reads."""
+        worker = f"{os.uname().nodename}:{os.getpid()}"
+        self.store.ensure(self.schema.node_workers(self.name))
+        try:
+            self.store.create(self.schema.node_worker(self.name, worker), "", ephemeral=True)
+        except NodeExists:
+            pass
 
     def hypervisor_for(self, node: Node) -> Hypervisor:
         """This node's hypervisor, or another node's through its migration URI."""

@@ -8,6 +8,7 @@ Three kinds of state are kept apart, each with one writer:
 | /nodes/N                            | observed  | node N's daemon (static facts, capabilities) |
 | /nodes/N/daemon_state               | observed  | node N's daemon: init / run / stop           |
 | /nodes/N/alive                      | observed  | node N's daemon (ephemeral: its session)     |
+| /nodes/N/workers/W                  | observed  | each worker process of node N (ephemeral)    |
 | /nodes/N/domain_state               | desired   | daemon at first registration, flush/unflush  |
 | /nodes/N/coordinator_state          | observed  | node N's daemon                              |
 | /nodes/N/keepalive                  | observed  | node N's daemon (timestamp)                  |
@@ -69,6 +70,12 @@ class Schema:
 
     def node_alive(self, name: str) -> str:
         return self._p("nodes", name, "alive")
+
+    def node_workers(self, name: str) -> str:
+        return self._p("nodes", name, "workers")
+
+    def node_worker(self, name: str, worker: str) -> str:
+        return self._p("nodes", name, "workers", worker)
 
     @property
     def primary(self) -> str:

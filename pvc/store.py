@@ -196,6 +196,17 @@ class Store:
                     out.append(None)
         return out
 
+    def child_counts(self, paths: Iterable[str]) -> list[int]:
+        """How many children each path has (0 if missing), in one pipelined round."""
+        paths = list(paths)
+        deadline = time.monotonic() + self.timeout
+        try:
+            pending = [self.zk.exists_async(p) for p in paths]
+            stats = [r.get(timeout=max(deadline - time.monotonic(), 0.001)) for r in pending]
+        except _RETRYABLE + _UNAVAILABLE:
+            raise self._unavailable("exists", f"{len(paths)} znodes") from None
+        return [s.numChildren if s else 0 for s in stats]
+
     def get_json_many(self, paths: Iterable[str]) -> list[Any]:
         return [decode_json(d) for d in self.get_many(paths)]
 

@@ -14,5 +14,6 @@ def node_context() -> NodeContext:
     global _context, _pid
     if _context is None or _pid != os.getpid():
         _context = NodeContext(configmod.load(configmod.locate()))
+        _context.register_worker()
         _pid = os.getpid()
     return _context

@@ -110,6 +110,8 @@ def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> N
     cluster.store.put(cluster.schema.node_field("hv1", "daemon_state"), "run")
     cluster.store.put(cluster.schema.node("hv1"), {"enable_hypervisor": True})
     cluster.store.create(cluster.schema.node_alive("hv1"), "x", ephemeral=True)
+    cluster.store.create(cluster.schema.node_worker("hv1", "w1"), "", ephemeral=True,
+                         makepath=True)
     req = lifecycle.request(cluster, "web1", "start")
     with pytest.raises(Unavailable, match="cannot reach Redis at 127.0.0.1:1"):
         submit(bad, req.op)
