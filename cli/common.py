@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import click
 
@@ -66,17 +66,6 @@ def pairs(data: dict[str, Any], keys: Iterable[str] | None = None) -> None:
         click.echo(f"{k.ljust(width)}  {_cell(data.get(k))}")
 
 
-def ago(ts: float) -> str:
-    if not ts:
-        return "-"
-    s = time.time() - ts
-    if s < 120:
-        return f"{s:.0f}s ago"
-    if s < 7200:
-        return f"{s / 60:.0f}m ago"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
 def stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -85,5 +74,3 @@ def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
-
-Printer = Callable[[str], None]

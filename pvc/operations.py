@@ -139,7 +139,7 @@ class Runner:
         self.set_fields(attempts=record.attempts + 1, worker=self.worker)
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+    def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> None:
         try:
             if exc is not None and self.record is not None:
                 error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"

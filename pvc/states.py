@@ -7,9 +7,6 @@ from pvc.errors import Conflict
 
 # ---------------------------------------------------------------- VM desired state
 
-VM_STATES = ("start", "stop", "disable")
-
-
 @dataclass(frozen=True)
 class VmAction:
     """What an operator's VM action requires and leaves behind."""
@@ -65,10 +62,6 @@ def op_transition(current: str, new: str) -> bool:
 
 
 # ---------------------------------------------------------------- node states
-
-DAEMON_STATES = ("init", "run", "stop", "dead")
-DOMAIN_STATES = ("ready", "flushing", "flushed", "unflushing")
-COORDINATOR_STATES = ("client", "primary", "secondary", "takeover", "relinquish")
 
 
 def daemon_state(stored: str | None, alive: bool) -> str:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooClient
 from kazoo.exceptions import (BadVersionError, ConnectionClosedError, ConnectionLoss,
                               KazooException, NodeExistsError, NoNodeError, NotEmptyError,
                               OperationTimeoutError, RolledBackError, SessionExpiredError)
@@ -80,7 +80,6 @@ class Store:
                               connection_retry={"max_tries": -1, "delay": 0.05,
                                                 "max_delay": 1.0},
                               command_retry=None)
-        self._lost_listeners: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "Store":
@@ -91,7 +90,6 @@ class Store:
             self.zk.close()
             raise Unavailable(f"cannot reach ZooKeeper at {self.hosts} "
                               f"(no answer within {self.timeout:g}s)") from e
-        self.zk.add_listener(self._on_state)
         return self
 
     def close(self) -> None:
@@ -111,15 +109,6 @@ class Store:
     def session_id(self) -> str:
         sid = self.zk.client_id
         return f"0x{sid[0]:x}" if sid else ""
-
-    def on_session_lost(self, fn: Callable[[], None]) -> None:
-        """Call fn (in kazoo's thread) when the session expires: ephemerals are gone."""
-        self._lost_listeners.append(fn)
-
-    def _on_state(self, state: str) -> None:
-        if state == KazooState.LOST:
-            for fn in self._lost_listeners:
-                threading.Thread(target=fn, daemon=True).start()
 
     # ------------------------------------------------------------------ the retry helper
     def _call(self, method: str, path: str, *args: Any, **kw: Any) -> Any:

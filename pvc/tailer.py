@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +34,6 @@ class Follow:
     cursor: console.FileCursor
     splitter: console.LineSplitter = field(default_factory=console.LineSplitter)
     pending: console.Pending = field(default_factory=lambda: console.Pending(1000))
-    last_write: float = 0.0
-    leaving: bool = False
 
 
 class Tailer:
@@ -127,11 +124,6 @@ class Tailer:
     def _leave(self, uuid: str) -> None:
         """The VM stopped or left: read what is left, publish it, let go."""
         self.read(uuid)
-        with self.lock:
-            f = self.following.get(uuid)
-            if f is None:
-                return
-            f.leaving = True
         self._write(uuid)
         with self.lock:
             f = self.following.pop(uuid, None)
@@ -205,7 +197,6 @@ class Tailer:
         try:
             self._publish(path, lines, skipped, cursor)
             with self.lock:
-                f.last_write = time.monotonic()
                 self.writes += 1
         except PvcError as e:
             log.warning("could not publish the console of %s: %s", f.vm.name, e)
