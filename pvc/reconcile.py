@@ -78,7 +78,7 @@ def reconcile(ctx: NodeContext) -> Result:
     decision = decide(ctx.name, vms, running, set(ctx.cluster.busy()))
     result = Result(vms=len(vms), left_alone=decision.left_alone)
 
-    xmls = ctx.store.get_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
+    xmls = ctx.store.iter_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
     n = ctx.config.node
 
     def start(vm: VM, xml: bytes | None) -> None:
@@ -98,10 +98,13 @@ def reconcile(ctx: NodeContext) -> Result:
         except PvcError as e:
             result.failed.append(f"{name}: {e}")
 
-    # libvirt's RPC overlaps calls from several threads on one connection.
+    # libvirt's RPC overlaps calls from several threads on one connection; starts begin as
+    # soon as each VM's XML arrived, while the others are still on their way.
     with ThreadPoolExecutor(max_workers=PARALLEL_LIBVIRT_CALLS) as pool:
-        list(pool.map(start, decision.start, xmls))
-        list(pool.map(lambda s: stop(*s), decision.stop))
+        jobs = [pool.submit(start, vm, xml) for vm, xml in zip(decision.start, xmls)]
+        jobs += [pool.submit(stop, *s) for s in decision.stop]
+        for job in jobs:
+            job.result()
     result.started.sort()
     result.stopped.sort()
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (BadVersionError, ConnectionClosedError, ConnectionLoss,
@@ -165,25 +165,28 @@ class Store:
 
     def get_many(self, paths: Iterable[str]) -> list[bytes | None]:
         """Read many znodes in one pipelined round; a missing znode reads as None."""
+        return list(self.iter_many(paths))
+
+    def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
+        """Like get_many, but yields each value as soon as it arrived, in order, so the caller
+        can work on the first while the rest are on their way."""
         paths = list(paths)
         deadline = time.monotonic() + self.timeout
         try:
             pending = [self.zk.get_async(p) for p in paths]
         except _RETRYABLE + _UNAVAILABLE:
             raise self._unavailable("get", f"{len(paths)} znodes") from None
-        out: list[bytes | None] = []
         for p, res in zip(paths, pending):
             try:
-                out.append(res.get(timeout=max(deadline - time.monotonic(), 0.001))[0])
+                yield res.get(timeout=max(deadline - time.monotonic(), 0.001))[0]
             except NoNodeError:
-                out.append(None)
+                yield None
             except _RETRYABLE + _UNAVAILABLE:
                 # A connection blip in a bulk read: fall back to the retrying single call.
                 try:
-                    out.append(self.get(p).value)
+                    yield self.get(p).value
                 except NoNode:
-                    out.append(None)
-        return out
+                    yield None
 
     def child_counts(self, paths: Iterable[str]) -> list[int]:
         """How many children each path has (0 if missing), in one pipelined round."""
