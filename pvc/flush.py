@@ -390,7 +390,8 @@ def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> Non
                           lambda msg: job.report(vm.name, msg))
         job.report(vm.name, outcome, job.tally.moved)
     except PvcError as e:
-        settle(ctx, vm.uuid, {"last_node": vm.last_node})
+        if p.target is not None:
+            settle(ctx, vm.uuid, {"last_node": vm.last_node}, nodes[me], nodes[p.target])
         job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
 
 
@@ -419,7 +420,8 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
                           lambda msg: job.report(vm.name, msg))
         job.report(vm.name, outcome, job.tally.moved)
     except PvcError as e:
-        settle(ctx, vm.uuid, {"last_node": me})
+        if source and source != me:
+            settle(ctx, vm.uuid, {"last_node": me}, nodes[source], nodes[me])
         job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
 
 

@@ -137,7 +137,7 @@ def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> s
             outcome = f"{vm.name}: " + move_vm(ctx, move,
                                                lambda m: run.progress(f"{vm.name}: {m}"))
         except PvcError as e:
-            settle(ctx, vm.uuid, args["previous"])
+            settle(ctx, vm.uuid, args["previous"], move.source, move.target)
             record_failure(ctx, vm.uuid, f"{run.record.kind}: {e}")
             raise
         record_failure(ctx, vm.uuid, "")
@@ -145,17 +145,28 @@ def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> s
         return outcome
 
 
-def settle(ctx: "NodeContext", uuid: str, prev: dict[str, str]) -> None:
-    """The VM did not move: its record points back at where it runs."""
-    running = ctx.cluster.running_on(uuid, list(ctx.cluster.nodes()))
+def settle(ctx: "NodeContext", uuid: str, prev: dict[str, str], src: Node, dst: Node) -> None:
+    """A move failed: point the VM's record at where it runs, asking the two hypervisors
+    themselves (their published lists may still show a half-done migration)."""
+    where = next((n for n in (src, dst) if _runs_on(ctx, n, uuid)), None)
 
     def change(data: dict) -> dict:
-        if running and data["node"] not in running:
-            data["node"] = running[0]
+        if where and data["node"] != where.name:
+            data["node"] = where.name
             data["last_node"] = prev.get("last_node", "")
         return data
 
     ctx.store.update_json(ctx.schema.vm(uuid), change)
+    if where is not None:   # end the operation when `pvc vm list` agrees
+        other = dst if where is src else src
+        _await_published(ctx, uuid, where, other)
+
+
+def _runs_on(ctx: "NodeContext", node: Node, uuid: str) -> bool:
+    try:
+        return ctx.hypervisor_for(node).is_running(uuid)
+    except PvcError:
+        return False
 
 
 def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> str:
@@ -169,7 +180,7 @@ def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> st
         if hv_dst.is_running(vm.uuid):
             return f"already on {dst.name}"
         hv_dst.start(_xml_for(ctx, vm, dst), vm.uuid)
-        _await_published(ctx, vm, dst, src)
+        _await_published(ctx, vm.uuid, dst, src)
         return f"was not running; started on {dst.name}"
     method = move.method
     if method == "live" and not (src.live_migration and dst.live_migration):
@@ -188,7 +199,7 @@ def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> st
             method = "shutdown"
     if method == "shutdown":
         detail = _shutdown_move(ctx, vm, hv_src, hv_dst, src, dst, progress)
-    _await_published(ctx, vm, dst, src)
+    _await_published(ctx, vm.uuid, dst, src)
     return f"{src.name} → {dst.name} ({method}{detail})"
 
 
@@ -226,9 +237,9 @@ def _xml_for(ctx: "NodeContext", vm: VM, node: Node) -> str:
                            node.console_log_directory)
 
 
-def _await_published(ctx: "NodeContext", vm: VM, dst: Node, src: Node) -> None:
-    """Each node publishes what it runs (on libvirt's events); wait until both agree with the
-    move, so the operation ends when `pvc vm list` shows it."""
-    for node, present in ((dst, True), (src, False)):
-        if not ctx.observed.wait(node.name, vm.uuid, present, OBSERVED_WAIT):
-            log.warning("%s has not published %s yet", node.name, vm.name)
+def _await_published(ctx: "NodeContext", uuid: str, here: Node, gone: Node) -> None:
+    """Each node publishes what it runs (on libvirt's events); wait until both agree that the
+    VM runs on `here` and not on `gone`, so the operation ends when `pvc vm list` shows it."""
+    for node, present in ((here, True), (gone, False)):
+        if not ctx.observed.wait(node.name, uuid, present, OBSERVED_WAIT):
+            log.warning("%s has not published %s yet", node.name, uuid)
