@@ -29,8 +29,11 @@ class PvcTask(Task):
             return super().__call__(*args, **kwargs)
 
     def report(self, meta: dict[str, Any]) -> None:
+        """Progress as Celery task state (result backend) and as a task event, which is what
+        Flower listens to: it shows the task in state PROGRESS with these fields."""
         if self.request.id and not self.request.called_directly:
             self.update_state(state="PROGRESS", meta=meta)
+            self.send_event("task-progress", **{k: v for k, v in meta.items() if k != "state"})
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
