@@ -79,6 +79,13 @@ def test_shutdown_migration_migrate_unmigrate_move(pvc) -> None:
     assert f"{vm}: hv2 → hv3 (shutdown" in out
     info = pvc.json("vm", "info", vm)
     assert (info["running_on"], info["node"], info["last_node"]) == (["hv3"], "hv3", "hv2")
+    pvc("vm", "migrate", vm, "--target", "hv1", "--wait")      # keeps the first last node
+    assert pvc.json("vm", "info", vm)["last_node"] == "hv2"
+    pvc("vm", "migrate", vm, "--target", "hv3", "--force", "--wait")   # --force replaces it
+    assert pvc.json("vm", "info", vm)["last_node"] == "hv1"
+    pvc("vm", "migrate", vm, "--target", "hv2", "--wait")
+    pvc("vm", "migrate", vm, "--target", "hv3", "--force", "--wait")
+    assert pvc.json("vm", "info", vm)["last_node"] == "hv2"
     pvc("vm", "unmigrate", vm, "--wait")
     info = pvc.json("vm", "info", vm)
     assert (info["running_on"], info["last_node"]) == (["hv2"], "")
@@ -141,8 +148,9 @@ def test_two_flushes_run_one_after_the_other(pvc) -> None:
     first, second = sorted([ra, rb], key=lambda r: r["lock_acquired"])
     assert first["lock_released"] <= second["lock_acquired"]
     assert any(h[1] == "waiting-for-lock" for h in second["history"])
-    for node in ("hv2", "hv3"):
-        pvc("node", "unflush", node, "--wait")
+    pvc("node", "unflush", "hv2", "--wait")
+    pvc("node", "ready", "hv3", "--wait")          # the alias of unflush
+    assert pvc.json("node", "info", "hv3")["domain_state"] == "ready"
     assert len(running_once(pvc)) == 9
 
 
