@@ -204,6 +204,10 @@ def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
         return
     if not running:
         click.echo(f"VM {found.name} is not running; its last console output:", err=True)
+    if buf.get("size_limited") and count is None:
+        click.echo(f"(older lines were dropped to fit ZooKeeper's node size: "
+                   f"{len(buf['lines'])} of the configured {buf.get('limit_lines')} kept)",
+                   err=True)
     text = "\n".join(line for _seq, line in shown)
     if sys.stdout.isatty():
         click.echo_via_pager(text + "\n")
