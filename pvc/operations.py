@@ -182,7 +182,8 @@ class Runner:
 
         data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
         self.record = Operation.from_json(data)
-        self.report({"state": state, "message": note})
+        if state == states.OP_WAITING:   # Celery knows "started"; waiting is ours to tell
+            self.report({"state": state, "message": note})
         return self.record
 
     def set_fields(self, **fields: Any) -> Operation:
