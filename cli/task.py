@@ -75,3 +75,21 @@ def watch(ctx: click.Context, op_id: str, fmt: str) -> None:
     from cli.ops import follow
     cluster(ctx).operation(op_id)   # a clear error for an unknown id
     follow(ctx, op_id, fmt)
+
+
+@task.command()
+@click.argument("op_id", metavar="ID")
+@format_option
+@click.pass_context
+def cancel(ctx: click.Context, op_id: str, fmt: str) -> None:
+    """Cancel an operation that has not started; ask a running flush or unflush to stop
+    after the migrations in flight (the node then stays flushing/unflushing)."""
+    from pvc import operations
+    record = operations.cancel(cluster(ctx), op_id)
+    if fmt == "json":
+        emit_json(record.to_json())
+    elif record.state == "cancelled":
+        click.echo(f"operation {op_id} cancelled ({record.kind} {record.target})")
+    else:
+        click.echo(f"operation {op_id} will stop after the migrations in flight "
+                   f"(follow: pvc task watch {op_id})")

@@ -82,9 +82,13 @@ def _ident(raw: str) -> dict[str, Any]:
 
 
 @contextmanager
-def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
-    """Wait for the cluster flush lock (saying who holds it), hold it, release it."""
+def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:
+    """Wait for the cluster flush lock (saying who holds it), hold it, release it. Yields
+    False instead when the operation was cancelled before it got the lock."""
     assert run.record is not None
+    if run.cancelled.is_set():
+        yield False
+        return
     node = run.record.target_id
     ident = json.dumps({"op": run.op_id, "kind": kind, "node": node}, sort_keys=True)
     status = lock_status(ctx.cluster)
@@ -93,14 +97,24 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[None]:
         waiting = (f"waiting for the flush lock held by {status.holder.get('node')}'s "
                    f"{status.holder.get('kind')} (op {status.holder.get('op')}), "
                    f"{len(status.queue)} queued ahead")
-    run.set_state(states.OP_WAITING, waiting)
+    try:
+        run.set_state(states.OP_WAITING, waiting)
+    except Conflict:              # cancelled in this very moment
+        yield False
+        return
     lock = ctx.store.lock(ctx.schema.flush_lock, ident)
-    lock.acquire()
+    run.on_cancel(lock.cancel)    # an operator's cancel ends the wait
+    if not lock.acquire():
+        yield False
+        return
     acquired = time.time()
     try:
+        if run.cancelled.is_set():
+            yield False
+            return
         run.running("took the flush lock")
         run.set_fields(lock_acquired=acquired)
-        yield
+        yield True
     finally:
         released = time.time()   # before the release: a hand-off measures all it takes
         lock.release()
@@ -207,6 +221,7 @@ class Tally:
     parked: list[str] = field(default_factory=list)    # shut down, to start on unflush
     started: list[str] = field(default_factory=list)   # started by unflush
     failed: list[str] = field(default_factory=list)    # "vm: reason"
+    skipped: list[str] = field(default_factory=list)   # left alone: the operation was cancelled
 
 
 class NodeJob:
@@ -227,6 +242,14 @@ class NodeJob:
                 self.tally.done += 1
             self.run.progress(f"{vm}: {state}", done=self.tally.done, total=self.total,
                               item=vm, item_state=state)
+
+    def stopped(self, vm: VM) -> bool:
+        """True (and the VM reported as left alone) once an operator cancelled: the moves in
+        flight finish, no new one starts."""
+        if not self.run.cancelled.is_set():
+            return False
+        self.report(vm.name, "left where it is: the operation was cancelled", self.tally.skipped)
+        return True
 
     def claim(self, vm: VM, change: Callable[[VM], None]) -> VM:
         """Mark vm busy with this operation and apply change to its record, atomically.
@@ -303,13 +326,20 @@ def _run_node_op(ctx: "NodeContext", op_id: str, kind: str, report: Reporter | N
         if run.record is None:
             return "already done"
         node = run.record.target_id
-        with flush_lock(ctx, run, kind):
+        with flush_lock(ctx, run, kind) as locked:
+            if not locked:
+                run.cancelled_with(f"cancelled before it took the flush lock; {node} unchanged")
+                return "cancelled"
             _set_domain_state(ctx, node, spec.during)
             try:
                 job, summary = work(ctx, run, node)
             finally:
                 ctx.cluster.release_vms_of(run.op_id)
                 ctx.refresh()
+            if job.tally.skipped:
+                run.cancelled_with(f"cancelled: {summary}, {len(job.tally.skipped)} not moved "
+                                   f"({node} stays {spec.during})")
+                return "cancelled"
             if job.tally.failed:
                 raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
                                       + "; ".join(job.tally.failed)
@@ -367,6 +397,8 @@ def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, 
 
 def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> None:
     ctx, vm = job.ctx, p.vm
+    if job.stopped(vm):
+        return
     try:
         if p.target is None:
             def mark(v: VM) -> None:
@@ -399,6 +431,8 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
     ctx = job.ctx
     running = ctx.cluster.running_on(vm.uuid, list(ctx.cluster.nodes()))
     source = running[0] if running else ""
+    if job.stopped(vm):
+        return
     try:
         def home(v: VM) -> None:
             v.node, v.last_node = me, ""
@@ -427,6 +461,8 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
 
 def _start_one(job: NodeJob, vm: VM) -> None:
     ctx = job.ctx
+    if job.stopped(vm):
+        return
     try:
         def start(v: VM) -> None:
             v.state, v.autostart = "start", False

@@ -109,6 +109,7 @@ class Operation:
     lock_acquired: float = 0.0       # flush/unflush: when it took the cluster flush lock
     lock_released: float = 0.0
     attempts: int = 0
+    cancel_requested: bool = False   # a running flush/unflush stops after the moves in flight
     worker: str = ""
     message: str = ""                # last progress line
     error: str = ""

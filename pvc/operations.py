@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from pvc import states
 from pvc.cluster import Cluster
-from pvc.errors import Conflict, PvcError
+from pvc.errors import Conflict, NotFound, PvcError
 from pvc.models import Operation
 from pvc.store import NodeExists, NoNode
 
@@ -107,6 +107,42 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
     raise Conflict(f"operation {op_id} kept changing while finishing it")
 
 
+def cancel(cluster: Cluster, op_id: str) -> Operation:
+    """Cancel an operation: at once if it has not started (its task will find it ended);
+    a running flush/unflush is asked to stop after the migrations in flight."""
+    path = cluster.schema.operation(op_id)
+    for _ in range(20):
+        try:
+            current = cluster.store.get_json_versioned(path)
+        except NoNode:
+            raise NotFound(f"no operation {op_id!r}") from None
+        record = current.value
+        state, kind = record["state"], record["kind"]
+        if state in states.OP_TERMINAL:
+            raise Conflict(f"operation {op_id} already ended ({state})")
+        if state == states.OP_RUNNING:
+            if kind not in states.OP_CANCEL_WHILE_RUNNING:
+                raise Conflict(f"operation {op_id} ({kind}) is already running and cannot be "
+                               "cancelled; it ends on its own")
+            record["cancel_requested"] = True
+            record["history"].append([time.time(), state, f"cancel requested by {requester()}"])
+            tx = cluster.store.transaction().set(path, record, current.version)
+        else:
+            _transition(record, states.OP_CANCELLED, f"cancelled by {requester()}")
+            record["finished"] = time.time()
+            record["message"] = "cancelled before it started"
+            tx = cluster.store.transaction().set(path, record, current.version)
+            busy = marker(cluster, record)
+            if cluster.store.get_text(busy) == op_id:
+                tx.delete(busy)
+        try:
+            tx.commit()
+            return Operation.from_json(record)
+        except (Conflict, NoNode):
+            continue
+    raise Conflict(f"operation {op_id} kept changing; try again")
+
+
 class Runner:
     """Runs one operation on behalf of a task. Use as a context manager:
 
@@ -124,6 +160,8 @@ class Runner:
         self.record: Operation | None = None
         self._lease = cluster.schema.operation_executor(op_id)
         self._leased = False
+        self.cancelled = threading.Event()   # set when an operator cancels this operation
+        self._on_cancel: list[Callable[[], None]] = []
         self._progress_lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
@@ -137,7 +175,23 @@ class Runner:
             return self
         self.record = record
         self.set_fields(attempts=record.attempts + 1, worker=self.worker)
+        self.cluster.store.watch_data(self.cluster.schema.operation(self.op_id),
+                                      self._watch_cancel)
         return self
+
+    def _watch_cancel(self, value: Any, _version: int | None) -> bool:
+        if value and (value.get("cancel_requested") or value["state"] == states.OP_CANCELLED):
+            if not self.cancelled.is_set():
+                self.cancelled.set()
+                for fn in self._on_cancel:
+                    fn()
+        return bool(value) and value["state"] not in states.OP_TERMINAL
+
+    def on_cancel(self, fn: Callable[[], None]) -> None:
+        """Call fn when an operator cancels (e.g. to stop waiting for a lock)."""
+        self._on_cancel.append(fn)
+        if self.cancelled.is_set():
+            fn()
 
     def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> None:
         try:
@@ -232,6 +286,12 @@ class Runner:
 
     def succeed(self, message: str = "done") -> Operation:
         self.record = finish(self.cluster, self.op_id, states.OP_SUCCEEDED, message=message,
+                             progress=self._take_pending())
+        return self.record
+
+    def cancelled_with(self, message: str) -> Operation:
+        """End as cancelled (the operator asked; what was done is in the message)."""
+        self.record = finish(self.cluster, self.op_id, states.OP_CANCELLED, message=message,
                              progress=self._take_pending())
         return self.record
 

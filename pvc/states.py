@@ -49,11 +49,17 @@ OP_TRANSITIONS: dict[str, frozenset[str]] = {
     OP_WAITING: frozenset({OP_RUNNING, OP_FAILED, OP_CANCELLED}),
     # running -> running / waiting-for-lock: a redelivered task resumes after its worker died
     # (waiting for its lock again first, if it has one)
-    OP_RUNNING: frozenset({OP_RUNNING, OP_WAITING, OP_SUCCEEDED, OP_FAILED}),
+    OP_RUNNING: frozenset({OP_RUNNING, OP_WAITING, OP_SUCCEEDED, OP_FAILED, OP_CANCELLED}),
     OP_SUCCEEDED: frozenset(),
     OP_FAILED: frozenset(),
     OP_CANCELLED: frozenset(),
 }
+
+
+# Which operations an operator can still cancel, by state. A running flush or unflush stops
+# after the migrations in flight; a running VM operation is too far gone (it ends on its own).
+OP_CANCEL_NOW = frozenset({OP_QUEUED, OP_WAITING})
+OP_CANCEL_WHILE_RUNNING = frozenset({"node.flush", "node.unflush"})
 
 
 def op_transition(current: str, new: str) -> bool:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (BadVersionError, ConnectionClosedError, ConnectionLoss,
-                              KazooException, NodeExistsError, NoNodeError, NotEmptyError,
-                              OperationTimeoutError, RolledBackError, SessionExpiredError)
+from kazoo.exceptions import (BadVersionError, CancelledError, ConnectionClosedError,
+                              ConnectionLoss, KazooException, LockTimeout, NodeExistsError,
+                              NoNodeError, NotEmptyError, OperationTimeoutError, RolledBackError,
+                              SessionExpiredError)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
@@ -343,14 +344,17 @@ class ClusterLock:
         self._lock = lock
 
     def acquire(self, timeout: float | None = None) -> bool:
+        """Wait for the lock; False if the wait timed out or was cancelled."""
         try:
             return bool(self._lock.acquire(blocking=True, timeout=timeout))
         except _RETRYABLE + _UNAVAILABLE:
             raise Unavailable("lost ZooKeeper while waiting for a lock") from None
-        except Exception as e:  # kazoo's LockTimeout
-            if type(e).__name__ == "LockTimeout":
-                return False
-            raise
+        except (LockTimeout, CancelledError):
+            return False
+
+    def cancel(self) -> None:
+        """Make a waiting acquire() give up (from another thread)."""
+        self._lock.cancel()
 
     def release(self) -> None:
         try:
@@ -358,15 +362,6 @@ class ClusterLock:
         except KazooException:
             log.warning("could not release lock cleanly; its session's end will free it")
 
-    def contenders(self) -> list[str]:
-        return list(self._lock.contenders())
-
-    def __enter__(self) -> "ClusterLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Transaction:

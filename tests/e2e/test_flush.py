@@ -154,6 +154,27 @@ def test_two_flushes_run_one_after_the_other(pvc) -> None:
     assert len(running_once(pvc)) == 9
 
 
+def test_cancel_a_flush_waiting_for_the_lock(pvc) -> None:
+    with lock_held_elsewhere(pvc):
+        flush = op_id(pvc("node", "flush", "hv1").stdout)
+        wait_until("the flush to wait for the lock", lambda: pvc.json(
+            "task", "show", flush)["state"] == "waiting-for-lock")
+        assert pvc("task", "cancel", flush).stdout.strip() == \
+            f"operation {flush} cancelled (node.flush hv1)"
+        res = pvc("task", "watch", flush, ok=False)
+        assert res.returncode == 1 and "was cancelled" in res.stderr
+        assert pvc.json("node", "lock")["queue"] == []        # it left the lock's queue
+        assert pvc.json("node", "info", "hv1")["domain_state"] == "ready"
+        assert pvc.error("task", "cancel", flush) == \
+            f"error: operation {flush} already ended (cancelled)"
+        again = op_id(pvc("node", "flush", "hv1").stdout)     # the node is free again
+        assert pvc("task", "cancel", again).returncode == 0
+    vm = pvc.json("vm", "list")[0]["name"]
+    started = pvc.json("vm", "restart", vm, "--wait")
+    assert pvc.error("task", "cancel", started["id"]) == \
+        f"error: operation {started['id']} already ended (succeeded)"
+
+
 def test_lock_holder_killed_next_flush_proceeds(pvc) -> None:
     with lock_held_elsewhere(pvc) as holder:
         lock = pvc.json("node", "lock")

@@ -97,6 +97,31 @@ def test_live_migration_over_its_time_limit_is_aborted(pvc) -> None:
                lambda: max(ticks(console(pvc, "hv1", "demo1"))) > before, 60)
 
 
+def test_cancel_a_running_flush_stops_after_the_move_in_flight(pvc) -> None:
+    for vm in ("demo2", "demo3"):
+        if where(pvc)[vm] != ["hv1"]:
+            pvc("vm", "move", vm, "--target", "hv1", "--wait")
+    op = pvc("node", "flush", "hv1").stdout.split("operation ")[1].split()[0]
+    # one migration at a time (3 s each): cancel while the first is in flight
+    wait_until("the flush to be moving VMs", lambda: pvc.json("task", "show", op)
+               .get("progress", {}).get("total") == 3, 120)
+    out = pvc("task", "cancel", op).stdout
+    assert "will stop after the migrations in flight" in out
+    res = pvc("task", "watch", op, ok=False, timeout=300)
+    assert res.returncode == 1
+    record = pvc.json("task", "show", op)
+    assert record["state"] == "cancelled" and "stays flushing" in record["message"]
+    moved = [vm for vm, s in record["progress"]["items"].items() if "→" in s]
+    left = [vm for vm, s in record["progress"]["items"].items() if "cancelled" in s]
+    assert moved and left and len(moved) + len(left) == 3
+    # nothing lost: every VM runs exactly once, where its record says
+    for vm, nodes in where(pvc).items():
+        assert nodes == (["hv2"] if vm in moved else ["hv1"]), (vm, nodes)
+    assert pvc.json("node", "info", "hv1")["domain_state"] == "flushing"
+    pvc("node", "unflush", "hv1", "--wait", timeout=300)
+    assert where(pvc) == {"demo1": ["hv1"], "demo2": ["hv1"], "demo3": ["hv1"]}
+
+
 # Last: it leaves hv1 with a replacement worker that it stops at the end.
 def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> None:
     if where(pvc)["demo2"] != ["hv1"]:     # move: hv1 becomes its home (no last node)
