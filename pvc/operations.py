@@ -23,7 +23,7 @@ from pvc import states
 from pvc.cluster import Cluster
 from pvc.errors import Conflict, NotFound, PvcError
 from pvc.models import Operation
-from pvc.store import NodeExists, NoNode
+from pvc.store import NodeExists, NoNode, Transaction
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any]], None]
@@ -83,9 +83,8 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
            progress: dict[str, Any] | None = None) -> Operation:
     """End an operation: record the outcome (and the last progress) and free its target, in
     one transaction."""
-    schema = cluster.schema
     for _ in range(20):
-        current = cluster.store.get_json_versioned(schema.operation(op_id))
+        current = cluster.store.get_json_versioned(cluster.schema.operation(op_id))
         record = current.value
         if record["state"] in states.OP_TERMINAL:
             return Operation.from_json(record)
@@ -95,16 +94,22 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
         record["finished"] = time.time()
         record["message"] = message or record.get("message", "")
         record["error"] = error
-        tx = cluster.store.transaction().set(schema.operation(op_id), record, current.version)
-        busy = marker(cluster, record)
-        if cluster.store.get_text(busy) == op_id:
-            tx.delete(busy)
+        tx = _ending(cluster, record, current.version)
         try:
             tx.commit()
             return Operation.from_json(record)
         except (Conflict, NoNode):
             continue
     raise Conflict(f"operation {op_id} kept changing while finishing it")
+
+
+def _ending(cluster: Cluster, record: dict[str, Any], version: int) -> Transaction:
+    """The ended record, written only if unchanged since read, with its target freed."""
+    tx = cluster.store.transaction().set(cluster.schema.operation(record["id"]), record, version)
+    busy = marker(cluster, record)
+    if cluster.store.get_text(busy) == record["id"]:
+        tx.delete(busy)
+    return tx
 
 
 def cancel(cluster: Cluster, op_id: str) -> Operation:
@@ -131,10 +136,7 @@ def cancel(cluster: Cluster, op_id: str) -> Operation:
             _transition(record, states.OP_CANCELLED, f"cancelled by {requester()}")
             record["finished"] = time.time()
             record["message"] = "cancelled before it started"
-            tx = cluster.store.transaction().set(path, record, current.version)
-            busy = marker(cluster, record)
-            if cluster.store.get_text(busy) == op_id:
-                tx.delete(busy)
+            tx = _ending(cluster, record, current.version)
         try:
             tx.commit()
             return Operation.from_json(record)
