@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent).
-.PHONY: sandbox test setup down bench
+.PHONY: sandbox test setup down bench lint
 
 setup:
 	@scripts/setup.sh
@@ -15,3 +15,8 @@ down:
 
 bench: setup
 	@.venv/bin/python -m bench.run_all
+
+lint: setup
+	@.venv/bin/pip install -q -e '.[dev]' >/dev/null
+	@.venv/bin/python -m pyflakes pvc tasks workers cli tests bench
+	@.venv/bin/python -m mypy pvc tasks workers cli --ignore-missing-imports
