@@ -218,8 +218,6 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     step(f"Redis on 127.0.0.1:{layout.redis_port} (password in {layout.secret('redis.password')})")
     for n, lv in libvirtds.items():
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
-    if kind == "qemu":
-        services.save_caps_seed(next(iter(libvirtds.values())))
     step(f"{len(names)} libvirtd ({kind}) up")
 
     cluster = cluster_config(layout, names)
@@ -246,6 +244,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     state.save(layout)
     step(f"Flower on http://127.0.0.1:{layout.flower_port}")
     _wait_cluster_ready(layout, state, client)
+    if kind == "qemu" and state.demo_vms:   # guests run: QEMU's capabilities are probed
+        services.save_caps_seed(next(iter(libvirtds.values())))
     step(f"{len(names)} nodes running, {len(state.demo_vms)} demo VMs running, workers ready")
 
 
