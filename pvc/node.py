@@ -14,7 +14,7 @@ from pvc.config import Config
 from pvc.errors import ConfigError
 from pvc.hypervisor import Hypervisor, RunningDomain
 from pvc.models import VM, Node
-from pvc.store import NodeExists, NoNode, VersionConflict, decode_json
+from pvc.store import NodeExists, NoNode, VersionConflict, Versioned, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class NodeContext:
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
         self._remote: dict[str, Hypervisor] = {}
+        self._published: Versioned | None = None
         self.observed = ObservedDomains(self.cluster.store, self.cluster.schema)
 
     @property
@@ -117,22 +118,29 @@ class NodeContext:
         asking libvirt, and write with that version: a concurrent writer that saw a newer
         libvirt state makes this write fail and retry, so a stale list never wins."""
         path = self.schema.node_field(self.name, "domains")
+        known = self._published       # what this process wrote last, and its version
         for _ in range(20):
-            try:
-                current = self.store.get(path)
-            except NoNode:
-                self.store.ensure(path, {})
-                continue
+            if known is None:
+                try:
+                    current = self.store.get(path)
+                except NoNode:
+                    self.store.ensure(path, {})
+                    continue
+                known = Versioned(decode_json(current.value) or {}, current.version)
             listing = running if running is not None else self.hv.running()
             running = None
             value = {u: {"name": d.name, "state": d.state} for u, d in listing.items()}
-            if value == (decode_json(current.value) or {}):
+            if value == known.value:
+                if known is self._published:   # may be stale: confirm with a read
+                    known = None
+                    continue
                 return value
             try:
-                self.store.set(path, value, version=current.version)
+                version = self.store.set(path, value, version=known.version)
+                self._published = Versioned(value, version)
                 return value
             except VersionConflict:
-                continue
+                known = None             # someone else wrote: read, list again, retry
         raise VersionConflict(f"{path} kept changing")
 
     def resources(self, vms: list[VM], running: dict[str, RunningDomain]) -> dict[str, Any]:

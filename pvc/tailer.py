@@ -51,6 +51,7 @@ class Tailer:
         self.stopping = threading.Event()
         self._dirty = threading.Event()
         self._sync = threading.Event()
+        self._running: set[str] = set()     # what this node publishes it runs
         self.writes = 0
         self.inotify = Inotify()
         self._threads: list[threading.Thread] = []
@@ -60,8 +61,7 @@ class Tailer:
         import os
         os.makedirs(self.directory, exist_ok=True)
         self.inotify.watch_directory(self.directory)
-        self.store.watch_raw(self.schema.node_field(self.name, "domains"),
-                             lambda _d, _v: self._sync.set())
+        self.store.watch_raw(self.schema.node_field(self.name, "domains"), self._on_domains)
         for target, name in ((self._sync_loop, "sync"), (self._file_loop, "files"),
                              (self._write_loop, "writer")):
             t = threading.Thread(target=target, name=f"tailer-{name}", daemon=True)
@@ -94,10 +94,14 @@ class Tailer:
             except PvcError as e:
                 log.warning("could not update the followed VMs: %s", e)
 
+    def _on_domains(self, data: bytes | None, _version: int | None) -> None:
+        """The watch brings the node's published domains: keep them, wake the sync thread."""
+        self._running = set(decode_json(data) or {})
+        self._sync.set()
+
     def sync(self) -> None:
         """Follow exactly the VMs with a serial log that this node runs."""
-        running = set(decode_json(self.store.get_many(
-            [self.schema.node_field(self.name, "domains")])[0]) or {})
+        running = set(self._running)
         with self.lock:
             current = set(self.following)
         for uuid in current - running:
