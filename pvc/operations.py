@@ -23,7 +23,7 @@ from pvc import states
 from pvc.cluster import Cluster
 from pvc.errors import Conflict, NotFound, PvcError
 from pvc.models import Operation
-from pvc.store import NodeExists, NoNode, Transaction
+from pvc.store import NodeExists, NoNode
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any]], None]
@@ -82,46 +82,25 @@ def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
 def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
            progress: dict[str, Any] | None = None) -> Operation:
     """End an operation: record the outcome (and the last progress) and free its target, in
-    one transaction."""
-    for _ in range(20):
-        current = cluster.store.get_json_versioned(cluster.schema.operation(op_id))
-        record = current.value
+    one transaction. An operation that already ended stays as it is."""
+    def end(record: dict[str, Any]) -> bool | None:
         if record["state"] in states.OP_TERMINAL:
-            return Operation.from_json(record)
+            return None
         if progress:
             apply_progress(record, progress)
         _transition(record, state, error or message or state)
         record["finished"] = time.time()
         record["message"] = message or record.get("message", "")
         record["error"] = error
-        tx = _ending(cluster, record, current.version)
-        try:
-            tx.commit()
-            return Operation.from_json(record)
-        except (Conflict, NoNode):
-            continue
-    raise Conflict(f"operation {op_id} kept changing while finishing it")
+        return True
 
-
-def _ending(cluster: Cluster, record: dict[str, Any], version: int) -> Transaction:
-    """The ended record, written only if unchanged since read, with its target freed."""
-    tx = cluster.store.transaction().set(cluster.schema.operation(record["id"]), record, version)
-    busy = marker(cluster, record)
-    if cluster.store.get_text(busy) == record["id"]:
-        tx.delete(busy)
-    return tx
+    return _rewrite(cluster, op_id, end)
 
 
 def cancel(cluster: Cluster, op_id: str) -> Operation:
     """Cancel an operation: at once if it has not started (its task will find it ended);
     a running flush/unflush is asked to stop after the migrations in flight."""
-    path = cluster.schema.operation(op_id)
-    for _ in range(20):
-        try:
-            current = cluster.store.get_json_versioned(path)
-        except NoNode:
-            raise NotFound(f"no operation {op_id!r}") from None
-        record = current.value
+    def stop(record: dict[str, Any]) -> bool:
         state, kind = record["state"], record["kind"]
         if state in states.OP_TERMINAL:
             raise Conflict(f"operation {op_id} already ended ({state})")
@@ -131,12 +110,33 @@ def cancel(cluster: Cluster, op_id: str) -> Operation:
                                "cancelled; it ends on its own")
             record["cancel_requested"] = True
             record["history"].append([time.time(), state, f"cancel requested by {requester()}"])
-            tx = cluster.store.transaction().set(path, record, current.version)
-        else:
-            _transition(record, states.OP_CANCELLED, f"cancelled by {requester()}")
-            record["finished"] = time.time()
-            record["message"] = "cancelled before it started"
-            tx = _ending(cluster, record, current.version)
+            return False
+        _transition(record, states.OP_CANCELLED, f"cancelled by {requester()}")
+        record["finished"] = time.time()
+        record["message"] = "cancelled before it started"
+        return True
+
+    return _rewrite(cluster, op_id, stop)
+
+
+def _rewrite(cluster: Cluster, op_id: str,
+             change: Callable[[dict[str, Any]], bool | None]) -> Operation:
+    """Compare-and-set loop over a record: change() edits it and says whether it ended (its
+    target is then freed in the same transaction); None leaves the record as it is."""
+    path = cluster.schema.operation(op_id)
+    for _ in range(20):
+        try:
+            current = cluster.store.get_json_versioned(path)
+        except NoNode:
+            raise NotFound(f"no operation {op_id!r}") from None
+        record = current.value
+        ended = change(record)
+        if ended is None:
+            return Operation.from_json(record)
+        tx = cluster.store.transaction().set(path, record, current.version)
+        busy = marker(cluster, record)
+        if ended and cluster.store.get_text(busy) == op_id:
+            tx.delete(busy)
         try:
             tx.commit()
             return Operation.from_json(record)

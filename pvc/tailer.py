@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from pvc import console, domxml
 from pvc.cluster import Cluster
@@ -83,12 +83,17 @@ class Tailer:
         self.cluster.close()
 
     # ------------------------------------------------------------------ what to follow
-    def _sync_loop(self) -> None:
+    def _wakes(self, event: threading.Event) -> Iterator[None]:
+        """Once per time `event` is set, until the tailer stops."""
         while not self.stopping.is_set():
-            self._sync.wait()
-            self._sync.clear()
+            event.wait()
+            event.clear()
             if self.stopping.is_set():
                 return
+            yield
+
+    def _sync_loop(self) -> None:
+        for _ in self._wakes(self._sync):
             try:
                 self.sync()
             except PvcError as e:
@@ -175,11 +180,7 @@ class Tailer:
 
     # ------------------------------------------------------------------ writing
     def _write_loop(self) -> None:
-        while not self.stopping.is_set():
-            self._dirty.wait()
-            self._dirty.clear()
-            if self.stopping.is_set():
-                return
+        for _ in self._wakes(self._dirty):
             self.flush_all()
             # rate limit: lines arriving meanwhile are coalesced into the next write
             self.stopping.wait(WRITE_INTERVAL)
