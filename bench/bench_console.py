@@ -58,7 +58,7 @@ def main() -> None:
         follower.terminate()
         follower.wait(10)
 
-        from pvc.cluster import Cluster
+        from pvc.core.cluster import Cluster
         cluster = Cluster.connect(sb.config())
         path = cluster.schema.vm_console(cluster.vm("demo1").value.uuid)
         before = cluster.store.get(path).version

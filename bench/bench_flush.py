@@ -24,8 +24,8 @@ def xml(name: str) -> str:
 
 
 def start_vms_on(sb: BenchSandbox, node: str, count: int) -> None:
-    from pvc import lifecycle
-    from pvc.cluster import Cluster
+    from pvc.vm import lifecycle
+    from pvc.core.cluster import Cluster
     from tasks.client import submit
     cfg = sb.config()
     cluster = Cluster.connect(cfg)

@@ -17,9 +17,9 @@ def xml(name: str) -> str:
 
 
 def measure(svc: BenchServices, uri: str, count: int) -> dict[str, float]:
-    from pvc.cluster import Cluster
-    from pvc.daemon import NodeDaemon
-    from pvc.hypervisor import Hypervisor, undefine_all
+    from pvc.core.cluster import Cluster
+    from pvc.node.daemon import NodeDaemon
+    from pvc.hypervisor.adapter import Hypervisor, undefine_all
 
     cfg = svc.config(f"/bench-reconcile-{count}-{int(time.time())}", "hv1", uri)
     cluster = Cluster.connect(cfg)

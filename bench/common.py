@@ -99,7 +99,7 @@ class BenchServices:
         return lv.uri("test")
 
     def config(self, root: str, node: str = "", uri: str = "") -> Any:
-        from pvc.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
+        from pvc.core.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
         cluster = ClusterConfig(
             name="bench", zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{self.zk_port}",
                                                     root=root, session_timeout=4.0),
@@ -141,7 +141,7 @@ class BenchSandbox:
                               check=check)
 
     def config(self) -> Any:
-        from pvc import config
+        from pvc.core import config
         return config.load(Path(BENCH_SANDBOX_DIR) / "client.yaml", environ={})
 
     def watch(self, op_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def status_data(c: Any) -> dict[str, Any]:
     views = c.views(c.vms(), nodes)
     ops = c.operations()
     primary = c.store.get_text(c.schema.primary) or ""
-    from pvc.flush import lock_status
+    from pvc.node.flush import lock_status
     lock = lock_status(c)
     return {
         "name": c.config.cluster.name,

@@ -8,14 +8,14 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from pvc.config import Config
+from pvc.core.config import Config
 
 format_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
                              default="text", show_default=True, help="Output format.")
 
 
 def load_config(ctx: click.Context) -> Config:
-    from pvc import config as configmod
+    from pvc.core import config as configmod
     root = ctx.find_root()
     if "config" not in root.obj:
         root.obj["config"] = configmod.load(configmod.locate(root.obj.get("config_path")))
@@ -26,7 +26,7 @@ def cluster(ctx: click.Context) -> Any:
     """A connected Cluster, closed when the command ends."""
     root = ctx.find_root()
     if "cluster" not in root.obj:
-        from pvc.cluster import Cluster
+        from pvc.core.cluster import Cluster
         c = Cluster.connect(load_config(ctx))
         root.obj["cluster"] = c
         root.call_on_close(c.close)

@@ -18,8 +18,8 @@ def config() -> None:
 @format_option
 def validate(path: str, fmt: str) -> None:
     """Validate FILE; list every problem with its key path."""
-    from pvc import config as configmod
-    from pvc.errors import ConfigError
+    from pvc.core import config as configmod
+    from pvc.core.errors import ConfigError
     try:
         cfg = configmod.load(path)
     except ConfigError as e:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pvc.errors import PvcError
+from pvc.core.errors import PvcError
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {

@@ -65,7 +65,7 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
     def command(ctx: click.Context, node_name: str, wait: bool, reason: str,
                 max_parallel: int | None, fmt: str, **kw: Any) -> None:
         from cli.ops import follow, submit, submitted
-        from pvc import flush
+        from pvc.node import flush
         c = cluster(ctx)
         if kw.get("dry_run"):
             _print_plan(flush.plan_for(c, node_name), node_name, fmt)
@@ -111,7 +111,7 @@ ready = _flush_command("unflush", "Same as unflush.", "ready")
 @click.pass_context
 def lock(ctx: click.Context, fmt: str) -> None:
     """Who holds the cluster flush lock, and who waits for it."""
-    from pvc import flush
+    from pvc.node import flush
     status = flush.lock_status(cluster(ctx))
     if fmt == "json":
         emit_json({"holder": status.holder, "queue": status.queue})

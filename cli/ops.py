@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from cli.common import cluster, emit_json, load_config
-from pvc import states
-from pvc.errors import PvcError
+from pvc.core import states
+from pvc.core.errors import PvcError
 
 
 def submit(ctx: click.Context, op: Any, rollback: Any) -> None:

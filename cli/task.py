@@ -84,8 +84,8 @@ def watch(ctx: click.Context, op_id: str, fmt: str) -> None:
 def cancel(ctx: click.Context, op_id: str, fmt: str) -> None:
     """Cancel an operation that has not started; ask a running flush or unflush to stop
     after the migrations in flight (the node then stays flushing/unflushing)."""
-    from pvc import operations
-    record = operations.cancel(cluster(ctx), op_id)
+    from pvc.operations import records
+    record = records.cancel(cluster(ctx), op_id)
     if fmt == "json":
         emit_json(record.to_json())
     elif record.state == "cancelled":

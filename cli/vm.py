@@ -7,7 +7,7 @@ import click
 
 from cli.common import cluster, emit_json, format_option, pairs, stamp, table
 from cli.ops import run_request
-from pvc.config import MIGRATION_METHODS, SELECTORS
+from pvc.core.config import MIGRATION_METHODS, SELECTORS
 
 LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
                 ("observed", "OBSERVED"), ("node", "NODE"), ("last_node", "LAST NODE"),
@@ -111,7 +111,7 @@ def _action(action: str, doc: str) -> click.Command:
     @format_option
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, reason: str, fmt: str) -> None:
-        from pvc import lifecycle
+        from pvc.vm import lifecycle
         run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason),
                     lifecycle.abandon, wait, fmt)
 
@@ -143,7 +143,8 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
                 timeout: float | None, bandwidth: int | None, wait: bool, reason: str,
                 fmt: str, **kw: Any) -> None:
-        from pvc import lifecycle, migration
+        from pvc.vm import lifecycle
+        from pvc.vm import migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
                                 method=method or "", force_live=force_live,
                                 force=kw.get("force", False), reason=reason,
@@ -180,8 +181,8 @@ def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
     """Show a VM's serial console (through a pager on a terminal)."""
     import sys
 
-    from pvc import console
-    from pvc.errors import Conflict
+    from pvc.console import buffer
+    from pvc.core.errors import Conflict
     c = cluster(ctx)
     found = c.vm(ref).value
     if not found.console_log:
@@ -196,7 +197,7 @@ def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
                            f"pvc vm log {found.name})")
         _follow_console(c, path, buf, 10 if count is None else count)
         return
-    shown = console.last_lines(buf, count)
+    shown = buffer.last_lines(buf, count)
     if not shown:
         if not running:
             raise Conflict(f"VM {found.name} is not running and has no console output")
@@ -219,8 +220,8 @@ def _follow_console(c: Any, path: str, buf: Any, count: int) -> None:
     """Print the last `count` lines, then every new line once, pushed by a watch."""
     import queue
 
-    from pvc import console
-    shown = console.last_lines(buf, count)
+    from pvc.console import buffer
+    shown = buffer.last_lines(buf, count)
     for _seq, line in shown:
         click.echo(line)
     last_seen = int((buf or {}).get("last_seq", 0))
@@ -228,7 +229,7 @@ def _follow_console(c: Any, path: str, buf: Any, count: int) -> None:
     c.store.watch_data(path, lambda value, _v: updates.put(value))
     try:
         while True:
-            missed, lines = console.new_since(updates.get(), last_seen)
+            missed, lines = buffer.new_since(updates.get(), last_seen)
             if missed:
                 click.echo(f"[… {missed} lines missed: more than the buffer holds arrived "
                            "at once]", err=True)

@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 from celery import Celery
 
-from pvc import config as configmod
-from pvc.config import Config
+from pvc.core import config as configmod
+from pvc.core.config import Config
 
 LEASE_SECONDS = 10
 

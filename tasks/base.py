@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Task
 
-from pvc.errors import PvcError, Unavailable
+from pvc.core.errors import PvcError, Unavailable
 from tasks.app import LEASE_SECONDS
 from tasks.lease import Lease
 
@@ -40,11 +40,12 @@ class PvcTask(Task):
         """A crashed task never leaves its operation `running`: record the failure."""
         op_id = args[1] if len(args) > 1 else task_id
         try:
-            from pvc import operations, states
+            from pvc.operations import records
+            from pvc.core import states
             from tasks.context import node_context
             cluster = node_context().cluster
             if cluster.operation(op_id).state not in states.OP_TERMINAL:
                 error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
-                operations.finish(cluster, op_id, states.OP_FAILED, error=error)
+                records.finish(cluster, op_id, states.OP_FAILED, error=error)
         except Exception:  # the safety net must not raise over the original failure
             log.exception("could not record the failure of operation %s", op_id)

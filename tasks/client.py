@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc.config import Config
-from pvc.errors import Unavailable
-from pvc.models import Operation
-from pvc.operations import queue_for
+from pvc.core.config import Config
+from pvc.core.errors import Unavailable
+from pvc.core.models import Operation
+from pvc.operations.records import queue_for
 
 _apps: dict[str, Any] = {}
 

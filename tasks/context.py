@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from pvc import config as configmod
-from pvc.node import NodeContext
+from pvc.core import config as configmod
+from pvc.node.context import NodeContext
 
 _context: NodeContext | None = None
 _pid = 0

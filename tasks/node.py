@@ -1,7 +1,7 @@
 """Node tasks: flush and unflush, each on the node's own queue."""
 from __future__ import annotations
 
-from pvc import flush
+from pvc.node import flush
 from tasks.app import app
 from tasks.base import PvcTask
 from tasks.context import node_context

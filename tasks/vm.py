@@ -1,7 +1,8 @@
 """VM lifecycle tasks. Thin: each names itself and calls the operation on this node."""
 from __future__ import annotations
 
-from pvc import lifecycle, migration
+from pvc.vm import lifecycle
+from pvc.vm import migration
 from tasks.app import app
 from tasks.base import PvcTask
 from tasks.context import node_context

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from pvc.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
+from pvc.core.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = Path(os.environ.get("PVC_TEST_DIR", "/run/pvc/test-services"))
@@ -103,14 +103,14 @@ def client_config(services: Services, zk_root: str) -> Config:
 
 @pytest.fixture
 def cluster(client_config: Config) -> Iterator[object]:
-    from pvc.cluster import Cluster
+    from pvc.core.cluster import Cluster
     c = Cluster.connect(client_config)
     yield c
     c.close()
 
 
 def write_config(cfg: Config, path: Path) -> Path:
-    from pvc import config as configmod
+    from pvc.core import config as configmod
     configmod.write(cfg, path)
     return path
 

@@ -8,9 +8,9 @@ import sys
 from types import FrameType
 from typing import Callable
 
-from pvc import config as configmod
-from pvc.config import Config
-from pvc.errors import PvcError
+from pvc.core import config as configmod
+from pvc.core.config import Config
+from pvc.core.errors import PvcError
 
 
 def load_config(description: str, argv: list[str] | None = None) -> Config:

@@ -5,8 +5,8 @@ import logging
 import sys
 import threading
 
-from pvc.errors import PvcError
-from pvc.tailer import Tailer
+from pvc.core.errors import PvcError
+from pvc.console.tailer import Tailer
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-tailer")

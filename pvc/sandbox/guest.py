@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pvc.errors import PvcError
+from pvc.core.errors import PvcError
 
 GUEST_DIR = Path(os.environ.get("PVC_GUEST_DIR", "/var/cache/pvc/guest"))
 KERNEL = "vmlinuz"

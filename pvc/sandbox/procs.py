@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from pvc.errors import PvcError
+from pvc.core.errors import PvcError
 
 
 class StartFailed(PvcError):

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pvc import config as configmod
-from pvc.config import (ClusterConfig, Config, MigrationConfig, NodeConfig, OperationsConfig,
+from pvc.core import config as configmod
+from pvc.core.config import (ClusterConfig, Config, MigrationConfig, NodeConfig, OperationsConfig,
                         RedisConfig, ZooKeeperConfig)
-from pvc.errors import PvcError
+from pvc.core.errors import PvcError
 from pvc.sandbox import guest, procs, services
 from pvc.sandbox.services import Libvirtd
 
@@ -250,7 +250,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
 
 
 def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
-    from pvc.cluster import Cluster
+    from pvc.core.cluster import Cluster
     cluster = Cluster.connect(client)
     defined = []
     try:
@@ -265,7 +265,7 @@ def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) ->
 
 
 def _wait_cluster_ready(layout: Layout, state: State, client: Config) -> None:
-    from pvc.cluster import Cluster
+    from pvc.core.cluster import Cluster
     cluster = Cluster.connect(client)
     try:
         def nodes_up() -> bool:

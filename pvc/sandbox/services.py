@@ -156,9 +156,9 @@ def start_libvirtd(lv: Libvirtd) -> int:
 
 
 def wait_libvirtd(lv: Libvirtd, pid: int, kind: str, timeout: float = 60) -> float:
-    from pvc import hypervisor
+    from pvc.hypervisor import adapter
     return procs.wait_until(f"libvirtd of {lv.base.parent.name}",
-                            lambda: hypervisor.ping(lv.uri(kind)), timeout, pid, lv.log)
+                            lambda: adapter.ping(lv.uri(kind)), timeout, pid, lv.log)
 
 
 def save_caps_seed(lv: Libvirtd) -> None:
@@ -169,9 +169,9 @@ def save_caps_seed(lv: Libvirtd) -> None:
 
 
 def stop_libvirtd(lv: Libvirtd, pid: int, kind: str) -> None:
-    from pvc import hypervisor
+    from pvc.hypervisor import adapter
     if procs.alive(pid):
-        hypervisor.undefine_all(lv.uri(kind))
+        adapter.undefine_all(lv.uri(kind))
     procs.stop(pid)
     vl = procs.read_pidfile(lv.virtlogd_pidfile)
     if vl:

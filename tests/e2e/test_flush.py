@@ -193,8 +193,8 @@ def test_lock_holder_killed_next_flush_proceeds(pvc) -> None:
 
 HOLD_LOCK = """
 import json, sys
-from pvc import config
-from pvc.cluster import Cluster
+from pvc.core import config
+from pvc.core.cluster import Cluster
 c = Cluster.connect(config.load(sys.argv[1]))
 lock = c.store.lock(c.schema.flush_lock, json.dumps({"op": "held-by-test", "kind": "flush",
                                                      "node": "hv9"}))

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from pvc import lifecycle
-from pvc.cluster import Cluster
-from pvc.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from pvc.vm import lifecycle
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
 from tests.integration.helpers import demo_xml
 
 pytestmark = pytest.mark.integration
@@ -95,16 +95,17 @@ def test_racing_requests_on_one_vm_one_wins(client_config, cluster) -> None:
 
 
 def test_prune_keeps_the_newest_ended_records(cluster) -> None:
-    from pvc import operations, states
+    from pvc.operations import records
+    from pvc.core import states
     ops = []
     for i in range(15):
-        op = operations.new_operation("vm.start", f"v{i}", f"u{i}", "hv1", "pvc.vm.start")
+        op = records.new_operation("vm.start", f"v{i}", f"u{i}", "hv1", "pvc.vm.start")
         op.created = 1000.0 + i
         if i != 0:                      # the oldest is still running: never pruned
-            operations.mark_done(op, "done")
+            records.mark_done(op, "done")
         cluster.store.create(cluster.schema.operation(op.id), op.to_json())
         ops.append(op)
-    assert operations.prune(cluster, keep=10) == 5
+    assert records.prune(cluster, keep=10) == 5
     left = {o.id for o in cluster.operations()}
     assert left == {ops[0].id} | {o.id for o in ops[6:]}
     assert cluster.operation(ops[0].id).state == states.OP_QUEUED

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pvc.daemon import NodeDaemon
-from pvc.hypervisor import Hypervisor, undefine_all
-from pvc.store import decode_text
+from pvc.node.daemon import NodeDaemon
+from pvc.hypervisor.adapter import Hypervisor, undefine_all
+from pvc.core.store import decode_text
 from tests.conftest import make_config, write_config
 from tests.integration.helpers import demo_xml
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from pvc.errors import Unavailable
-from pvc.store import NodeExists, NoNode, Store, VersionConflict
+from pvc.core.errors import Unavailable
+from pvc.core.store import NodeExists, NoNode, VersionConflict
+from pvc.core.zookeeper import ZkStore as Store
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pvc import console
-from pvc.tailer import Tailer
+from pvc.console import buffer
+from pvc.console.tailer import Tailer
 from tests.conftest import make_config
 from tests.integration.helpers import demo_xml
 
@@ -72,7 +72,7 @@ def test_truncation_and_rotation_keep_numbering(setup) -> None:
     log.rename(log.with_suffix(".log.0"))
     log.write_bytes(b"after rotation\n")
     buf = buffer_at(cluster, vm, 5)
-    assert console.numbered(buf)[-3:] == [(3, "restarted"), (4, "before rotation"),
+    assert buffer.numbered(buf)[-3:] == [(3, "restarted"), (4, "before rotation"),
                                           (5, "after rotation")]
 
 
@@ -83,7 +83,7 @@ def test_burst_of_10000_lines_is_bounded(setup) -> None:
     buf = buffer_at(cluster, vm, 10_000)
     assert len(buf["lines"]) == 100 and buf["lines"][-1] == "burst 9999"
     assert buf["first_seq"] == 9_901
-    missed, lines = console.new_since(buf, 0)
+    missed, lines = buffer.new_since(buf, 0)
     assert missed == 9_900 and len(lines) == 100
     # coalesced: a handful of writes for 10,000 lines, not one per line
     assert tailer.writes <= 10, tailer.writes
@@ -102,7 +102,7 @@ def test_a_follower_sees_every_line_of_a_steady_writer_once_in_order(setup) -> N
 
     def follow() -> None:
         while len(seen) < len(expected):
-            missed, lines = console.new_since(updates.get(), last[0])
+            missed, lines = buffer.new_since(updates.get(), last[0])
             assert missed == 0
             seen.extend(lines)
             if lines:
@@ -127,7 +127,7 @@ def test_tailer_restart_continues_numbering_without_repeats(setup) -> None:
     append(log, b"three\n")                               # written while nobody follows
     start()
     buf = buffer_at(cluster, vm, 3)
-    assert console.numbered(buf) == [(1, "one"), (2, "two"), (3, "three")]
+    assert buffer.numbered(buf) == [(1, "one"), (2, "two"), (3, "three")]
 
 
 def test_follows_as_vms_come_and_go(setup) -> None:
@@ -140,4 +140,4 @@ def test_follows_as_vms_come_and_go(setup) -> None:
     append(log, b"not followed\n")
     cluster.store.put(domains, {vm.uuid: {"name": "web", "state": "running"}})
     buf = buffer_at(cluster, vm, 2)                       # followed again: resumes its cursor
-    assert console.numbered(buf) == [(1, "x"), (2, "not followed")]
+    assert buffer.numbered(buf) == [(1, "x"), (2, "not followed")]

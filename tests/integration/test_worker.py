@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pvc import lifecycle, states
-from pvc.hypervisor import Hypervisor, undefine_all
+from pvc.vm import lifecycle
+from pvc.core import states
+from pvc.hypervisor.adapter import Hypervisor, undefine_all
 from pvc.sandbox import procs
-from pvc.store import decode_text
+from pvc.core.store import decode_text
 from tasks.client import submit
 from tests.conftest import make_config, write_config
 from tests.integration.helpers import demo_xml
@@ -103,7 +104,7 @@ def test_pickled_messages_are_refused(cluster, node_hv1) -> None:
 def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> None:
     from dataclasses import replace
 
-    from pvc.errors import Unavailable
+    from pvc.core.errors import Unavailable
     cfg = make_config(services, zk_root)
     bad = replace(cfg, cluster=replace(cfg.cluster, redis=replace(cfg.cluster.redis, port=1)))
     cluster.define_vm(demo_xml("web1"), node="hv1", allow_unknown_nodes=True)

@@ -32,8 +32,8 @@ def test_the_domain_imports_neither_celery_nor_click() -> None:
 
 def test_only_the_store_imports_kazoo_and_only_the_adapter_imports_libvirt() -> None:
     src = sources()
-    assert [f for f, mods in src.items() if "kazoo" in mods] == ["pvc/store.py"]
-    assert [f for f, mods in src.items() if "libvirt" in mods] == ["pvc/hypervisor.py"]
+    assert [f for f, mods in src.items() if "kazoo" in mods] == ["pvc/core/zookeeper.py"]
+    assert [f for f, mods in src.items() if "libvirt" in mods] == ["pvc/hypervisor/adapter.py"]
 
 
 def test_tasks_and_cli_go_through_the_domain() -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pvc import config
-from pvc.errors import ConfigError
+from pvc.core import config
+from pvc.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

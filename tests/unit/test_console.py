@@ -4,8 +4,8 @@ import json
 import os
 from pathlib import Path
 
-from pvc import console
-from pvc.console import FileCursor, LineSplitter, Pending, merge, new_since
+from pvc.console import buffer
+from pvc.console.buffer import FileCursor, LineSplitter, Pending, merge, new_since
 
 
 def test_splitter_holds_partial_lines_until_their_newline() -> None:
@@ -23,11 +23,11 @@ def test_splitter_replaces_bad_bytes_and_strips_terminal_control() -> None:
 
 def test_overlong_lines_are_split_not_lost() -> None:
     s = LineSplitter()
-    long = b"x" * (console.MAX_LINE_BYTES * 2 + 10)
+    long = b"x" * (buffer.MAX_LINE_BYTES * 2 + 10)
     out = s.feed(long + b"\n")
-    assert [len(p) for p in out] == [console.MAX_LINE_BYTES, console.MAX_LINE_BYTES, 10]
+    assert [len(p) for p in out] == [buffer.MAX_LINE_BYTES, buffer.MAX_LINE_BYTES, 10]
     # a partial line never grows past the limit either
-    assert len(s.feed(b"y" * (console.MAX_LINE_BYTES + 5))) == 1
+    assert len(s.feed(b"y" * (buffer.MAX_LINE_BYTES + 5))) == 1
 
 
 def test_merge_numbers_lines_and_keeps_the_last_n() -> None:
@@ -35,7 +35,7 @@ def test_merge_numbers_lines_and_keeps_the_last_n() -> None:
     assert (buf["first_seq"], buf["last_seq"], buf["lines"]) == (1, 3, ["a", "b", "c"])
     buf = merge(buf, ["d", "d", "d"], 0, limit=5)       # repeated lines are distinct lines
     assert (buf["first_seq"], buf["last_seq"]) == (2, 6)
-    assert console.numbered(buf) == [(2, "b"), (3, "c"), (4, "d"), (5, "d"), (6, "d")]
+    assert buffer.numbered(buf) == [(2, "b"), (3, "c"), (4, "d"), (5, "d"), (6, "d")]
 
 
 def test_burst_beyond_the_buffer_leaves_a_visible_gap() -> None:
@@ -60,7 +60,7 @@ def test_buffer_stays_under_the_znode_size_limit() -> None:
     big = ["z" * 4000] * 1000                       # 4 MB of console
     buf = merge(None, big, 0, limit=1000)
     assert buf["size_limited"] and buf["last_seq"] == 1000
-    assert len(json.dumps(buf)) <= console.MAX_ZNODE_BYTES
+    assert len(json.dumps(buf)) <= buffer.MAX_ZNODE_BYTES
     assert buf["first_seq"] == 1000 - len(buf["lines"]) + 1
 
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from pvc.hypervisor import RunningDomain
-from pvc.models import VM
-from pvc.reconcile import decide
+from pvc.hypervisor.adapter import RunningDomain
+from pvc.core.models import VM
+from pvc.node.reconcile import decide
 
 
 def vm(name: str, state: str, node: str) -> VM:

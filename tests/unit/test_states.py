@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pvc import states
-from pvc.errors import Conflict
+from pvc.core import states
+from pvc.core.errors import Conflict
 
 
 def test_vm_action_table() -> None:

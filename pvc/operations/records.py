@@ -19,11 +19,11 @@ import time
 import uuid as uuidlib
 from typing import Any, Callable
 
-from pvc import states
-from pvc.cluster import Cluster
-from pvc.errors import Conflict, NotFound, PvcError
-from pvc.models import Operation
-from pvc.store import NodeExists, NoNode
+from pvc.core import states
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, NotFound, PvcError
+from pvc.core.models import Operation
+from pvc.core.store import KEEP, NodeExists, NoNode, Transaction, VersionConflict
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any]], None]
@@ -121,28 +121,24 @@ def cancel(cluster: Cluster, op_id: str) -> Operation:
 
 def _rewrite(cluster: Cluster, op_id: str,
              change: Callable[[dict[str, Any]], bool | None]) -> Operation:
-    """Compare-and-set loop over a record: change() edits it and says whether it ended (its
+    """Compare-and-set over a record: change() edits it and says whether it ended (its
     target is then freed in the same transaction); None leaves the record as it is."""
-    path = cluster.schema.operation(op_id)
-    for _ in range(20):
-        try:
-            current = cluster.store.get_json_versioned(path)
-        except NoNode:
-            raise NotFound(f"no operation {op_id!r}") from None
-        record = current.value
+    def edit(record: dict[str, Any], tx: Transaction) -> Any:
         ended = change(record)
         if ended is None:
-            return Operation.from_json(record)
-        tx = cluster.store.transaction().set(path, record, current.version)
+            return KEEP
         busy = marker(cluster, record)
         if ended and cluster.store.get_text(busy) == op_id:
             tx.delete(busy)
-        try:
-            tx.commit()
-            return Operation.from_json(record)
-        except (Conflict, NoNode):
-            continue
-    raise Conflict(f"operation {op_id} kept changing; try again")
+        return record
+
+    try:
+        written = cluster.store.update(cluster.schema.operation(op_id), edit)
+    except NoNode:
+        raise NotFound(f"no operation {op_id!r}") from None
+    except VersionConflict:
+        raise Conflict(f"operation {op_id} kept changing; try again") from None
+    return Operation.from_json(written.value)
 
 
 class Runner:

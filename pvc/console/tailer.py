@@ -16,13 +16,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from pvc import console, domxml
-from pvc.cluster import Cluster
-from pvc.config import Config
-from pvc.errors import PvcError
-from pvc.inotify import Inotify
-from pvc.models import VM
-from pvc.store import NoNode, VersionConflict, decode_json
+from pvc.console import buffer
+from pvc.vm import domxml
+from pvc.core.cluster import Cluster
+from pvc.core.config import Config
+from pvc.core.errors import PvcError
+from pvc.console.inotify import Inotify
+from pvc.core.models import VM
+from pvc.core.store import decode_json
 
 log = logging.getLogger(__name__)
 WRITE_INTERVAL = 0.2     # seconds between two writes of one VM's buffer
@@ -31,9 +32,9 @@ WRITE_INTERVAL = 0.2     # seconds between two writes of one VM's buffer
 @dataclass
 class Follow:
     vm: VM
-    cursor: console.FileCursor
-    splitter: console.LineSplitter = field(default_factory=console.LineSplitter)
-    pending: console.Pending = field(default_factory=lambda: console.Pending(1000))
+    cursor: buffer.FileCursor
+    splitter: buffer.LineSplitter = field(default_factory=buffer.LineSplitter)
+    pending: buffer.Pending = field(default_factory=lambda: buffer.Pending(1000))
 
 
 class Tailer:
@@ -123,9 +124,9 @@ class Tailer:
         mine = stored.get("cursors", {}).get(self.name, {})
         # resume where this node's tailer stopped; a file it never read is read whole (only
         # the last N lines are kept, the others counted as missed)
-        cursor = console.FileCursor(path, mine.get("inode"), int(mine.get("offset", 0)))
+        cursor = buffer.FileCursor(path, mine.get("inode"), int(mine.get("offset", 0)))
         with self.lock:
-            self.following[vm.uuid] = Follow(vm, cursor, pending=console.Pending(self.limit))
+            self.following[vm.uuid] = Follow(vm, cursor, pending=buffer.Pending(self.limit))
             self.changed.notify_all()
         log.info("following %s (%s)", vm.name, path)
         self.read(vm.uuid)
@@ -211,20 +212,6 @@ class Tailer:
 
     def _publish(self, path: str, lines: list[str], skipped: int,
                  cursor: dict[str, Any]) -> None:
-        for _ in range(20):
-            try:
-                current = self.store.get_json_versioned(path)
-            except NoNode:
-                try:
-                    self.store.create(path, console.merge(None, lines, skipped, self.limit,
-                                                          self.name, cursor))
-                    return
-                except PvcError:
-                    continue
-            new = console.merge(current.value, lines, skipped, self.limit, self.name, cursor)
-            try:
-                self.store.set(path, new, version=current.version)
-                return
-            except VersionConflict:
-                continue   # the other node of a migration wrote meanwhile
-        raise VersionConflict(f"{path} kept changing")
+        # compare-and-set: the other node of a migration may write the buffer meanwhile
+        self.store.update(path, lambda current, _tx: buffer.merge(
+            current, lines, skipped, self.limit, self.name, cursor), missing=None)

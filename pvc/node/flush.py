@@ -26,17 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pvc import operations, placement, states
-from pvc.cluster import Cluster
-from pvc.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
-from pvc.lifecycle import require_acting
-from pvc.migration import Move, move_vm, resolve_method, settle
-from pvc.models import VM, Node, Operation
-from pvc.operations import Reporter, Runner
-from pvc.store import NodeExists
+from pvc.operations import records
+from pvc.vm import placement
+from pvc.core import states
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
+from pvc.vm.lifecycle import require_acting
+from pvc.vm.migration import Move, move_vm, resolve_method, settle
+from pvc.core.models import VM, Node, Operation
+from pvc.operations.records import Reporter, Runner
+from pvc.core.store import NodeExists, Transaction, VersionConflict
 
 if TYPE_CHECKING:
-    from pvc.node import NodeContext
+    from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
     if busy:
         raise Conflict(f"node {node} already has operation {busy} in flight "
                        f"(see: pvc task show {busy})")
-    op = operations.new_operation(f"node.{kind}", node, node, node, spec.task, reason,
+    op = records.new_operation(f"node.{kind}", node, node, node, spec.task, reason,
                                   args={"max_parallel": max_parallel})
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
@@ -153,7 +155,7 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
 
 
 def abandon(cluster: Cluster, op: Operation, error: str) -> None:
-    operations.finish(cluster, op.id, states.OP_FAILED, error=error)
+    records.finish(cluster, op.id, states.OP_FAILED, error=error)
 
 
 # ---------------------------------------------------------------------- planning (pure)
@@ -254,31 +256,41 @@ class NodeJob:
     def claim(self, vm: VM, change: Callable[[VM], None]) -> VM:
         """Mark vm busy with this operation and apply change to its record, atomically.
         Waits (bounded) for another operation on it to end first."""
-        cluster = self.ctx.cluster
-        marker = cluster.schema.vm_operation(vm.uuid)
-        timeout = self.ctx.config.cluster.migration.timeout
-        for _ in range(50):
-            holder = cluster.store.get_text(marker)
+        store, schema = self.ctx.store, self.ctx.schema
+        marker = schema.vm_operation(vm.uuid)
+
+        def claimed(data: dict[str, Any], tx: Transaction) -> dict[str, Any]:
+            holder = store.get_text(marker)
             if holder not in (None, self.run.op_id):
-                self.report(vm.name, f"waiting for operation {holder}")
-                try:
-                    cluster.store.wait_gone(marker, timeout)
-                except TimeoutError:
-                    raise Conflict(f"{vm.name} stayed busy with operation {holder}") from None
-                continue
-            current = cluster.vm(vm.uuid)
-            fresh: VM = current.value
-            change(fresh)
-            tx = cluster.store.transaction().set(cluster.schema.vm(vm.uuid), fresh.to_json(),
-                                                 current.version)
+                raise _Busy(holder)
             if holder is None:
-                tx.create(marker, self.run.op_id)
+                tx.create(marker, self.run.op_id)   # fails if another op took it meanwhile
+            fresh = VM.from_json(data)
+            change(fresh)
+            return fresh.to_json()
+
+        while True:
             try:
-                tx.commit()
-            except Conflict:
-                continue
-            return fresh
-        raise Conflict(f"{vm.name} kept changing; could not claim it")
+                return VM.from_json(store.update(schema.vm(vm.uuid), claimed).value)
+            except _Busy as busy:
+                self._wait_for_release(vm, marker, busy.holder)
+            except VersionConflict:
+                raise Conflict(f"{vm.name} kept changing; could not claim it") from None
+
+    def _wait_for_release(self, vm: VM, marker: str, holder: str) -> None:
+        self.report(vm.name, f"waiting for operation {holder}")
+        try:
+            self.ctx.store.wait_gone(marker, self.ctx.config.cluster.migration.timeout)
+        except TimeoutError:
+            raise Conflict(f"{vm.name} stayed busy with operation {holder}") from None
+
+
+class _Busy(Exception):
+    """Another operation holds the VM."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from pvc.models import VM, Node
+from pvc.core.models import VM, Node
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import libvirt
 
-from pvc.errors import HypervisorError, Unavailable
+from pvc.core.errors import HypervisorError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ import threading
 import time
 from typing import Any
 
-from pvc import operations, reconcile
-from pvc.config import Config
-from pvc.errors import PvcError
-from pvc.node import NodeContext
-from pvc.store import NodeExists, NoNode
+from pvc.operations import records
+from pvc.node import reconcile
+from pvc.core.config import Config
+from pvc.core.errors import PvcError
+from pvc.node.context import NodeContext
+from pvc.core.store import NodeExists, NoNode
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class NodeDaemon:
         """Cluster housekeeping, done by the primary coordinator only."""
         assert self.ctx is not None
         keep = self.config.cluster.operations.keep_records
-        pruned = operations.prune(self.ctx.cluster, keep)
+        pruned = records.prune(self.ctx.cluster, keep)
         if pruned:
             log.info("pruned %d old operation records (keeping %d)", pruned, keep)
 

@@ -13,17 +13,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc import domxml, operations, placement
-from pvc.cluster import Cluster
-from pvc.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError
-from pvc.lifecycle import (Request, commit, previous, record_failure, refuse_if_busy,
+from pvc.vm import domxml
+from pvc.operations import records
+from pvc.vm import placement
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError
+from pvc.vm.lifecycle import (Request, commit, previous, record_failure, refuse_if_busy,
                            require_acting)
-from pvc.models import VM, Node
-from pvc.operations import Reporter, Runner
+from pvc.core.models import VM, Node
+from pvc.operations.records import Reporter, Runner
 
 if TYPE_CHECKING:
-    from pvc.hypervisor import Hypervisor
-    from pvc.node import NodeContext
+    from pvc.hypervisor.adapter import Hypervisor
+    from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 OBSERVED_WAIT = 15.0   # seconds to wait for a node to publish a domain it just got or lost
@@ -68,14 +70,14 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
             vm.last_node = ""
     else:
         vm.last_node = ""
-    op = operations.new_operation(f"vm.{mode}", vm.name, vm.uuid, source, "pvc.vm.migrate",
+    op = records.new_operation(f"vm.{mode}", vm.name, vm.uuid, source, "pvc.vm.migrate",
                                   reason, args={"previous": prev, "source": source,
                                                 "target": vm.node, "method": method,
                                                 "force_live": force_live,
                                                 "timeout": timeout,
                                                 "bandwidth": bandwidth})
     if not running:
-        operations.mark_done(op, f"{vm.name} is not running: now assigned to {vm.node}")
+        records.mark_done(op, f"{vm.name} is not running: now assigned to {vm.node}")
         commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     source_node = next(n for n in nodes if n.name == source)

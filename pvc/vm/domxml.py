@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvc.errors import InvalidInput
+from pvc.core.errors import InvalidInput
 
 _UNITS_TO_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
                  "m": 1024, "mib": 1024, "mb": 1000 * 1000 / 1024, "g": 1024 ** 2,

@@ -8,13 +8,13 @@ import threading
 import time
 from typing import Any
 
-from pvc import domxml
-from pvc.cluster import Cluster
-from pvc.config import Config
-from pvc.errors import ConfigError
-from pvc.hypervisor import Hypervisor, RunningDomain
-from pvc.models import VM, Node
-from pvc.store import NodeExists, NoNode, VersionConflict, Versioned, decode_json
+from pvc.vm import domxml
+from pvc.core.cluster import Cluster
+from pvc.core.config import Config
+from pvc.core.errors import ConfigError
+from pvc.hypervisor.adapter import Hypervisor, RunningDomain
+from pvc.core.models import VM, Node
+from pvc.core.store import KEEP, NodeExists, Transaction, Versioned, decode_json
 
 log = logging.getLogger(__name__)
 
@@ -114,34 +114,21 @@ class NodeContext:
 
     # ------------------------------------------------------------------ observed state
     def publish_domains(self, running: dict[str, RunningDomain] | None = None) -> dict[str, Any]:
-        """Write what the hypervisor runs to /nodes/N/domains. Read the znode's version before
-        asking libvirt, and write with that version: a concurrent writer that saw a newer
-        libvirt state makes this write fail and retry, so a stale list never wins."""
-        path = self.schema.node_field(self.name, "domains")
-        known = self._published       # what this process wrote last, and its version
-        for _ in range(20):
-            if known is None:
-                try:
-                    current = self.store.get(path)
-                except NoNode:
-                    self.store.ensure(path, {})
-                    continue
-                known = Versioned(decode_json(current.value) or {}, current.version)
-            listing = running if running is not None else self.hv.running()
-            running = None
-            value = {u: {"name": d.name, "state": d.state} for u, d in listing.items()}
-            if value == known.value:
-                if known is self._published:   # may be stale: confirm with a read
-                    known = None
-                    continue
-                return value
-            try:
-                version = self.store.set(path, value, version=known.version)
-                self._published = Versioned(value, version)
-                return value
-            except VersionConflict:
-                known = None             # someone else wrote: read, list again, retry
-        raise VersionConflict(f"{path} kept changing")
+        """Write what the hypervisor runs to /nodes/N/domains. The listing is taken after
+        the znode's version is known and written with that version: a concurrent writer that
+        saw a newer libvirt state makes this write fail and list again, so a stale list never
+        wins. Starts from what this process wrote last (no read in the common case)."""
+        given = [running]
+
+        def listing(current: Any, _tx: Transaction) -> Any:
+            found = given.pop() if given and given[0] is not None else self.hv.running()
+            given.clear()
+            value = {u: {"name": d.name, "state": d.state} for u, d in found.items()}
+            return KEEP if value == current else value
+
+        self._published = self.store.update(self.schema.node_field(self.name, "domains"),
+                                            listing, missing=None, known=self._published)
+        return dict(self._published.value)
 
     def resources(self, vms: list[VM], running: dict[str, RunningDomain]) -> dict[str, Any]:
         """Memory and CPU figures: allocated from the running domains, provisioned from the

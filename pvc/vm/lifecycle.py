@@ -13,15 +13,17 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc import operations, placement, states
-from pvc.cluster import Cluster
-from pvc.errors import Conflict, HypervisorError, NotFound, PvcError, Unavailable
-from pvc.models import VM, Node, Operation
-from pvc.operations import Reporter, Runner
-from pvc.store import VersionConflict
+from pvc.operations import records
+from pvc.vm import placement
+from pvc.core import states
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, HypervisorError, NotFound, PvcError, Unavailable
+from pvc.core.models import VM, Node, Operation
+from pvc.operations.records import Reporter, Runner
+from pvc.core.store import VersionConflict
 
 if TYPE_CHECKING:  # the CLI imports this module for requests: keep libvirt out of it
-    from pvc.node import NodeContext
+    from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,11 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
         raise Conflict(f"VM {vm.name} runs on several nodes ({', '.join(running)}); "
                        "resolve that first")
     node = _acting_node(cluster, vm, rule, running, nodes)
-    op = operations.new_operation(f"vm.{action}", vm.name, vm.uuid, node, rule.task, reason,
+    op = records.new_operation(f"vm.{action}", vm.name, vm.uuid, node, rule.task, reason,
                                   args={"previous": previous(vm)})
     if rule.needs_running and not running:
         # Nothing runs: the change is only in the desired state; no node needs to act.
-        operations.mark_done(op, f"{vm.name} was not running")
+        records.mark_done(op, f"{vm.name} was not running")
         vm.state = rule.desired
         commit(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
@@ -139,7 +141,7 @@ def abandon(cluster: Cluster, op: Operation, error: str) -> None:
     try:
         cluster.store.update_json(cluster.schema.vm(op.target_id), restore)
     finally:
-        operations.finish(cluster, op.id, states.OP_FAILED, error=error)
+        records.finish(cluster, op.id, states.OP_FAILED, error=error)
 
 
 # ---------------------------------------------------------------------- execution side

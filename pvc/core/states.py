@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pvc.errors import Conflict
+from pvc.core.errors import Conflict
 
 # ---------------------------------------------------------------- VM desired state
 

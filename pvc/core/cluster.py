@@ -5,12 +5,14 @@ import time
 import uuid as uuidlib
 from typing import Iterable
 
-from pvc import domxml, states
-from pvc.config import MIGRATION_METHODS, SELECTORS, Config
-from pvc.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
-from pvc.models import VM, Node, Operation, VmView
-from pvc.schema import NODE_FIELDS, VERSION, Schema
-from pvc.store import NodeExists, NoNode, Store, Versioned, decode_json
+from pvc.vm import domxml
+from pvc.core import states
+from pvc.core.config import MIGRATION_METHODS, SELECTORS, Config
+from pvc.core.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from pvc.core.models import VM, Node, Operation, VmView
+from pvc.core.schema import NODE_FIELDS, VERSION, Schema
+from pvc.core.store import NodeExists, NoNode, Store, Versioned, decode_json
+from pvc.core.zookeeper import ZkStore
 
 
 class Cluster:
@@ -22,7 +24,7 @@ class Cluster:
     @classmethod
     def connect(cls, config: Config) -> "Cluster":
         zk = config.cluster.zookeeper
-        store = Store(zk.hosts, zk.timeout, zk.session_timeout).connect()
+        store = ZkStore(zk.hosts, zk.timeout, zk.session_timeout).connect()
         cluster = cls(store, Schema(zk.root), config)
         try:
             cluster.ensure_schema()

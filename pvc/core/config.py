@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from pvc.errors import ConfigError
+from pvc.core.errors import ConfigError
 
 ENV_PREFIX = "PVC_"
 SELECTORS = ("mem", "memprov", "load", "vcpus", "vms")

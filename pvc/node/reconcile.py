@@ -10,11 +10,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pvc import domxml
-from pvc.errors import PvcError
-from pvc.hypervisor import RunningDomain
-from pvc.models import VM
-from pvc.node import NodeContext
+from pvc.vm import domxml
+from pvc.core.errors import PvcError
+from pvc.hypervisor.adapter import RunningDomain
+from pvc.core.models import VM
+from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 PARALLEL_LIBVIRT_CALLS = 4

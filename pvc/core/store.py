@@ -1,0 +1,372 @@
+"""The store: what pvc needs from its source of truth, whatever holds it.
+
+`Store` names the few primitives a backend provides (read, create, set, delete, children,
+transactions, watches, the lock recipe) and builds everything else on them once: JSON and text
+reads, create-if-missing, the one compare-and-set helper (`update`), and waits pushed by
+watches. `pvc.core.zookeeper.ZkStore` is the production backend (the only kazoo user);
+`tests/fakes/store.py` keeps the same contract in memory for the unit tier.
+
+Paths come from `pvc.core.schema`; this module only moves bytes and JSON.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from pvc.core.errors import Conflict, NotFound
+
+# ---------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """Mixin: the error concerns one znode (kept so callers can tell whose write failed)."""
+
+    path: str = ""
+
+
+class NoNode(NotFound, StoreError):
+    """The znode does not exist."""
+
+
+class NodeExists(Conflict, StoreError):
+    """The znode already exists."""
+
+
+class VersionConflict(Conflict, StoreError):
+    """The znode changed since it was read (compare-and-set lost)."""
+
+
+class NotEmpty(Conflict, StoreError):
+    """The znode has children."""
+
+
+# What each store error says: one line that names the object, never a bare kazoo error.
+ERROR_TEXT: dict[type[StoreError], str] = {
+    NoNode: "{path} does not exist",
+    NodeExists: "{path} already exists",
+    VersionConflict: "{path} was changed concurrently",
+    NotEmpty: "{path} has children",
+}
+
+
+def store_error(kind: type[StoreError], path: str) -> StoreError:
+    err = kind(ERROR_TEXT[kind].format(path=path))
+    err.path = path
+    return err
+
+
+# ---------------------------------------------------------------------- values
+
+
+def encode(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_json(data: bytes | None) -> Any:
+    if not data:
+        return None
+    return json.loads(data)
+
+
+def decode_text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode()
+
+
+@dataclass
+class Versioned:
+    value: Any
+    version: int
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""Returned by an `update` change function: nothing to write."""
+
+_RAISE: Any = object()
+
+Change = Callable[[Any, "Transaction"], Any]
+
+
+# ---------------------------------------------------------------------- transactions
+
+
+class Transaction(ABC):
+    """Several writes that all happen or none do. commit() raises the first failing write's
+    error (NoNode, NodeExists, VersionConflict, NotEmpty), carrying that write's path."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, str, bytes, int]] = []   # (op, path, data, version)
+
+    def check(self, path: str, version: int) -> "Transaction":
+        self.ops.append(("check", path, b"", version))
+        return self
+
+    def create(self, path: str, value: Any = b"") -> "Transaction":
+        self.ops.append(("create", path, encode(value), -1))
+        return self
+
+    def set(self, path: str, value: Any, version: int = -1) -> "Transaction":
+        self.ops.append(("set", path, encode(value), version))
+        return self
+
+    def delete(self, path: str, version: int = -1) -> "Transaction":
+        self.ops.append(("delete", path, b"", version))
+        return self
+
+    def commit(self) -> None:
+        if self.ops:
+            self._commit()
+
+    @abstractmethod
+    def _commit(self) -> None:
+        """Apply self.ops atomically."""
+
+
+class ClusterLock(Protocol):
+    """A fair, ephemeral lock: freed when its holder's session dies."""
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Wait for the lock; False if the wait timed out or was cancelled."""
+
+    def cancel(self) -> None:
+        """Make a waiting acquire() give up (from another thread)."""
+
+    def release(self) -> None:
+        """Give the lock to the next in the queue."""
+
+
+# ---------------------------------------------------------------------- the store
+
+
+class Store(ABC):
+    """A connection to the cluster state. Every call is bounded by `timeout` seconds."""
+
+    timeout: float = 5.0
+
+    # -------------------------------------------------------------- primitives
+    @abstractmethod
+    def connect(self) -> "Store":
+        """Open the session; raise Unavailable if the servers do not answer in time."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End the session (its ephemeral znodes go with it)."""
+
+    @property
+    @abstractmethod
+    def session_id(self) -> str:
+        """The session's id, as stored in liveness znodes."""
+
+    @abstractmethod
+    def get(self, path: str) -> Versioned:
+        """Raw bytes and version; NoNode if missing."""
+
+    @abstractmethod
+    def children(self, path: str) -> list[str]:
+        """Sorted child names; [] if path is missing."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def create(self, path: str, value: Any = b"", ephemeral: bool = False,
+               makepath: bool = False) -> str: ...
+
+    @abstractmethod
+    def set(self, path: str, value: Any, version: int = -1) -> int:
+        """Write path if its version is still `version` (-1: any); returns the new version."""
+
+    @abstractmethod
+    def delete(self, path: str, version: int = -1, recursive: bool = False) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> Transaction: ...
+
+    @abstractmethod
+    def watch_raw(self, path: str, fn: Callable[[bytes | None, int | None], bool | None]
+                  ) -> None:
+        """Call fn(data, version) now and on every change (None, None while missing);
+        fn returning False ends the watch."""
+
+    @abstractmethod
+    def watch_children(self, path: str, fn: Callable[[list[str]], bool | None]) -> None:
+        """Call fn(children) now and on every change; False ends the watch."""
+
+    @abstractmethod
+    def lock(self, path: str, identifier: str) -> ClusterLock: ...
+
+    @abstractmethod
+    def lock_contenders(self, path: str) -> list[str]:
+        """Identifiers of a lock's holder (first) and its queue, in order."""
+
+    # -------------------------------------------------------------- bulk reads
+    def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
+        """Each path's data in order (None when missing). Backends pipeline this."""
+        for p in paths:
+            try:
+                yield self.get(p).value
+            except NoNode:
+                yield None
+
+    def get_many(self, paths: Iterable[str]) -> list[bytes | None]:
+        return list(self.iter_many(paths))
+
+    def child_counts(self, paths: Iterable[str]) -> list[int]:
+        return [len(self.children(p)) for p in paths]
+
+    # -------------------------------------------------------------- derived reads
+    def get_json(self, path: str, default: Any = _RAISE) -> Any:
+        try:
+            return decode_json(self.get(path).value)
+        except NoNode:
+            if default is _RAISE:
+                raise
+            return default
+
+    def get_json_versioned(self, path: str) -> Versioned:
+        v = self.get(path)
+        return Versioned(decode_json(v.value), v.version)
+
+    def get_text(self, path: str, default: str | None = None) -> str | None:
+        try:
+            return self.get(path).value.decode()
+        except NoNode:
+            return default
+
+    def get_json_many(self, paths: Iterable[str]) -> list[Any]:
+        return [decode_json(d) for d in self.get_many(paths)]
+
+    # -------------------------------------------------------------- derived writes
+    def ensure(self, path: str, value: Any = b"") -> bool:
+        """Create path (and parents) unless it exists; True if created."""
+        try:
+            self.create(path, value, makepath=True)
+            return True
+        except NodeExists:
+            return False
+
+    def put(self, path: str, value: Any) -> None:
+        """Set path, creating it if missing (single-writer znodes only)."""
+        try:
+            self.set(path, value)
+        except NoNode:
+            try:
+                self.create(path, value, makepath=True)
+            except NodeExists:
+                self.set(path, value)
+
+    def update(self, path: str, change: Change, missing: Any = _RAISE,
+               known: Versioned | None = None, attempts: int = 20) -> Versioned:
+        """The compare-and-set helper: read path's JSON, let `change(value, tx)` return the
+        new value (or KEEP: nothing to write) and add further writes to `tx`; commit the new
+        value only if path is unchanged since the read, together with tx's writes. When any of
+        the writes loses a race (version moved, znode created or deleted meanwhile), it starts
+        over with a fresh read and a fresh transaction: change() must decide from what it reads.
+
+        missing: the value change() sees when path does not exist (it is then created);
+        without it a missing path raises NoNode.
+        known: a value and version the caller already holds (skips the first read). A KEEP
+        decided on it is confirmed against a real read, since it may be stale.
+        Returns what path now holds (value and version)."""
+        guess = known
+        for _ in range(attempts):
+            if guess is not None:
+                current, from_guess = guess, True
+                guess = None
+            else:
+                current, from_guess = self._read_for_update(path, missing), False
+            tx = self.transaction()
+            new = change(current.value, tx)
+            if new is KEEP:
+                if from_guess:
+                    continue
+                tx.commit()
+                return current
+            if current.version < 0:
+                tx.ops.insert(0, ("create", path, encode(new), -1))
+            else:
+                tx.ops.insert(0, ("set", path, encode(new), current.version))
+            try:
+                tx.commit()
+            except StoreError:
+                continue   # a write lost a race: read again, decide again
+            return Versioned(new, current.version + 1)
+        raise store_error(VersionConflict, path)
+
+    def _read_for_update(self, path: str, missing: Any) -> Versioned:
+        try:
+            return self.get_json_versioned(path)
+        except NoNode:
+            if missing is _RAISE:
+                raise
+            return Versioned(missing, -1)
+
+    def update_json(self, path: str, change: Callable[[Any], Any], attempts: int = 20) -> Any:
+        """update() for a change of path alone; returns the new value."""
+        return self.update(path, lambda value, _tx: change(value), attempts=attempts).value
+
+    # -------------------------------------------------------------- waits (pushed by watches)
+    def watch_data(self, path: str, fn: Callable[[Any, int | None], bool | None]) -> None:
+        """Like watch_raw, with the data decoded as JSON."""
+        self.watch_raw(path, lambda data, version: fn(
+            decode_json(data) if version is not None else None, version))
+
+    def wait_for(self, path: str, predicate: Callable[[Any], bool], timeout: float | None,
+                 decode: Callable[[bytes | None], Any] = decode_json) -> Any:
+        """Block until predicate(decoded value at path; None when missing) is true, pushed by
+        a watch. Returns the value; raises TimeoutError after `timeout` s (None: forever)."""
+        done = threading.Event()
+        seen: list[Any] = [None]
+
+        def check(data: bytes | None, version: int | None) -> bool:
+            value = decode(data) if version is not None else None
+            seen[0] = value
+            if predicate(value):
+                done.set()
+                return False
+            return True
+
+        self.watch_raw(path, check)
+        if not done.wait(timeout):
+            raise TimeoutError(f"{path} did not reach the expected state in {timeout}s")
+        return seen[0]
+
+    def wait_gone(self, path: str, timeout: float | None) -> None:
+        """Block until path does not exist (e.g. a lease whose holder ends or dies)."""
+        self.wait_for(path, lambda v: v is None, timeout, decode=lambda d: d)
+
+    def wait_for_children(self, path: str, predicate: Callable[[list[str]], bool],
+                          timeout: float | None) -> list[str]:
+        """Block until predicate(children of path) is true, pushed by a watch."""
+        done = threading.Event()
+        seen: list[list[str]] = [[]]
+
+        def check(children: list[str]) -> bool:
+            seen[0] = children
+            if predicate(children):
+                done.set()
+                return False
+            return True
+
+        self.ensure(path)
+        self.watch_children(path, check)
+        if not done.wait(timeout):
+            raise TimeoutError(f"children of {path} did not reach the expected state")
+        return seen[0]
+
+    def __enter__(self) -> "Store":
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

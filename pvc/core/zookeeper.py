@@ -1,0 +1,248 @@
+"""The ZooKeeper backend of the store: the only module that imports kazoo.
+
+Every call is bounded by `timeout` seconds (a lost quorum never hangs a CLI or a task) and goes
+through one retry helper, `_call`, with jittered back-off. One table, `KAZOO_ERRORS`, turns
+kazoo's errors into pvc's.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (BadVersionError, CancelledError, ConnectionClosedError,
+                              ConnectionLoss, KazooException, LockTimeout, NodeExistsError,
+                              NoNodeError, NotEmptyError, OperationTimeoutError, RolledBackError,
+                              SessionExpiredError)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.lock import Lock
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from pvc.core.errors import Conflict, Unavailable
+from pvc.core.store import (NodeExists, NoNode, NotEmpty, Store, StoreError, Transaction,
+                            VersionConflict, Versioned, encode, store_error)
+
+log = logging.getLogger(__name__)
+
+# kazoo error -> pvc store error
+KAZOO_ERRORS: dict[type[Exception], type[StoreError]] = {
+    NoNodeError: NoNode,
+    NodeExistsError: NodeExists,
+    BadVersionError: VersionConflict,
+    NotEmptyError: NotEmpty,
+}
+_RETRYABLE = (ConnectionLoss, OperationTimeoutError)
+_UNAVAILABLE = (KazooTimeoutError, SessionExpiredError, ConnectionClosedError)
+_LOST = _RETRYABLE + _UNAVAILABLE
+
+
+def translate(err: Exception, path: str) -> Exception:
+    """pvc's error for a kazoo error about path."""
+    kind = KAZOO_ERRORS.get(type(err))
+    if kind is not None:
+        return store_error(kind, path)
+    return Conflict(f"{path}: {err!r}")
+
+
+def backoff(delay: float) -> float:
+    """The next retry delay: doubled, capped, with jitter so retrying clients spread out."""
+    return min(delay * 2, 0.5) * random.uniform(0.5, 1.5)
+
+
+class ZkStore(Store):
+    """A connection to the cluster state in ZooKeeper."""
+
+    def __init__(self, hosts: str, timeout: float = 5.0, session_timeout: float = 10.0) -> None:
+        self.hosts = hosts
+        self.timeout = timeout
+        self.zk = KazooClient(hosts=hosts, timeout=session_timeout,
+                              connection_retry={"max_tries": -1, "delay": 0.05,
+                                                "max_delay": 1.0},
+                              command_retry=None)
+
+    # ------------------------------------------------------------------ connection
+    def connect(self) -> "ZkStore":
+        try:
+            self.zk.start(timeout=self.timeout)
+        except (KazooTimeoutError, KazooException) as e:
+            self.zk.stop()
+            self.zk.close()
+            raise Unavailable(f"cannot reach ZooKeeper at {self.hosts} "
+                              f"(no answer within {self.timeout:g}s)") from e
+        return self
+
+    def close(self) -> None:
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except KazooException:
+            pass
+
+    @property
+    def session_id(self) -> str:
+        sid = self.zk.client_id
+        return f"0x{sid[0]:x}" if sid else ""
+
+    # ------------------------------------------------------------------ the retry helper
+    def _call(self, method: str, path: str, *args: Any, **kw: Any) -> Any:
+        """Run one kazoo call bounded by self.timeout, retrying connection loss until then."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                async_result = getattr(self.zk, method + "_async")(path, *args, **kw)
+                return async_result.get(timeout=max(remaining, 0.001))
+            except _RETRYABLE:
+                if time.monotonic() + delay >= deadline:
+                    raise self._unavailable(method, path) from None
+                time.sleep(delay)  # back-off between retries of a lost connection
+                delay = backoff(delay)
+            except _UNAVAILABLE:
+                raise self._unavailable(method, path) from None
+            except tuple(KAZOO_ERRORS) as e:
+                raise translate(e, path) from None
+
+    def _unavailable(self, method: str, path: str) -> Unavailable:
+        return Unavailable(f"ZooKeeper at {self.hosts} did not answer within {self.timeout:g}s "
+                           f"({method} {path})")
+
+    # ------------------------------------------------------------------ reads
+    def get(self, path: str) -> Versioned:
+        data, stat = self._call("get", path)
+        return Versioned(data, stat.version)
+
+    def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
+        """Pipelined: every read is sent at once; each value is yielded as soon as it
+        arrived, in order, so the caller can work on the first while the rest travel."""
+        paths = list(paths)
+        deadline = time.monotonic() + self.timeout
+        try:
+            pending = [self.zk.get_async(p) for p in paths]
+        except _LOST:
+            raise self._unavailable("get", f"{len(paths)} znodes") from None
+        for p, res in zip(paths, pending):
+            try:
+                yield res.get(timeout=max(deadline - time.monotonic(), 0.001))[0]
+            except NoNodeError:
+                yield None
+            except _LOST:
+                # A connection blip in a bulk read: fall back to the retrying single call.
+                try:
+                    yield self.get(p).value
+                except NoNode:
+                    yield None
+
+    def child_counts(self, paths: Iterable[str]) -> list[int]:
+        """How many children each path has (0 if missing), in one pipelined round."""
+        paths = list(paths)
+        deadline = time.monotonic() + self.timeout
+        try:
+            pending = [self.zk.exists_async(p) for p in paths]
+            stats = [r.get(timeout=max(deadline - time.monotonic(), 0.001)) for r in pending]
+        except _LOST:
+            raise self._unavailable("exists", f"{len(paths)} znodes") from None
+        return [s.numChildren if s else 0 for s in stats]
+
+    def children(self, path: str) -> list[str]:
+        try:
+            return sorted(self._call("get_children", path))
+        except NoNode:
+            return []
+
+    def exists(self, path: str) -> bool:
+        return self._call("exists", path) is not None
+
+    # ------------------------------------------------------------------ writes
+    def create(self, path: str, value: Any = b"", ephemeral: bool = False,
+               makepath: bool = False) -> str:
+        return self._call("create", path, encode(value), ephemeral=ephemeral, makepath=makepath)
+
+    def set(self, path: str, value: Any, version: int = -1) -> int:
+        return self._call("set", path, encode(value), version).version
+
+    def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
+        if recursive:
+            # kazoo's recursive delete is a sequence of calls; bound the whole.
+            try:
+                self.zk.delete(path, recursive=True)
+            except NoNodeError:
+                raise store_error(NoNode, path) from None
+            except _LOST:
+                raise self._unavailable("delete", path) from None
+            return
+        self._call("delete", path, version)
+
+    def transaction(self) -> "ZkTransaction":
+        return ZkTransaction(self)
+
+    # ------------------------------------------------------------------ watches
+    def watch_raw(self, path: str, fn: Callable[[bytes | None, int | None], bool | None]
+                  ) -> None:
+        DataWatch(self.zk, path, lambda d, s: fn(d if s else None, s.version if s else None))
+
+    def watch_children(self, path: str, fn: Callable[[list[str]], bool | None]) -> None:
+        ChildrenWatch(self.zk, path, fn)
+
+    # ------------------------------------------------------------------ recipes
+    def lock(self, path: str, identifier: str) -> "ZkLock":
+        return ZkLock(Lock(self.zk, path, identifier))
+
+    def lock_contenders(self, path: str) -> list[str]:
+        try:
+            return list(Lock(self.zk, path).contenders())
+        except NoNodeError:
+            return []
+        except _LOST:
+            raise self._unavailable("contenders", path) from None
+
+
+class ZkLock:
+    """kazoo's lock recipe: a fair queue of ephemeral sequential znodes."""
+
+    def __init__(self, lock: Lock) -> None:
+        self._lock = lock
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        try:
+            return bool(self._lock.acquire(blocking=True, timeout=timeout))
+        except _LOST:
+            raise Unavailable("lost ZooKeeper while waiting for a lock") from None
+        except (LockTimeout, CancelledError):
+            return False
+
+    def cancel(self) -> None:
+        self._lock.cancel()
+
+    def release(self) -> None:
+        try:
+            self._lock.release()
+        except KazooException:
+            log.warning("could not release lock cleanly; its session's end will free it")
+
+
+class ZkTransaction(Transaction):
+    def __init__(self, store: ZkStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def _commit(self) -> None:
+        tx = self.store.zk.transaction()
+        for op, path, data, version in self.ops:
+            if op == "check":
+                tx.check(path, version)
+            elif op == "create":
+                tx.create(path, data)
+            elif op == "set":
+                tx.set_data(path, data, version)
+            else:
+                tx.delete(path, version)
+        try:
+            results = tx.commit_async().get(timeout=self.store.timeout)
+        except _LOST:
+            raise self.store._unavailable("transaction", self.ops[0][1]) from None
+        for (_op, path, _data, _version), result in zip(self.ops, results):
+            if isinstance(result, Exception) and not isinstance(result, RolledBackError):
+                raise translate(result, path)
