@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 
 from bench.common import BenchSandbox, record
+from pvc.vm import definition
 
 VMS = 100
 PARALLEL = 16
@@ -24,14 +25,14 @@ def xml(name: str) -> str:
 
 
 def start_vms_on(sb: BenchSandbox, node: str, count: int) -> None:
-    from pvc.vm import lifecycle
     from pvc.core.cluster import Cluster
+    from pvc.vm import lifecycle
     from tasks.client import submit
     cfg = sb.config()
     cluster = Cluster.connect(cfg)
     ops = []
     for i in range(count):
-        cluster.define_vm(xml(f"b{i}"), node=node)
+        definition.define(cluster, xml(f"b{i}"), node=node)
         req = lifecycle.request(cluster, f"b{i}", "start")
         submit(cfg, req.op)
         ops.append(req.op.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from bench.common import BenchServices, record
+from pvc.vm import definition
 
 
 def xml(name: str) -> str:
@@ -18,15 +19,15 @@ def xml(name: str) -> str:
 
 def measure(svc: BenchServices, uri: str, count: int) -> dict[str, float]:
     from pvc.core.cluster import Cluster
+    from pvc.hypervisor.adapter import LibvirtHypervisor, undefine_all
     from pvc.node.daemon import NodeDaemon
-    from pvc.hypervisor.adapter import Hypervisor, undefine_all
 
     cfg = svc.config(f"/bench-reconcile-{count}-{int(time.time())}", "hv1", uri)
     cluster = Cluster.connect(cfg)
     for i in range(count):
-        cluster.define_vm(xml(f"vm{i}"), node="hv1", initial_state="start",
+        definition.define(cluster, xml(f"vm{i}"), node="hv1", initial_state="start",
                           allow_unknown_nodes=True)
-    hold = Hypervisor(uri).connect()   # the test driver keeps state while a client is connected
+    hold = LibvirtHypervisor(uri).connect()   # the test driver keeps state while a client is connected
     figures = {}
     for case in ("cold", "warm"):
         t0 = time.perf_counter()

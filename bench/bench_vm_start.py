@@ -14,8 +14,8 @@ from bench.common import BenchSandbox, record, summary_ms
 
 
 def main() -> None:
-    from pvc.vm import lifecycle
     from pvc.core.cluster import Cluster
+    from pvc.vm import lifecycle
     from tasks.client import submit
 
     with BenchSandbox("test", nodes=3, vms=3) as sb:

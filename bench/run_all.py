@@ -1,8 +1,15 @@
 """Run every benchmark; each prints its figures and records them in bench/results.md."""
 from __future__ import annotations
 
-from bench import (bench_cli, bench_console, bench_flush, bench_memory, bench_migration,
-                   bench_reconcile, bench_vm_start)
+from bench import (
+    bench_cli,
+    bench_console,
+    bench_flush,
+    bench_memory,
+    bench_migration,
+    bench_reconcile,
+    bench_vm_start,
+)
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console]

@@ -8,6 +8,7 @@ import click
 
 from cli.common import cluster as connect
 from cli.common import emit_json, format_option
+from pvc.core.states import DaemonState
 
 
 @click.group()
@@ -34,7 +35,7 @@ def status_data(c: Any) -> dict[str, Any]:
                 "observed": dict(Counter(v.observed for v in views))},
         "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
         "flush_lock": {"holder": lock.holder, "queue": lock.queue},
-        "healthy": all(n.daemon_state == "run" for n in nodes) and bool(nodes),
+        "healthy": all(n.daemon_state == DaemonState.RUN for n in nodes) and bool(nodes),
     }
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import click
 
 from pvc.core.config import Config
+
+if TYPE_CHECKING:   # imported when a command connects, so `pvc --help` stays fast
+    from pvc.core.cluster import Cluster
 
 format_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
                              default="text", show_default=True, help="Output format.")
@@ -22,7 +25,7 @@ def load_config(ctx: click.Context) -> Config:
     return root.obj["config"]
 
 
-def cluster(ctx: click.Context) -> Any:
+def cluster(ctx: click.Context) -> Cluster:
     """A connected Cluster, closed when the command ends."""
     root = ctx.find_root()
     if "cluster" not in root.obj:

@@ -32,6 +32,8 @@ def validate(path: str, fmt: str) -> None:
         sys.exit(1)
     kind = f"node {cfg.node.name}" if cfg.is_node else "client"
     if fmt == "json":
-        emit_json({"valid": True, "file": path, "kind": kind})
+        emit_json({"valid": True, "file": path, "kind": kind, "warnings": list(cfg.warnings)})
     else:
         click.echo(f"{path}: valid ({kind} configuration)")
+        for warning in cfg.warnings:
+            click.echo(f"warning: {warning}", err=True)

@@ -70,15 +70,15 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
         if kw.get("dry_run"):
             _print_plan(flush.plan_for(c, node_name), node_name, fmt)
             return
-        op = flush.request(c, node_name, kind, reason, max_parallel or 0)
-        submit(ctx, op, flush.abandon)
+        req = flush.request(c, node_name, kind, reason, max_parallel or 0)
+        submit(ctx, req.op)
         status = flush.lock_status(c)
-        if fmt == "text" and status.holder and status.holder.get("op") != op.id:
+        if fmt == "text" and status.holder and status.holder.get("op") != req.op.id:
             click.echo(f"{kind} of {node_name} queued: {status.sentence()}", err=True)
         if wait:
-            follow(ctx, op.id, fmt)
+            follow(ctx, req.op.id, fmt)
         else:
-            submitted(op, fmt)
+            submitted(req.op, fmt)
 
     command.__doc__ = doc
     if kind == "flush":

@@ -10,15 +10,19 @@ import click
 from cli.common import cluster, emit_json, load_config
 from pvc.core import states
 from pvc.core.errors import PvcError
+from pvc.core.models import Operation
+from pvc.operations import registry
+from pvc.operations.requests import Request
 
 
-def submit(ctx: click.Context, op: Any, rollback: Any) -> None:
+def submit(ctx: click.Context, op: Operation) -> None:
     """Send the operation's task to its node's queue; on failure undo the request."""
+    from pvc.operations.requests import abandon
     from tasks.client import submit as send
     try:
         send(load_config(ctx), op)
     except PvcError as e:
-        rollback(cluster(ctx), op, f"not submitted: {e}")
+        abandon(cluster(ctx), op, f"not submitted: {e}")
         raise
 
 
@@ -42,7 +46,7 @@ def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> Non
                 raise PvcError(f"operation {op_id} disappeared")
             line = _line(record)
             total = record.get("progress", {}).get("total")
-            if fmt == "text" and not quiet and total and sys.stderr.isatty() and bar is None:
+            if bar is None and total and _draws_bar(record, fmt, quiet):
                 bar = click.progressbar(length=total, label=record["kind"], file=sys.stderr)
                 bar.__enter__()
             if bar is not None:
@@ -63,16 +67,22 @@ def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> Non
     finish_output(record, fmt)
 
 
+def _draws_bar(record: dict[str, Any], fmt: str, quiet: bool) -> bool:
+    """A progress bar for per-VM operations on a terminal; lines otherwise."""
+    items = registry.kind(record["kind"]).progress == registry.Progress.ITEMS
+    return items and fmt == "text" and not quiet and sys.stderr.isatty()
+
+
 def finish_output(record: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
         emit_json(record)
-    elif record["state"] == states.OP_SUCCEEDED:
+    elif record["state"] == states.OpState.SUCCEEDED:
         click.echo(record.get("message") or "done")
-    if record["state"] == states.OP_FAILED:
+    if record["state"] == states.OpState.FAILED:
         if fmt == "text":
             click.echo(f"error: operation {record['id']} failed: {record.get('error')}", err=True)
         sys.exit(1)
-    if record["state"] == states.OP_CANCELLED:
+    if record["state"] == states.OpState.CANCELLED:
         if fmt == "text":
             click.echo(f"operation {record['id']} was cancelled", err=True)
         sys.exit(1)
@@ -95,12 +105,12 @@ def submitted(op: Any, fmt: str) -> None:
                    f"(follow: pvc task show {op.id})")
 
 
-def run_request(ctx: click.Context, req: Any, rollback: Any, wait: bool, fmt: str) -> None:
+def run_request(ctx: click.Context, req: Request, wait: bool, fmt: str) -> None:
     """Submit a request's task (unless it needed none), then follow it or say it is queued."""
     if not req.submit:
         finish_output(req.op.to_json(), fmt)
         return
-    submit(ctx, req.op, rollback)
+    submit(ctx, req.op)
     if wait:
         follow(ctx, req.op.id, fmt)
     else:

@@ -8,6 +8,7 @@ import click
 from cli.common import cluster, emit_json, format_option, pairs, stamp, table
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
+from pvc.vm import definition
 
 LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
                 ("observed", "OBSERVED"), ("node", "NODE"), ("last_node", "LAST NODE"),
@@ -35,7 +36,7 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
            node_limit: str, migration_method: str | None, fmt: str) -> None:
     """Define a VM from a libvirt domain XML file. It is stored, stopped."""
     xml = xmlfile.read()
-    defined = cluster(ctx).define_vm(xml, node=node, autostart=autostart,
+    defined = definition.define(cluster(ctx), xml, node=node, autostart=autostart,
                                      selector=selector or "",
                                      node_limit=[n.strip() for n in node_limit.split(",")],
                                      migration_method=migration_method or "")
@@ -51,7 +52,7 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
 @click.pass_context
 def undefine(ctx: click.Context, ref: str, fmt: str) -> None:
     """Remove a stopped VM from the cluster."""
-    gone = cluster(ctx).undefine_vm(ref)
+    gone = definition.undefine(cluster(ctx), ref)
     if fmt == "json":
         emit_json({"name": gone.name, "uuid": gone.uuid, "undefined": True})
     else:
@@ -112,8 +113,7 @@ def _action(action: str, doc: str) -> click.Command:
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, reason: str, fmt: str) -> None:
         from pvc.vm import lifecycle
-        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason),
-                    lifecycle.abandon, wait, fmt)
+        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason), wait, fmt)
 
     command.__doc__ = doc
     return vm.command(name=action)(command)
@@ -143,13 +143,12 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
                 timeout: float | None, bandwidth: int | None, wait: bool, reason: str,
                 fmt: str, **kw: Any) -> None:
-        from pvc.vm import lifecycle
         from pvc.vm import migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
                                 method=method or "", force_live=force_live,
                                 force=kw.get("force", False), reason=reason,
                                 timeout=timeout or 0, bandwidth=bandwidth or 0)
-        run_request(ctx, req, lifecycle.abandon, wait, fmt)
+        run_request(ctx, req, wait, fmt)
 
     command.__doc__ = doc
     if mode == "migrate":

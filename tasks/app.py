@@ -60,7 +60,7 @@ def settings(cfg: Config) -> dict[str, Any]:
         "result_expires": 7 * 24 * 3600,
         "task_default_queue": "pvc.default",
         "worker_hijack_root_logger": False,
-        "include": ["tasks.vm", "tasks.node"],
+        "include": ["tasks.operations"],
     }
 
 

@@ -40,12 +40,12 @@ class PvcTask(Task):
         """A crashed task never leaves its operation `running`: record the failure."""
         op_id = args[1] if len(args) > 1 else task_id
         try:
-            from pvc.operations import records
             from pvc.core import states
+            from pvc.operations import records
             from tasks.context import node_context
             cluster = node_context().cluster
             if cluster.operation(op_id).state not in states.OP_TERMINAL:
                 error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
-                records.finish(cluster, op_id, states.OP_FAILED, error=error)
+                records.finish(cluster, op_id, states.OpState.FAILED, error=error)
         except Exception:  # the safety net must not raise over the original failure
             log.exception("could not record the failure of operation %s", op_id)

@@ -6,7 +6,7 @@ from typing import Any
 from pvc.core.config import Config
 from pvc.core.errors import Unavailable
 from pvc.core.models import Operation
-from pvc.operations.records import queue_for
+from pvc.operations.registry import queue_for
 
 _apps: dict[str, Any] = {}
 

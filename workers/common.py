@@ -25,6 +25,8 @@ def load_config(description: str, argv: list[str] | None = None) -> Config:
         cfg = configmod.load(configmod.locate(args.config))
     except PvcError as e:
         sys.exit(f"error: {e}")
+    for warning in cfg.warnings:
+        logging.getLogger("pvc").warning("%s: %s", cfg.source, warning)
     if not cfg.is_node:
         sys.exit(f"error: {cfg.source}: node.name is not set; a node process needs a node "
                  "configuration")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from pvc.node.daemon import NodeDaemon
 from pvc.core.errors import PvcError
+from pvc.node.daemon import NodeDaemon
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-node")

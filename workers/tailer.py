@@ -5,8 +5,8 @@ import logging
 import sys
 import threading
 
-from pvc.core.errors import PvcError
 from pvc.console.tailer import Tailer
+from pvc.core.errors import PvcError
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-tailer")

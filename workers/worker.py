@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from pvc.operations.records import queue_for
+from pvc.operations.registry import queue_for
 from workers.common import load_config
 
 log = logging.getLogger("pvc-worker")

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from pvc.console import buffer
-from pvc.vm import domxml
+from pvc.console.inotify import Inotify
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
-from pvc.console.inotify import Inotify
 from pvc.core.models import VM
 from pvc.core.store import decode_json
+from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
 WRITE_INTERVAL = 0.2     # seconds between two writes of one VM's buffer
@@ -42,7 +42,7 @@ class Tailer:
         self.config = config
         self.name = config.node.name
         self.directory = config.node.console_log_directory
-        self.limit = config.node.console_log_lines
+        self.limit = config.cluster.console_log_lines
         self.cluster = cluster or Cluster.connect(config)
         self.store = self.cluster.store
         self.schema = self.cluster.schema

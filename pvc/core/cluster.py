@@ -1,17 +1,14 @@
 """Reading and writing the cluster's objects (VMs, nodes, operation records) in ZooKeeper."""
 from __future__ import annotations
 
-import time
 import uuid as uuidlib
-from typing import Iterable
 
-from pvc.vm import domxml
 from pvc.core import states
-from pvc.core.config import MIGRATION_METHODS, SELECTORS, Config
-from pvc.core.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from pvc.core.config import Config
+from pvc.core.errors import NotFound, SchemaTooNew
 from pvc.core.models import VM, Node, Operation, VmView
 from pvc.core.schema import NODE_FIELDS, VERSION, Schema
-from pvc.core.store import NodeExists, NoNode, Store, Versioned, decode_json
+from pvc.core.store import NoNode, Store, Versioned, decode_json
 from pvc.core.zookeeper import ZkStore
 
 
@@ -94,65 +91,6 @@ class Cluster:
         uuids = self.store.children(self.schema.vm_operations)
         ids = self.store.get_many(self.schema.vm_operation(u) for u in uuids)
         return {u: i.decode() for u, i in zip(uuids, ids) if i is not None}
-
-    def define_vm(self, xml: str, node: str = "", autostart: bool = False, selector: str = "",
-                  node_limit: Iterable[str] = (), migration_method: str = "",
-                  initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
-        """Store a new VM. It starts stopped; `initial_state="start"` (with a node) lets that
-        node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
-        its nodes first registered: `allow_unknown_nodes`)."""
-        facts, stored_xml = domxml.parse(xml)
-        node_limit = [n for n in node_limit if n]
-        self._check_choices(selector, migration_method)
-        known = set(self.node_names())
-        unknown = sorted({n for n in [node, *node_limit] if n and n not in known})
-        if unknown and not allow_unknown_nodes:
-            raise NotFound(f"unknown node(s): {', '.join(unknown)}")
-        if node and node_limit and node not in node_limit:
-            raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
-        vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
-                state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
-                node_selector=selector, node_limit=node_limit,
-                console_log=facts.console_log is not None, defined=time.time())
-        tx = self.store.transaction()
-        tx.create(self.schema.vm_name(vm.name), vm.uuid)
-        tx.create(self.schema.vm(vm.uuid), vm.to_json())
-        tx.create(self.schema.vm_xml(vm.uuid), stored_xml)
-        try:
-            tx.commit()
-        except NodeExists as e:
-            if self.schema.vm_name(vm.name) in str(e):
-                raise Conflict(f"a VM named {vm.name!r} already exists") from None
-            raise Conflict(f"a VM with UUID {vm.uuid} already exists") from None
-        return vm
-
-    def undefine_vm(self, ref: str) -> VM:
-        current = self.vm(ref)
-        vm: VM = current.value
-        busy = self.vm_operation(vm.uuid)
-        if busy:
-            raise Conflict(f"VM {vm.name} is busy with operation {busy}")
-        running = self.running_on(vm.uuid)
-        if running:
-            raise Conflict(f"VM {vm.name} is running on {', '.join(running)}: stop it first")
-        if vm.state == "start":
-            raise Conflict(f"VM {vm.name} is set to start: stop it first")
-        tx = self.store.transaction()
-        for child in self.store.children(self.schema.vm(vm.uuid)):
-            tx.delete(f"{self.schema.vm(vm.uuid)}/{child}")
-        tx.delete(self.schema.vm(vm.uuid), current.version)
-        tx.delete(self.schema.vm_name(vm.name))
-        try:
-            tx.commit()
-        except Conflict:
-            raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
-        return vm
-
-    def _check_choices(self, selector: str, method: str) -> None:
-        if selector and selector not in SELECTORS:
-            raise InvalidInput(f"unknown selector {selector!r} (one of {', '.join(SELECTORS)})")
-        if method and method not in MIGRATION_METHODS:
-            raise InvalidInput(f"unknown migration method {method!r}")
 
     def release_vms_of(self, op_id: str) -> None:
         """Free every VM an operation marked busy (also those an earlier attempt of it, on a
@@ -248,8 +186,8 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
     node = Node(
         name=name,
         daemon_state=states.daemon_state(text["daemon_state"] or None, raw["alive"] is not None),
-        domain_state=text["domain_state"] or "ready",
-        coordinator_state=text["coordinator_state"] or "client",
+        domain_state=text["domain_state"] or states.DomainState.READY,
+        coordinator_state=text["coordinator_state"] or states.CoordinatorState.CLIENT,
         keepalive=float(text["keepalive"] or 0),
         domains=decode_json(raw["domains"]) or {},
     )

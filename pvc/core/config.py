@@ -79,6 +79,8 @@ class OperationsConfig:
 class ClusterConfig:
     name: str = _f("pvc", "cluster name")
     coordinators: list[str] = _f([], "node names taking part in the primary election")
+    console_log_lines: int = _f(1000, "lines of console kept per VM (the buffer follows the "
+                                      "VM from node to node)", minimum=1)
     zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
@@ -98,7 +100,6 @@ class NodeConfig:
     domain_type: str = _f("", "force every guest's <domain type> (e.g. qemu for TCG); empty: "
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
-    console_log_lines: int = _f(1000, "lines of console kept per VM", minimum=1)
     keepalive_interval: float = _f(5.0, "seconds between keepalives", minimum=0.1)
     worker_concurrency: int = _f(2, "parallel tasks of this node's Celery worker", minimum=1)
 
@@ -108,6 +109,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
     source: str = field(default="", metadata={"internal": True})
+    warnings: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
     @property
     def is_node(self) -> bool:
@@ -202,6 +204,27 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# Keys that moved: old (section, key) -> new section. The old place keeps working, with a warning.
+MOVED_KEYS: dict[tuple[str, str], str] = {
+    ("node", "console_log_lines"): "cluster",   # the buffer follows the VM between nodes
+}
+
+
+def _moved_keys(data: dict[str, Any]) -> list[str]:
+    """Move deprecated keys to their new place in `data` (the new place wins); say so."""
+    warnings = []
+    for (old_section, key), new_section in MOVED_KEYS.items():
+        section = data.get(old_section)
+        if isinstance(section, dict) and key in section:
+            value = section.pop(key)
+            target = data.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(key, value)
+            warnings.append(f"{old_section}.{key} is deprecated: set {new_section}.{key} "
+                            "instead")
+    return warnings
+
+
 def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     redis = cfg.cluster.redis
     if redis.password and redis.password_file:
@@ -270,13 +293,14 @@ def parse(data: Any, source: str = "", environ: Mapping[str, str] | None = None)
         raise ConfigError(f"{source or 'configuration'}: expected a mapping at the top level",
                           [f"(top): expected a mapping, got {type(data).__name__}"])
     merged = _merge(data or {}, overrides)
+    warnings = _moved_keys(merged)
     cfg = _build(Config, merged, "", errors)
     if not errors:
         _semantic_checks(cfg, errors)
     if errors:
         where = source or "configuration"
         raise ConfigError(f"{where}: {len(errors)} problem(s): " + "; ".join(errors), errors)
-    return dataclasses.replace(cfg, source=source)
+    return dataclasses.replace(cfg, source=source, warnings=tuple(warnings))
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -302,6 +326,7 @@ def dump(cfg: Config) -> dict[str, Any]:
     """The configuration as plain data (for writing a file)."""
     data = dataclasses.asdict(cfg)
     data.pop("source", None)
+    data.pop("warnings", None)
     return data
 
 

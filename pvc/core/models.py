@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvc.core.states import target_refusal
+
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
@@ -80,9 +82,8 @@ class Node:
     domains: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def is_target(self) -> bool:
-        """May VMs be placed or migrated here?"""
-        return (self.daemon_state == "run" and self.domain_state == "ready"
-                and self.enable_hypervisor)
+        """May VMs be placed or migrated here? (states.target_refusal says why not)"""
+        return not target_refusal(self)
 
     def to_json(self, with_domains: bool = False) -> dict[str, Any]:
         d = dataclasses.asdict(self)

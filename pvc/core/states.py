@@ -1,28 +1,114 @@
-"""State machines as tables. Code asks these tables; it does not spell transitions in ifs."""
+"""States as enums, and their transitions as tables. Code asks these tables; it does not spell
+transitions in ifs.
+
+The enums are `str` subclasses: they are stored in ZooKeeper and compared with stored text as
+they are.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pvc.core.errors import Conflict
 
+if TYPE_CHECKING:
+    from pvc.core.models import Node
+
+
+# ---------------------------------------------------------------- nodes
+
+class DaemonState(StrEnum):
+    INIT = "init"
+    RUN = "run"
+    STOP = "stop"
+    DEAD = "dead"        # derived: says it runs, but its session (liveness znode) is gone
+
+
+class DomainState(StrEnum):
+    READY = "ready"
+    FLUSHING = "flushing"
+    FLUSHED = "flushed"
+    UNFLUSHING = "unflushing"
+
+
+class CoordinatorState(StrEnum):
+    CLIENT = "client"            # not a coordinator
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    TAKEOVER = "takeover"        # becoming primary
+    RELINQUISH = "relinquish"    # giving the primary role away
+
+
+@dataclass(frozen=True)
+class DomainOp:
+    """A node operation's effect on the node's domain state."""
+    during: DomainState
+    after: DomainState
+
+
+DOMAIN_OPS: dict[str, DomainOp] = {
+    "flush": DomainOp(DomainState.FLUSHING, DomainState.FLUSHED),
+    "unflush": DomainOp(DomainState.UNFLUSHING, DomainState.READY),
+}
+
+
+def daemon_state(stored: str | None, alive: bool) -> DaemonState:
+    """What other nodes see: a daemon that says it runs but has no live session is dead."""
+    try:
+        state = DaemonState(stored or DaemonState.DEAD)
+    except ValueError:
+        return DaemonState.DEAD
+    if state in (DaemonState.INIT, DaemonState.RUN) and not alive:
+        return DaemonState.DEAD
+    return state
+
+
+def target_refusal(node: "Node") -> str:
+    """Why node cannot take VMs now ("" when it can): the one answer to that question."""
+    if not node.enable_hypervisor:
+        return "hypervisor disabled"
+    if node.daemon_state != DaemonState.RUN:
+        return f"daemon {node.daemon_state}"
+    if node.domain_state != DomainState.READY:
+        return str(node.domain_state)
+    return ""
+
+
+def acting_refusal(node: "Node") -> str:
+    """Why node cannot run an operation from its queue now ("" when it can)."""
+    if node.daemon_state != DaemonState.RUN:
+        return f"is {node.daemon_state}"
+    if node.workers == 0:
+        return "has no running worker (pvc-worker)"
+    return ""
+
+
 # ---------------------------------------------------------------- VM desired state
+
+class VmState(StrEnum):
+    """What the operator asked for."""
+    START = "start"
+    STOP = "stop"
+    DISABLE = "disable"
+
 
 @dataclass(frozen=True)
 class VmAction:
     """What an operator's VM action requires and leaves behind."""
-    allowed_from: frozenset[str]    # desired states the action accepts
-    desired: str                    # desired state once requested
-    needs_running: bool             # act on the node running it (False: place it if needed)
-    task: str                       # the Celery task that carries it out
+    allowed_from: frozenset[VmState]   # desired states the action accepts
+    desired: VmState                   # desired state once requested
+    needs_running: bool                # act on the node running it (False: place it if needed)
 
+
+_ANY = frozenset(VmState)
 
 VM_ACTIONS: dict[str, VmAction] = {
-    "start": VmAction(frozenset({"start", "stop", "disable"}), "start", False, "pvc.vm.start"),
-    "stop": VmAction(frozenset({"start", "stop", "disable"}), "stop", True, "pvc.vm.stop"),
-    "shutdown": VmAction(frozenset({"start", "stop"}), "stop", True, "pvc.vm.shutdown"),
-    "restart": VmAction(frozenset({"start"}), "start", True, "pvc.vm.restart"),
-    "disable": VmAction(frozenset({"start", "stop", "disable"}), "disable", True,
-                        "pvc.vm.shutdown"),
+    "start": VmAction(_ANY, VmState.START, False),
+    "stop": VmAction(_ANY, VmState.STOP, True),
+    "shutdown": VmAction(frozenset({VmState.START, VmState.STOP}), VmState.STOP, True),
+    "restart": VmAction(frozenset({VmState.START}), VmState.START, True),
+    "disable": VmAction(_ANY, VmState.DISABLE, True),
 }
 
 
@@ -35,43 +121,37 @@ def vm_action(action: str, current: str, vm_name: str) -> VmAction:
 
 # ---------------------------------------------------------------- operation records
 
-OP_QUEUED = "queued"
-OP_WAITING = "waiting-for-lock"
-OP_RUNNING = "running"
-OP_SUCCEEDED = "succeeded"
-OP_FAILED = "failed"
-OP_CANCELLED = "cancelled"
+class OpState(StrEnum):
+    QUEUED = "queued"
+    WAITING = "waiting-for-lock"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
-OP_TERMINAL = frozenset({OP_SUCCEEDED, OP_FAILED, OP_CANCELLED})
 
-OP_TRANSITIONS: dict[str, frozenset[str]] = {
-    OP_QUEUED: frozenset({OP_WAITING, OP_RUNNING, OP_FAILED, OP_CANCELLED, OP_SUCCEEDED}),
-    OP_WAITING: frozenset({OP_RUNNING, OP_FAILED, OP_CANCELLED}),
+OP_TERMINAL = frozenset({OpState.SUCCEEDED, OpState.FAILED, OpState.CANCELLED})
+
+OP_TRANSITIONS: dict[OpState, frozenset[OpState]] = {
+    OpState.QUEUED: frozenset({OpState.WAITING, OpState.RUNNING, OpState.FAILED,
+                               OpState.CANCELLED, OpState.SUCCEEDED}),
+    OpState.WAITING: frozenset({OpState.RUNNING, OpState.FAILED, OpState.CANCELLED}),
     # running -> running / waiting-for-lock: a redelivered task resumes after its worker died
     # (waiting for its lock again first, if it has one)
-    OP_RUNNING: frozenset({OP_RUNNING, OP_WAITING, OP_SUCCEEDED, OP_FAILED, OP_CANCELLED}),
-    OP_SUCCEEDED: frozenset(),
-    OP_FAILED: frozenset(),
-    OP_CANCELLED: frozenset(),
+    OpState.RUNNING: frozenset({OpState.RUNNING, OpState.WAITING, OpState.SUCCEEDED,
+                                OpState.FAILED, OpState.CANCELLED}),
+    OpState.SUCCEEDED: frozenset(),
+    OpState.FAILED: frozenset(),
+    OpState.CANCELLED: frozenset(),
 }
 
 
 # Which operations an operator can still cancel, by state. A running flush or unflush stops
 # after the migrations in flight; a running VM operation is too far gone (it ends on its own).
-OP_CANCEL_NOW = frozenset({OP_QUEUED, OP_WAITING})
+OP_CANCEL_NOW = frozenset({OpState.QUEUED, OpState.WAITING})
 OP_CANCEL_WHILE_RUNNING = frozenset({"node.flush", "node.unflush"})
 
 
 def op_transition(current: str, new: str) -> bool:
     """True if an operation may go from current to new."""
-    return new in OP_TRANSITIONS.get(current, frozenset())
-
-
-# ---------------------------------------------------------------- node states
-
-
-def daemon_state(stored: str | None, alive: bool) -> str:
-    """What other nodes see: a daemon that says it runs but has no live session is dead."""
-    if stored in ("init", "run") and not alive:
-        return "dead"
-    return stored or "dead"
+    return new in OP_TRANSITIONS.get(OpState(current), frozenset())

@@ -12,17 +12,37 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (BadVersionError, CancelledError, ConnectionClosedError,
-                              ConnectionLoss, KazooException, LockTimeout, NodeExistsError,
-                              NoNodeError, NotEmptyError, OperationTimeoutError, RolledBackError,
-                              SessionExpiredError)
+from kazoo.exceptions import (
+    BadVersionError,
+    CancelledError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+    RolledBackError,
+    SessionExpiredError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from pvc.core.errors import Conflict, Unavailable
-from pvc.core.store import (NodeExists, NoNode, NotEmpty, Store, StoreError, Transaction,
-                            VersionConflict, Versioned, encode, store_error)
+from pvc.core.store import (
+    NodeExists,
+    NoNode,
+    NotEmpty,
+    Store,
+    StoreError,
+    Transaction,
+    VersionConflict,
+    Versioned,
+    encode,
+    store_error,
+)
 
 log = logging.getLogger(__name__)
 

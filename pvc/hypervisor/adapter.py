@@ -1,4 +1,4 @@
-"""The hypervisor adapter: the only module that imports libvirt.
+"""The libvirt adapter: the only module that imports libvirt.
 
 Works the same against `qemu+unix://…` (real guests) and `test+unix://…` (libvirt's test driver
 behind a libvirtd). pvc runs guests as transient domains created from the XML stored in
@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import libvirt
 
 from pvc.core.errors import HypervisorError, Unavailable
+from pvc.hypervisor.base import (
+    Capabilities,
+    HostInfo,
+    LifecycleCallback,
+    MigrationStats,
+    RunningDomain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +75,9 @@ def _quiet_errors() -> None:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    kind: str             # "qemu" or "test"
-    live_migration: bool  # can this hypervisor migrate a running guest?
+class LibvirtHypervisor:
+    """The Hypervisor interface (pvc.hypervisor.base) over libvirt."""
 
-
-@dataclass(frozen=True)
-class HostInfo:
-    mem_total_mib: int
-    mem_free_mib: int
-    cpus: int
-
-
-@dataclass(frozen=True)
-class MigrationStats:
-    elapsed_ms: int
-
-
-@dataclass(frozen=True)
-class RunningDomain:
-    uuid: str
-    name: str
-    state: str
-
-
-LifecycleCallback = Callable[[str, str, str], None]  # (uuid, name, event name)
-
-
-class Hypervisor:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._conn: Any = None
@@ -106,7 +86,7 @@ class Hypervisor:
         self._listeners: list[LifecycleCallback] = []
 
     # ------------------------------------------------------------------ connection
-    def connect(self) -> "Hypervisor":
+    def connect(self) -> "LibvirtHypervisor":
         _quiet_errors()
         _ensure_event_loop()
         try:
@@ -246,7 +226,7 @@ class Hypervisor:
 
     def migrate_live(self, uuid: str, dest_uri: str, dest_xml: str, address: str,
                      timeout: float, on_progress: Callable[[str], None] | None = None,
-                     bandwidth_mib: int = 0) -> "MigrationStats":
+                     bandwidth_mib: int = 0) -> MigrationStats:
         """Peer-to-peer live migration to the libvirtd at dest_uri, bounded by timeout: a
         migration still running then is aborted and the guest keeps running here.
         bandwidth_mib (MiB/s, 0: unlimited) caps the migration's network use."""

@@ -8,13 +8,14 @@ import threading
 import time
 from typing import Any
 
-from pvc.vm import domxml
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import ConfigError
-from pvc.hypervisor.adapter import Hypervisor, RunningDomain
 from pvc.core.models import VM, Node
-from pvc.core.store import KEEP, NodeExists, Transaction, Versioned, decode_json
+from pvc.core.schema import Schema
+from pvc.core.store import KEEP, NodeExists, Store, Transaction, Versioned, decode_json
+from pvc.hypervisor.base import Hypervisor, HypervisorFactory, RunningDomain, connect_libvirt
+from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class ObservedDomains:
     """What each node publishes it runs, kept current by one watch per node and shared by
     every thread of this process that waits for a change (a flush's parallel moves)."""
 
-    def __init__(self, store: Any, schema: Any) -> None:
+    def __init__(self, store: Store, schema: Schema) -> None:
         self.store = store
         self.schema = schema
         self._cond = threading.Condition()
@@ -53,13 +54,15 @@ class ObservedDomains:
 
 
 class NodeContext:
-    def __init__(self, config: Config, cluster: Cluster | None = None) -> None:
+    def __init__(self, config: Config, cluster: Cluster | None = None,
+                 hypervisors: HypervisorFactory = connect_libvirt) -> None:
         if not config.is_node:
             raise ConfigError(f"{config.source or 'configuration'}: node.name is not set; "
                               "this is a client configuration")
         self.config = config
         self.name = config.node.name
         self.cluster = cluster or Cluster.connect(config)
+        self._connect_hv = hypervisors
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
         self._remote: dict[str, Hypervisor] = {}
@@ -67,18 +70,18 @@ class NodeContext:
         self.observed = ObservedDomains(self.cluster.store, self.cluster.schema)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.cluster.store
 
     @property
-    def schema(self) -> Any:
+    def schema(self) -> Schema:
         return self.cluster.schema
 
     @property
     def hv(self) -> Hypervisor:
         with self._hv_lock:
             if self._hv is None:
-                self._hv = Hypervisor(self.config.node.libvirt_uri).connect()
+                self._hv = self._connect_hv(self.config.node.libvirt_uri)
             return self._hv
 
     def register_worker(self) -> None:
@@ -98,7 +101,7 @@ class NodeContext:
         uri = node.migration_uri or node.libvirt_uri
         with self._hv_lock:
             if uri not in self._remote:
-                self._remote[uri] = Hypervisor(uri).connect()
+                self._remote[uri] = self._connect_hv(uri)
             return self._remote[uri]
 
     def close(self) -> None:
@@ -118,11 +121,10 @@ class NodeContext:
         the znode's version is known and written with that version: a concurrent writer that
         saw a newer libvirt state makes this write fail and list again, so a stale list never
         wins. Starts from what this process wrote last (no read in the common case)."""
-        given = [running]
+        given = [running] if running is not None else []
 
         def listing(current: Any, _tx: Transaction) -> Any:
-            found = given.pop() if given and given[0] is not None else self.hv.running()
-            given.clear()
+            found = given.pop() if given else self.hv.running()   # a retry lists again
             value = {u: {"name": d.name, "state": d.state} for u, d in found.items()}
             return KEEP if value == current else value
 

@@ -16,21 +16,22 @@ import threading
 import time
 from typing import Any
 
-from pvc.operations import records
-from pvc.node import reconcile
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
-from pvc.node.context import NodeContext
+from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode
+from pvc.node import reconcile
+from pvc.node.context import NodeContext
+from pvc.operations import records
 
 log = logging.getLogger(__name__)
 
 
 class NodeDaemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, context: NodeContext | None = None) -> None:
         self.config = config
         self.name = config.node.name
-        self.ctx: NodeContext | None = None
+        self.ctx: NodeContext | None = context
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._domains_dirty = threading.Event()
@@ -39,9 +40,8 @@ class NodeDaemon:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        self.ctx = NodeContext(self.config)
-        ctx = self.ctx
-        self._put("daemon_state", "init")
+        self.ctx = ctx = self.ctx or NodeContext(self.config)
+        self._put("daemon_state", DaemonState.INIT)
         self._register()
         if self.config.node.enable_hypervisor:
             ctx.hv.on_lifecycle(self._on_domain_event)
@@ -50,9 +50,10 @@ class NodeDaemon:
         else:
             log.info("hypervisor disabled on %s: runs no VMs, never a target", self.name)
         if ctx.store.get_text(ctx.schema.node_field(self.name, "domain_state")) is None:
-            self._put("domain_state", "ready")
-        self._put("coordinator_state", "secondary" if self.coordinator else "client")
-        self._put("daemon_state", "run")
+            self._put("domain_state", DomainState.READY)
+        self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
+                  else CoordinatorState.CLIENT)
+        self._put("daemon_state", DaemonState.RUN)
         self._tick(publish=False)   # the reconcile just published domains and resources
         if self.coordinator:
             ctx.store.watch_raw(ctx.schema.primary, lambda _d, _v: self._wake.set())
@@ -160,7 +161,8 @@ class NodeDaemon:
         except NodeExists:
             pass
         holder = ctx.store.get_text(ctx.schema.primary)
-        self._put("coordinator_state", "primary" if holder == self.name else "secondary")
+        self._put("coordinator_state", CoordinatorState.PRIMARY if holder == self.name
+                  else CoordinatorState.SECONDARY)
         return holder == self.name
 
     def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
@@ -179,11 +181,11 @@ class NodeDaemon:
         if ctx is None:
             return
         try:
-            self._put("daemon_state", "stop")
+            self._put("daemon_state", DaemonState.STOP)
             if self.coordinator and ctx.store.get_text(ctx.schema.primary) == self.name:
-                self._put("coordinator_state", "relinquish")
+                self._put("coordinator_state", CoordinatorState.RELINQUISH)
                 ctx.store.delete(ctx.schema.primary)
-                self._put("coordinator_state", "secondary")
+                self._put("coordinator_state", CoordinatorState.SECONDARY)
             ctx.store.delete(ctx.schema.node_alive(self.name))
         except PvcError as e:
             log.warning("clean shutdown incomplete: %s", e)

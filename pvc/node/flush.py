@@ -26,34 +26,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pvc.operations import records
-from pvc.vm import placement
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
-from pvc.vm.lifecycle import require_acting
-from pvc.vm.migration import Move, move_vm, resolve_method, settle
-from pvc.core.models import VM, Node, Operation
-from pvc.operations.records import Reporter, Runner
+from pvc.core.models import VM, Node
+from pvc.core.states import VmState
 from pvc.core.store import NodeExists, Transaction, VersionConflict
+from pvc.operations import records
+from pvc.operations.registry import Reporter
+from pvc.operations.requests import Request, require_acting
+from pvc.operations.runner import Runner
+from pvc.vm import placement
+from pvc.vm.migration import Move, move_vm, resolve_method, settle
 
 if TYPE_CHECKING:
     from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeOp:
-    during: str     # domain state while it runs
-    after: str      # domain state when it succeeded
-    task: str
-
-
-NODE_OPS: dict[str, NodeOp] = {
-    "flush": NodeOp("flushing", "flushed", "pvc.node.flush"),
-    "unflush": NodeOp("unflushing", "ready", "pvc.node.unflush"),
-}
 
 
 # ---------------------------------------------------------------------- the lock
@@ -100,7 +89,7 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:
                    f"{status.holder.get('kind')} (op {status.holder.get('op')}), "
                    f"{len(status.queue)} queued ahead")
     try:
-        run.set_state(states.OP_WAITING, waiting)
+        run.set_state(states.OpState.WAITING, waiting)
     except Conflict:              # cancelled in this very moment
         yield False
         return
@@ -129,10 +118,9 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:
 # ---------------------------------------------------------------------- request side
 
 def request(cluster: Cluster, node: str, kind: str, reason: str = "",
-            max_parallel: int = 0) -> Operation:
+            max_parallel: int = 0) -> Request:
     """Record a flush/unflush of node; the caller submits it to the node's queue.
     max_parallel (0: the configured limits) caps the migrations running at once."""
-    spec = NODE_OPS[kind]
     if max_parallel < 0:
         raise InvalidInput("--max-parallel must be at least 1")
     target = cluster.node(node)
@@ -141,8 +129,8 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
     if busy:
         raise Conflict(f"node {node} already has operation {busy} in flight "
                        f"(see: pvc task show {busy})")
-    op = records.new_operation(f"node.{kind}", node, node, node, spec.task, reason,
-                                  args={"max_parallel": max_parallel})
+    op = records.new_operation(f"node.{kind}", node, node, node, reason,
+                               args={"max_parallel": max_parallel})
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
     tx.create(cluster.schema.node_operation(node), op.id)
@@ -151,11 +139,7 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
     except NodeExists:
         raise Conflict(f"node {node} got another operation at the same moment; "
                        "nothing was changed") from None
-    return op
-
-
-def abandon(cluster: Cluster, op: Operation, error: str) -> None:
-    records.finish(cluster, op.id, states.OP_FAILED, error=error)
+    return Request(op, submit=True)
 
 
 # ---------------------------------------------------------------------- planning (pure)
@@ -333,7 +317,7 @@ def _run_node_op(ctx: "NodeContext", op_id: str, kind: str, report: Reporter | N
                  work: Callable[["NodeContext", Runner, str], tuple[NodeJob, str]]) -> str:
     """What flush and unflush share: the record, the lock, the node's domain states, and
     failing (naming every VM that failed) when not everything went well."""
-    spec = NODE_OPS[kind]
+    spec = states.DOMAIN_OPS[kind]
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
             return "already done"
@@ -392,7 +376,7 @@ def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, 
     vms = ctx.cluster.vms()
     returning = [v for v in vms if v.last_node == node]
     starting = [v for v in vms if v.node == node and v.autostart
-                and v.state != "disable" and v.last_node != node]
+                and v.state != VmState.DISABLE and v.last_node != node]
     job = NodeJob(ctx, run, len(returning) + len(starting))
     run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
                  done=0, total=job.total)
@@ -414,7 +398,7 @@ def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> Non
     try:
         if p.target is None:
             def mark(v: VM) -> None:
-                v.state, v.autostart = "stop", True
+                v.state, v.autostart = VmState.STOP, True
 
             job.claim(vm, mark)
             job.report(vm.name, "shutting down")
@@ -454,7 +438,7 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
             job.report(vm.name, "already here", job.tally.moved)
             return
         if not source:
-            if fresh.autostart and fresh.state != "disable":   # parked by a flush: start
+            if fresh.autostart and fresh.state != VmState.DISABLE:   # parked by a flush: start
                 _start_one(job, fresh)
             else:
                 job.report(vm.name, "assigned back (it is stopped)", job.tally.moved)
@@ -477,7 +461,7 @@ def _start_one(job: NodeJob, vm: VM) -> None:
         return
     try:
         def start(v: VM) -> None:
-            v.state, v.autostart = "start", False
+            v.state, v.autostart = VmState.START, False
 
         job.claim(vm, start)
         ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)

@@ -10,11 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pvc.vm import domxml
 from pvc.core.errors import PvcError
-from pvc.hypervisor.adapter import RunningDomain
 from pvc.core.models import VM
+from pvc.core.states import VmState
+from pvc.hypervisor.base import RunningDomain
 from pvc.node.context import NodeContext
+from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
 PARALLEL_LIBVIRT_CALLS = 4
@@ -34,7 +35,7 @@ def decide(me: str, vms: list[VM], running: dict[str, RunningDomain],
     d = Decision()
     known = {vm.uuid: vm for vm in vms}
     for vm in vms:
-        if vm.state == "start" and vm.node == me and vm.uuid not in running:
+        if vm.state == VmState.START and vm.node == me and vm.uuid not in running:
             if vm.uuid in busy:
                 d.left_alone.append(f"{vm.name} (operation in flight)")
             else:
@@ -47,7 +48,7 @@ def decide(me: str, vms: list[VM], running: dict[str, RunningDomain],
             d.left_alone.append(f"{found.name} (operation in flight)")
         elif found.node != me:
             d.stop.append((uuid, found.name, f"assigned to {found.node or 'no node'}"))
-        elif found.state != "start":
+        elif found.state != VmState.START:
             d.stop.append((uuid, found.name, f"desired state is {found.state}"))
     return d
 

@@ -21,11 +21,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pvc.core import config as configmod
-from pvc.core.config import (ClusterConfig, Config, MigrationConfig, NodeConfig, OperationsConfig,
-                        RedisConfig, ZooKeeperConfig)
+from pvc.core.config import (
+    ClusterConfig,
+    Config,
+    MigrationConfig,
+    NodeConfig,
+    OperationsConfig,
+    RedisConfig,
+    ZooKeeperConfig,
+)
 from pvc.core.errors import PvcError
+from pvc.core.states import DaemonState
 from pvc.sandbox import guest, procs, services
 from pvc.sandbox.services import Libvirtd
+from pvc.vm import definition
 
 KINDS = ("qemu", "test")
 FLOWER_USER = "pvc"
@@ -256,7 +265,7 @@ def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) ->
     try:
         for i in range(count):
             name = f"demo{i + 1}"
-            vm = cluster.define_vm(demo_xml(name, kind, i), node=names[i % len(names)],
+            vm = definition.define(cluster, demo_xml(name, kind, i), node=names[i % len(names)],
                                    initial_state="start", allow_unknown_nodes=True)
             defined.append(vm.name)
     finally:
@@ -270,7 +279,7 @@ def _wait_cluster_ready(layout: Layout, state: State, client: Config) -> None:
     try:
         def nodes_up() -> bool:
             nodes = cluster.nodes()
-            return len(nodes) == len(state.nodes) and all(n.daemon_state == "run"
+            return len(nodes) == len(state.nodes) and all(n.daemon_state == DaemonState.RUN
                                                           for n in nodes)
 
         def demos_running() -> bool:

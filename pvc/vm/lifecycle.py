@@ -1,8 +1,8 @@
-"""VM lifecycle operations: start, stop (hard), shutdown (graceful, then hard), restart.
+"""VM lifecycle operations: start, stop (hard), shutdown (graceful, then hard), restart,
+disable.
 
 Request side (CLI): validate (no I/O) → check preconditions → one transaction that sets the
-desired state, marks the VM busy and creates the operation record. The caller then submits the
-task to the node's queue, or calls `abandon` if it could not.
+desired state, marks the VM busy and creates the operation record (`pvc.operations.requests`).
 
 Execution side (the node's worker): `execute` re-reads ZooKeeper and makes the hypervisor match.
 Idempotent: run twice, same result.
@@ -10,28 +10,23 @@ Idempotent: run twice, same result.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc.operations import records
-from pvc.vm import placement
 from pvc.core import states
 from pvc.core.cluster import Cluster
-from pvc.core.errors import Conflict, HypervisorError, NotFound, PvcError, Unavailable
-from pvc.core.models import VM, Node, Operation
-from pvc.operations.records import Reporter, Runner
+from pvc.core.errors import Conflict, HypervisorError, NotFound, PvcError
+from pvc.core.models import VM, Node
 from pvc.core.store import VersionConflict
+from pvc.operations import records
+from pvc.operations.registry import Reporter
+from pvc.operations.requests import Request, commit_vm, previous, refuse_if_busy, require_acting
+from pvc.operations.runner import Runner
+from pvc.vm import placement
 
 if TYPE_CHECKING:  # the CLI imports this module for requests: keep libvirt out of it
     from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Request:
-    op: Operation
-    submit: bool        # False: nothing for a node to do, the record is already finished
 
 
 # ---------------------------------------------------------------------- request side
@@ -47,39 +42,17 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
         raise Conflict(f"VM {vm.name} runs on several nodes ({', '.join(running)}); "
                        "resolve that first")
     node = _acting_node(cluster, vm, rule, running, nodes)
-    op = records.new_operation(f"vm.{action}", vm.name, vm.uuid, node, rule.task, reason,
-                                  args={"previous": previous(vm)})
+    op = records.new_operation(f"vm.{action}", vm.name, vm.uuid, node, reason,
+                               args={"previous": previous(vm)})
     if rule.needs_running and not running:
         # Nothing runs: the change is only in the desired state; no node needs to act.
         records.mark_done(op, f"{vm.name} was not running")
         vm.state = rule.desired
-        commit(cluster, vm, current.version, op, busy=False)
+        commit_vm(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     vm.state, vm.node = rule.desired, node
-    commit(cluster, vm, current.version, op, busy=True)
+    commit_vm(cluster, vm, current.version, op, busy=True)
     return Request(op, submit=True)
-
-
-def require_acting(node: Node, what: str) -> None:
-    """The node whose queue gets the task must be able to run it now; otherwise say so
-    instead of leaving an operation queued where nobody reads."""
-    if node.daemon_state != "run":
-        raise Unavailable(f"node {node.name} is {node.daemon_state}: it cannot {what}")
-    if node.workers == 0:
-        raise Unavailable(f"node {node.name} has no running worker (pvc-worker): it cannot "
-                          f"{what}")
-
-
-def refuse_if_busy(cluster: Cluster, vm: VM) -> None:
-    busy = cluster.vm_operation(vm.uuid)
-    if busy:
-        raise Conflict(f"VM {vm.name} is busy with operation {busy} "
-                       f"(see: pvc task show {busy})")
-
-
-def previous(vm: VM) -> dict[str, str]:
-    """What `abandon` restores if the request cannot be submitted."""
-    return {"state": vm.state, "node": vm.node, "last_node": vm.last_node}
 
 
 def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[str],
@@ -99,8 +72,9 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     require_acting(node, f"act on {vm.name}")
     if not node.enable_hypervisor:
         raise Conflict(f"node {target} has its hypervisor disabled; it runs no VMs")
-    if not rule.needs_running and node.domain_state != "ready" and target not in running:
-        raise Conflict(f"node {target} is {node.domain_state}; it takes no VMs now")
+    why = states.target_refusal(node)
+    if not rule.needs_running and why and target not in running:
+        raise Conflict(f"node {target} takes no VMs now ({why})")
     return target
 
 
@@ -113,45 +87,16 @@ def _place(cluster: Cluster, vm: VM, nodes: list[Node]) -> str:
     return chosen.name
 
 
-def commit(cluster: Cluster, vm: VM, version: int, op: Operation, busy: bool) -> None:
-    """One transaction: the VM's new desired record (if it still has `version`), the
-    operation record, and the busy marker when a node has work to do."""
-    tx = cluster.store.transaction()
-    tx.set(cluster.schema.vm(vm.uuid), vm.to_json(), version)
-    tx.create(cluster.schema.operation(op.id), op.to_json())
-    if busy:
-        tx.create(cluster.schema.vm_operation(vm.uuid), op.id)
-    try:
-        tx.commit()
-    except Conflict:
-        raise Conflict(f"VM {vm.name} changed while submitting (another command won); "
-                       "nothing was changed, try again") from None
-
-
-def abandon(cluster: Cluster, op: Operation, error: str) -> None:
-    """The task could not be submitted: put the desired state back and fail the record."""
-    prev = op.args.get("previous", {})
-
-    def restore(data: dict) -> dict:
-        for key in ("state", "node", "last_node"):
-            if key in prev:
-                data[key] = prev[key]
-        return data
-
-    try:
-        cluster.store.update_json(cluster.schema.vm(op.target_id), restore)
-    finally:
-        records.finish(cluster, op.id, states.OP_FAILED, error=error)
-
-
 # ---------------------------------------------------------------------- execution side
 
-def execute(ctx: "NodeContext", op_id: str, action: str, report: Reporter | None = None) -> str:
-    """Carry out a VM action on this node. Returns the outcome sentence."""
+def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+    """Carry out a VM action (the record's kind says which) on this node. Returns the
+    outcome sentence."""
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
             return "already done"
         run.running()
+        action = run.record.kind.split(".", 1)[1]
         uuid = run.record.target_id
         vm = _vm_here(ctx, uuid)
         try:

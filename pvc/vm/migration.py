@@ -13,18 +13,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc.vm import domxml
-from pvc.operations import records
-from pvc.vm import placement
+from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError
-from pvc.vm.lifecycle import (Request, commit, previous, record_failure, refuse_if_busy,
-                           require_acting)
 from pvc.core.models import VM, Node
-from pvc.operations.records import Reporter, Runner
+from pvc.operations import records
+from pvc.operations.registry import Reporter
+from pvc.operations.requests import Request, commit_vm, previous, refuse_if_busy, require_acting
+from pvc.operations.runner import Runner
+from pvc.vm import domxml, placement
+from pvc.vm.lifecycle import record_failure
 
 if TYPE_CHECKING:
-    from pvc.hypervisor.adapter import Hypervisor
+    from pvc.hypervisor.base import Hypervisor
     from pvc.node.context import NodeContext
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,17 @@ def request(cluster: Cluster, ref: str, mode: str = "migrate", target: str = "",
             vm.last_node = ""
     else:
         vm.last_node = ""
-    op = records.new_operation(f"vm.{mode}", vm.name, vm.uuid, source, "pvc.vm.migrate",
-                                  reason, args={"previous": prev, "source": source,
-                                                "target": vm.node, "method": method,
-                                                "force_live": force_live,
-                                                "timeout": timeout,
-                                                "bandwidth": bandwidth})
+    op = records.new_operation(
+        f"vm.{mode}", vm.name, vm.uuid, source, reason,
+        args={"previous": prev, "source": source, "target": vm.node, "method": method,
+              "force_live": force_live, "timeout": timeout, "bandwidth": bandwidth})
     if not running:
         records.mark_done(op, f"{vm.name} is not running: now assigned to {vm.node}")
-        commit(cluster, vm, current.version, op, busy=False)
+        commit_vm(cluster, vm, current.version, op, busy=False)
         return Request(op, submit=False)
     source_node = next(n for n in nodes if n.name == source)
     require_acting(source_node, f"migrate {vm.name}")
-    commit(cluster, vm, current.version, op, busy=True)
+    commit_vm(cluster, vm, current.version, op, busy=True)
     return Request(op, submit=True)
 
 
@@ -100,10 +99,9 @@ def _check_target(cluster: Cluster, vm: VM, nodes: list[Node], source: str, targ
         raise NotFound(f"no node named {target!r}")
     if target == source:
         raise Conflict(f"VM {vm.name} is already on {target}")
-    if not node.is_target():
-        state = node.daemon_state if node.daemon_state != "run" else node.domain_state
-        raise Conflict(f"node {target} cannot take VMs now: it is "
-                       f"{state if node.enable_hypervisor else 'hypervisor disabled'}")
+    why = states.target_refusal(node)
+    if why:
+        raise Conflict(f"node {target} cannot take VMs now: it is {why}")
     free = placement.free_memory(node, placement.Plan())
     if free < vm.memory:
         raise Conflict(f"node {target} has {free} MiB free, {vm.name} needs {vm.memory} MiB")
@@ -124,7 +122,7 @@ class Move:
 
 
 def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
-    """The `pvc.vm.migrate` task: move one VM as its operation record says."""
+    """Migrate, unmigrate or move one VM as its operation record says."""
     with Runner(ctx.cluster, op_id, report) as run:
         if run.record is None:
             return "already done"

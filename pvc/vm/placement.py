@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pvc.core.models import VM, Node
+from pvc.core.states import target_refusal
 
 
 @dataclass
@@ -82,12 +83,8 @@ def why_none(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] =
     for n in nodes:
         if n.name in excluded:
             continue
-        if not n.is_target():
-            why = (f"daemon {n.daemon_state}" if n.daemon_state != "run" else
-                   f"{n.domain_state}" if n.domain_state != "ready" else "hypervisor disabled")
-        elif vm.node_limit and n.name not in vm.node_limit:
-            why = "not in node limit"
-        else:
-            why = f"{free_memory(n, plan)} MiB free < {vm.memory} MiB"
+        outside_limit = bool(vm.node_limit) and n.name not in vm.node_limit
+        why = (target_refusal(n) or ("not in node limit" if outside_limit else "")
+               or f"{free_memory(n, plan)} MiB free < {vm.memory} MiB")
         reasons.append(f"{n.name}: {why}")
     return "no eligible node (" + ("; ".join(reasons) or "no other nodes") + ")"

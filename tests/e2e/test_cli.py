@@ -268,6 +268,7 @@ def test_a_node_without_a_worker_refuses_at_once(pvc) -> None:
     import os
     import signal
     import sys
+
     from pvc.sandbox import procs
     vm = next(v["name"] for v in pvc.json("vm", "list") if v["running_on"] == ["hv3"])
     worker = pvc.json("sandbox", "status", "--port-offset", OFFSET)["processes"]["worker-hv3"]

@@ -5,16 +5,17 @@ import threading
 
 import pytest
 
-from pvc.vm import lifecycle
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from pvc.operations.requests import Request
+from pvc.vm import definition, lifecycle
 from tests.integration.helpers import demo_xml
 
 pytestmark = pytest.mark.integration
 
 
 def test_define_stores_a_stopped_vm_found_by_name_and_uuid(cluster) -> None:
-    vm = cluster.define_vm(demo_xml("web1", 256))
+    vm = definition.define(cluster, demo_xml("web1", 256))
     assert vm.state == "stop" and vm.memory == 256 and vm.console_log
     assert cluster.vm("web1").value.uuid == vm.uuid
     assert cluster.vm(vm.uuid).value.name == "web1"
@@ -22,21 +23,21 @@ def test_define_stores_a_stopped_vm_found_by_name_and_uuid(cluster) -> None:
 
 
 def test_duplicate_names_and_uuids_are_refused(cluster) -> None:
-    vm = cluster.define_vm(demo_xml("web1"))
+    vm = definition.define(cluster, demo_xml("web1"))
     with pytest.raises(Conflict, match="a VM named 'web1' already exists"):
-        cluster.define_vm(demo_xml("web1"))
+        definition.define(cluster, demo_xml("web1"))
     with pytest.raises(Conflict, match=f"a VM with UUID {vm.uuid} already exists"):
-        cluster.define_vm(demo_xml("web2", uuid=vm.uuid))
+        definition.define(cluster, demo_xml("web2", uuid=vm.uuid))
     assert [v.name for v in cluster.vms()] == ["web1"]
 
 
 def test_bad_definitions_change_nothing(cluster) -> None:
     with pytest.raises(InvalidInput):
-        cluster.define_vm("<domain><name>x</name>")
+        definition.define(cluster, "<domain><name>x</name>")
     with pytest.raises(NotFound, match="unknown node"):
-        cluster.define_vm(demo_xml("web1"), node="hv9")
+        definition.define(cluster, demo_xml("web1"), node="hv9")
     with pytest.raises(InvalidInput, match="unknown selector"):
-        cluster.define_vm(demo_xml("web1"), selector="best")
+        definition.define(cluster, demo_xml("web1"), selector="best")
     assert cluster.vms() == []
 
 
@@ -48,8 +49,8 @@ def test_unknown_vm_is_not_found(cluster) -> None:
 
 
 def test_undefine_removes_everything_of_a_stopped_vm(cluster) -> None:
-    vm = cluster.define_vm(demo_xml("web1"))
-    cluster.undefine_vm("web1")
+    vm = definition.define(cluster, demo_xml("web1"))
+    definition.undefine(cluster, "web1")
     assert cluster.vms() == []
     assert not cluster.store.exists(cluster.schema.vm_name("web1"))
     assert not cluster.store.exists(cluster.schema.vm(vm.uuid))
@@ -64,7 +65,7 @@ def test_newer_schema_is_refused(client_config, cluster) -> None:
 def test_racing_requests_on_one_vm_one_wins(client_config, cluster) -> None:
     """Two operators act on one VM at once: exactly one request is accepted, the other gets a
     clear error, and the desired state is the winner's."""
-    cluster.define_vm(demo_xml("web1"), initial_state="start", allow_unknown_nodes=True,
+    definition.define(cluster, demo_xml("web1"), initial_state="start", allow_unknown_nodes=True,
                       node="hv1")
     others = [Cluster.connect(client_config) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -85,7 +86,7 @@ def test_racing_requests_on_one_vm_one_wins(client_config, cluster) -> None:
         t.join()
     for o in others:
         o.close()
-    won = [o for o in outcomes if isinstance(o, lifecycle.Request)]
+    won = [o for o in outcomes if isinstance(o, Request)]
     lost = [o for o in outcomes if isinstance(o, Conflict)]
     assert len(won) == 1 and len(lost) == 1, outcomes
     assert "another command won" in str(lost[0]) or "busy" in str(lost[0])
@@ -95,11 +96,11 @@ def test_racing_requests_on_one_vm_one_wins(client_config, cluster) -> None:
 
 
 def test_prune_keeps_the_newest_ended_records(cluster) -> None:
-    from pvc.operations import records
     from pvc.core import states
+    from pvc.operations import records
     ops = []
     for i in range(15):
-        op = records.new_operation("vm.start", f"v{i}", f"u{i}", "hv1", "pvc.vm.start")
+        op = records.new_operation("vm.start", f"v{i}", f"u{i}", "hv1")
         op.created = 1000.0 + i
         if i != 0:                      # the oldest is still running: never pruned
             records.mark_done(op, "done")
@@ -108,4 +109,4 @@ def test_prune_keeps_the_newest_ended_records(cluster) -> None:
     assert records.prune(cluster, keep=10) == 5
     left = {o.id for o in cluster.operations()}
     assert left == {ops[0].id} | {o.id for o in ops[6:]}
-    assert cluster.operation(ops[0].id).state == states.OP_QUEUED
+    assert cluster.operation(ops[0].id).state == states.OpState.QUEUED

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pvc.node.daemon import NodeDaemon
-from pvc.hypervisor.adapter import Hypervisor, undefine_all
 from pvc.core.store import decode_text
+from pvc.hypervisor.adapter import LibvirtHypervisor, undefine_all
+from pvc.node.daemon import NodeDaemon
+from pvc.vm import definition
 from tests.conftest import make_config, write_config
 from tests.integration.helpers import demo_xml
 
@@ -27,7 +28,7 @@ def hv1_config(services, zk_root):
 @pytest.fixture
 def hv(hv1_config):
     """A connection held by the test: the test driver keeps its state while one is open."""
-    h = Hypervisor(hv1_config.node.libvirt_uri).connect()
+    h = LibvirtHypervisor(hv1_config.node.libvirt_uri).connect()
     yield h
     undefine_all(hv1_config.node.libvirt_uri)
     h.close()
@@ -64,11 +65,11 @@ def test_registration_publishes_states_and_resources(cluster, hv1_config, hv) ->
 
 def test_reconcile_at_start(cluster, hv1_config, hv) -> None:
     """Start what should run here; stop what runs here but belongs elsewhere or is stopped."""
-    mine = cluster.define_vm(demo_xml("mine"), node="hv1", initial_state="start",
+    mine = definition.define(cluster, demo_xml("mine"), node="hv1", initial_state="start",
                              allow_unknown_nodes=True)
-    elsewhere = cluster.define_vm(demo_xml("elsewhere"), node="hv2", initial_state="start",
+    elsewhere = definition.define(cluster, demo_xml("elsewhere"), node="hv2", initial_state="start",
                                   allow_unknown_nodes=True)
-    stopped = cluster.define_vm(demo_xml("stopped"), node="hv1", allow_unknown_nodes=True)
+    stopped = definition.define(cluster, demo_xml("stopped"), node="hv1", allow_unknown_nodes=True)
     for vm in (elsewhere, stopped):
         hv.start(f"<domain type='test'><name>{vm.name}</name><uuid>{vm.uuid}</uuid>"
                  "<memory unit='MiB'>16</memory><os><type>hvm</type></os></domain>", vm.uuid)
@@ -86,7 +87,7 @@ def test_reconcile_at_start(cluster, hv1_config, hv) -> None:
 
 
 def test_reconcile_after_a_restart_brings_back_a_lost_vm(cluster, hv1_config, hv) -> None:
-    vm = cluster.define_vm(demo_xml("web"), node="hv1", initial_state="start",
+    vm = definition.define(cluster, demo_xml("web"), node="hv1", initial_state="start",
                            allow_unknown_nodes=True)
     d, t = start_daemon(hv1_config)
     stop_daemon(d, t)
@@ -101,7 +102,7 @@ def test_reconcile_after_a_restart_brings_back_a_lost_vm(cluster, hv1_config, hv
 
 
 def test_domain_events_update_observed_state(cluster, hv1_config, hv) -> None:
-    vm = cluster.define_vm(demo_xml("web"), node="hv1", initial_state="start",
+    vm = definition.define(cluster, demo_xml("web"), node="hv1", initial_state="start",
                            allow_unknown_nodes=True)
     d, t = start_daemon(hv1_config)
     try:
@@ -115,7 +116,7 @@ def test_domain_events_update_observed_state(cluster, hv1_config, hv) -> None:
 
 def test_hypervisor_disabled_node_runs_nothing(services, zk_root, cluster) -> None:
     cfg = make_config(services, zk_root, "hv3", enable_hypervisor=False)
-    cluster.define_vm(demo_xml("web"), node="hv3", initial_state="start",
+    definition.define(cluster, demo_xml("web"), node="hv3", initial_state="start",
                       allow_unknown_nodes=True)
     d, t = start_daemon(cfg)
     try:

@@ -11,6 +11,7 @@ import pytest
 
 from pvc.console import buffer
 from pvc.console.tailer import Tailer
+from pvc.vm import definition
 from tests.conftest import make_config
 from tests.integration.helpers import demo_xml
 
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.integration
 def setup(services, zk_root, cluster, tmp_path: Path):
     """A VM 'web' that node hvT runs (as its daemon would publish), with a log file."""
     base = make_config(services, zk_root)
-    cfg = replace(base, node=replace(base.node, name="hvT", console_log_lines=100,
-                                     console_log_directory=str(tmp_path)))
-    vm = cluster.define_vm(demo_xml("web"), node="hvT", allow_unknown_nodes=True)
+    cfg = replace(base, cluster=replace(base.cluster, console_log_lines=100),
+                  node=replace(base.node, name="hvT", console_log_directory=str(tmp_path)))
+    vm = definition.define(cluster, demo_xml("web"), node="hvT", allow_unknown_nodes=True)
     domains = cluster.schema.node_field("hvT", "domains")
     cluster.store.put(domains, {vm.uuid: {"name": "web", "state": "running"}})
     tailers: list[Tailer] = []

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pvc.vm import lifecycle
 from pvc.core import states
-from pvc.hypervisor.adapter import Hypervisor, undefine_all
-from pvc.sandbox import procs
 from pvc.core.store import decode_text
+from pvc.hypervisor.adapter import LibvirtHypervisor, undefine_all
+from pvc.operations.requests import abandon
+from pvc.sandbox import procs
+from pvc.vm import definition, lifecycle
 from tasks.client import submit
 from tests.conftest import make_config, write_config
 from tests.integration.helpers import demo_xml
@@ -24,7 +25,7 @@ def node_hv1(services, zk_root, cluster, tmp_path: Path):
     """hv1's daemon and worker as separate processes, as on a real node."""
     cfg = make_config(services, zk_root, "hv1")
     path = write_config(cfg, tmp_path / "hv1.yaml")
-    hv = Hypervisor(cfg.node.libvirt_uri).connect()
+    hv = LibvirtHypervisor(cfg.node.libvirt_uri).connect()
     log = tmp_path / "worker.log"
     daemon = subprocess.Popen([sys.executable, "-m", "workers.node_daemon", "--config",
                                str(path)], stderr=subprocess.DEVNULL, start_new_session=True)
@@ -51,7 +52,7 @@ def run_action(cluster, cfg, ref: str, action: str) -> dict:
 
 def test_start_stop_shutdown_restart_through_the_worker(cluster, node_hv1) -> None:
     cfg, hv = node_hv1
-    vm = cluster.define_vm(demo_xml("web1"))
+    vm = definition.define(cluster, demo_xml("web1"))
     record = run_action(cluster, cfg, "web1", "start")
     assert record["state"] == "succeeded", record
     assert record["message"] == "web1 started on hv1" and record["node"] == "hv1"
@@ -76,7 +77,7 @@ def test_start_stop_shutdown_restart_through_the_worker(cluster, node_hv1) -> No
 
 def test_a_busy_vm_refuses_a_second_operation(cluster, node_hv1) -> None:
     cfg, _hv = node_hv1
-    cluster.define_vm(demo_xml("web1"))
+    definition.define(cluster, demo_xml("web1"))
     first = lifecycle.request(cluster, "web1", "start")     # not submitted yet: in flight
     with pytest.raises(Exception, match=f"busy with operation {first.op.id}"):
         lifecycle.request(cluster, "web1", "stop")
@@ -88,7 +89,7 @@ def test_a_busy_vm_refuses_a_second_operation(cluster, node_hv1) -> None:
 def test_pickled_messages_are_refused(cluster, node_hv1) -> None:
     """JSON only: a pickle-serialized task is never executed."""
     cfg, hv = node_hv1
-    vm = cluster.define_vm(demo_xml("web1"))
+    vm = definition.define(cluster, demo_xml("web1"))
     req = lifecycle.request(cluster, "web1", "start")
     from tasks.client import client_app
     client_app(cfg).send_task(req.op.task, args=[vm.uuid, req.op.id], task_id=req.op.id,
@@ -107,7 +108,7 @@ def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> N
     from pvc.core.errors import Unavailable
     cfg = make_config(services, zk_root)
     bad = replace(cfg, cluster=replace(cfg.cluster, redis=replace(cfg.cluster.redis, port=1)))
-    cluster.define_vm(demo_xml("web1"), node="hv1", allow_unknown_nodes=True)
+    definition.define(cluster, demo_xml("web1"), node="hv1", allow_unknown_nodes=True)
     cluster.store.put(cluster.schema.node_field("hv1", "daemon_state"), "run")
     cluster.store.put(cluster.schema.node("hv1"), {"enable_hypervisor": True})
     cluster.store.create(cluster.schema.node_alive("hv1"), "x", ephemeral=True)
@@ -116,7 +117,7 @@ def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> N
     req = lifecycle.request(cluster, "web1", "start")
     with pytest.raises(Unavailable, match="cannot reach Redis at 127.0.0.1:1"):
         submit(bad, req.op)
-    lifecycle.abandon(cluster, req.op, "not submitted")
+    abandon(cluster, req.op, "not submitted")
     vm = cluster.vm("web1").value
     assert vm.state == "stop" and cluster.vm_operation(vm.uuid) is None
     assert cluster.operation(req.op.id).state == "failed"

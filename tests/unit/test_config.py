@@ -108,3 +108,14 @@ def test_describe_lists_every_key() -> None:
     keys = {k for k, _help, _default in config.describe()}
     assert {"cluster.zookeeper.hosts", "node.enable_hypervisor", "node.enable_networking",
             "node.enable_storage"} <= keys
+
+
+def test_console_log_lines_moved_to_cluster_and_the_old_key_still_works() -> None:
+    cfg = config.parse({"node": {"name": "hv1", "console_log_lines": 42}}, environ={})
+    assert cfg.cluster.console_log_lines == 42
+    assert cfg.warnings == ("node.console_log_lines is deprecated: set "
+                            "cluster.console_log_lines instead",)
+    both = config.parse({"cluster": {"console_log_lines": 7},
+                         "node": {"console_log_lines": 42}}, environ={})
+    assert both.cluster.console_log_lines == 7            # the new place wins
+    assert config.parse({"cluster": {"console_log_lines": 7}}, environ={}).warnings == ()

@@ -4,8 +4,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pvc.vm import domxml
 from pvc.core.errors import InvalidInput
+from pvc.vm import domxml
 
 KVM = """<domain type='kvm'>
   <name>web1</name>

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import threading
 
-from pvc.node.flush import plan_flush, run_parallel
 from pvc.core.models import VM, Node
+from pvc.node.flush import plan_flush, run_parallel
 
 
 def node(name: str, **kw: object) -> Node:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from pvc.vm import placement
 from pvc.core.models import VM, Node
+from pvc.vm import placement
 
 
 def node(name: str, **kw: object) -> Node:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from pvc.hypervisor.adapter import RunningDomain
 from pvc.core.models import VM
+from pvc.hypervisor.base import RunningDomain
 from pvc.node.reconcile import decide
 
 

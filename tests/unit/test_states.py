@@ -8,7 +8,7 @@ from pvc.core.errors import Conflict
 
 def test_vm_action_table() -> None:
     assert states.vm_action("start", "stop", "v").desired == "start"
-    assert states.vm_action("shutdown", "start", "v").task == "pvc.vm.shutdown"
+    assert states.vm_action("shutdown", "start", "v").desired == "stop"
     with pytest.raises(Conflict, match="cannot restart VM v: its state is 'stop'"):
         states.vm_action("restart", "stop", "v")
 

@@ -1,0 +1,93 @@
+"""The operation registry: every kind of operation pvc runs, in one table.
+
+For each kind: the Celery task that carries it (one name per kind, so Flower tells them apart),
+whose queue runs it, the function a node's worker calls to execute it, and how it reports
+progress. The request side (`pvc.operations.requests`, the CLI) writes the task name into the
+operation record from here; `tasks/` defines one thin Celery task per entry. A unit test holds
+the two sides together.
+
+The executing functions are named as "module:function" and imported only on a worker, so the
+CLI never loads the hypervisor adapter.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Callable
+
+from pvc.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from pvc.node.context import NodeContext
+
+Reporter = Callable[[dict[str, Any]], None]
+Executor = Callable[["NodeContext", str, "Reporter | None"], str]
+
+
+class RunsOn(StrEnum):
+    """Whose queue (`pvc.node.<name>`) gets the task; the request records that node."""
+    VM_NODE = "vm-node"     # the node running the VM, or the one chosen to start it
+    SOURCE = "source"       # the node the VM leaves (migrations are pushed by the source)
+    NODE = "node"           # the node the operation is about (flush, unflush)
+
+
+class Progress(StrEnum):
+    """How the operation reports, so a follower knows what to draw."""
+    STEPS = "steps"         # a line per step
+    ITEMS = "items"         # per-VM items: done of total (a progress bar)
+
+
+@dataclass(frozen=True)
+class OperationKind:
+    kind: str               # "vm.start": what the record says
+    task: str               # Celery task name
+    runs_on: RunsOn
+    execute: str            # "module:function", called as fn(ctx, op_id, report) -> outcome
+    progress: Progress = Progress.STEPS
+
+    @property
+    def target(self) -> str:
+        """What the operation is about: "vm" or "node"."""
+        return self.kind.split(".", 1)[0]
+
+    @property
+    def action(self) -> str:
+        return self.kind.split(".", 1)[1]
+
+    def executor(self) -> Executor:
+        module, function = self.execute.split(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+_LIFECYCLE = "pvc.vm.lifecycle:execute"
+_MIGRATION = "pvc.vm.migration:execute"
+
+KINDS: dict[str, OperationKind] = {k.kind: k for k in (
+    OperationKind("vm.start", "pvc.vm.start", RunsOn.VM_NODE, _LIFECYCLE),
+    OperationKind("vm.stop", "pvc.vm.stop", RunsOn.VM_NODE, _LIFECYCLE),
+    OperationKind("vm.shutdown", "pvc.vm.shutdown", RunsOn.VM_NODE, _LIFECYCLE),
+    OperationKind("vm.restart", "pvc.vm.restart", RunsOn.VM_NODE, _LIFECYCLE),
+    OperationKind("vm.disable", "pvc.vm.disable", RunsOn.VM_NODE, _LIFECYCLE),
+    OperationKind("vm.migrate", "pvc.vm.migrate", RunsOn.SOURCE, _MIGRATION),
+    OperationKind("vm.unmigrate", "pvc.vm.unmigrate", RunsOn.SOURCE, _MIGRATION),
+    OperationKind("vm.move", "pvc.vm.move", RunsOn.SOURCE, _MIGRATION),
+    OperationKind("node.flush", "pvc.node.flush", RunsOn.NODE, "pvc.node.flush:execute_flush",
+                  Progress.ITEMS),
+    OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE,
+                  "pvc.node.flush:execute_unflush", Progress.ITEMS),
+)}
+
+BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}
+
+
+def kind(name: str) -> OperationKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise InvalidInput(f"unknown operation kind {name!r}") from None
+
+
+def queue_for(node: str) -> str:
+    """The Celery queue of a node's worker."""
+    return f"pvc.node.{node}"

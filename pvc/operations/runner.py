@@ -1,0 +1,186 @@
+"""The runner a task uses to carry out one operation.
+
+`Runner`:
+  * takes the record's executor lease (an ephemeral znode), so a redelivered copy of the task
+    waits for a still-living first copy instead of running beside it;
+  * returns early if the record already ended (idempotent redelivery);
+  * moves the record through the states of `pvc.core.states.OP_TRANSITIONS`;
+  * publishes progress to the record and to a reporter (the Celery task state).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from pvc.core import states
+from pvc.core.cluster import Cluster
+from pvc.core.errors import Conflict, PvcError
+from pvc.core.models import Operation
+from pvc.core.store import NodeExists, NoNode
+from pvc.operations.records import apply_progress, finish, transition
+from pvc.operations.registry import Reporter
+
+log = logging.getLogger(__name__)
+PROGRESS_WRITE_INTERVAL = 0.25   # seconds between progress writes of one operation
+
+
+class Runner:
+    """Runs one operation on behalf of a task. Use as a context manager:
+
+        with Runner(cluster, op_id, report) as run:
+            if run.record is None: return   # already finished earlier
+            ...; run.progress(...); run.succeed("...")
+    """
+
+    def __init__(self, cluster: Cluster, op_id: str, report: Reporter | None = None,
+                 worker: str = "") -> None:
+        self.cluster = cluster
+        self.op_id = op_id
+        self.report = report or (lambda meta: None)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.record: Operation | None = None
+        self._lease = cluster.schema.operation_executor(op_id)
+        self._leased = False
+        self.cancelled = threading.Event()   # set when an operator cancels this operation
+        self._on_cancel: list[Callable[[], None]] = []
+        self._progress_lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._last_write = 0.0
+
+    # -------------------------------------------------------------- lease + begin
+    def __enter__(self) -> "Runner":
+        self._take_lease()
+        record = self.cluster.operation(self.op_id)
+        if record.state in states.OP_TERMINAL:
+            log.info("operation %s already %s; nothing to do", self.op_id, record.state)
+            return self
+        self.record = record
+        self.set_fields(attempts=record.attempts + 1, worker=self.worker)
+        self.cluster.store.watch_data(self.cluster.schema.operation(self.op_id),
+                                      self._watch_cancel)
+        return self
+
+    def _watch_cancel(self, value: Any, _version: int | None) -> bool:
+        if value and (value.get("cancel_requested") or value["state"] == states.OpState.CANCELLED):
+            if not self.cancelled.is_set():
+                self.cancelled.set()
+                for fn in self._on_cancel:
+                    fn()
+        return bool(value) and value["state"] not in states.OP_TERMINAL
+
+    def on_cancel(self, fn: Callable[[], None]) -> None:
+        """Call fn when an operator cancels (e.g. to stop waiting for a lock)."""
+        self._on_cancel.append(fn)
+        if self.cancelled.is_set():
+            fn()
+
+    def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> None:
+        try:
+            if exc is not None and self.record is not None:
+                error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
+                self.fail(error)
+                if not isinstance(exc, PvcError):
+                    log.exception("operation %s crashed", self.op_id)
+        finally:
+            self._drop_lease()
+
+    def _take_lease(self) -> None:
+        """Ephemeral, so a crashed executor frees it when its ZooKeeper session ends."""
+        store = self.cluster.store
+        while True:
+            try:
+                store.create(self._lease, self.worker, ephemeral=True)
+                self._leased = True
+                return
+            except NodeExists:
+                log.info("operation %s is being run by another worker; waiting", self.op_id)
+                store.wait_gone(self._lease, timeout=None)
+            except NoNode:
+                raise Conflict(f"operation {self.op_id} does not exist") from None
+
+    def _drop_lease(self) -> None:
+        if self._leased:
+            try:
+                self.cluster.store.delete(self._lease)
+            except PvcError:
+                pass  # gone with the session anyway
+            self._leased = False
+
+    # -------------------------------------------------------------- state changes
+    def set_state(self, state: str, note: str, **fields: Any) -> Operation:
+        def change(op: dict[str, Any]) -> dict[str, Any]:
+            if op["state"] != state or state == states.OpState.RUNNING:
+                transition(op, state, note)
+            op["message"] = note
+            op.update(fields)
+            return op
+
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
+        self.record = Operation.from_json(data)
+        if state == states.OpState.WAITING:   # Celery knows "started"; waiting is ours to tell
+            self.report({"state": state, "message": note})
+        return self.record
+
+    def set_fields(self, **fields: Any) -> Operation:
+        """Change record fields without a state transition."""
+        def change(op: dict[str, Any]) -> dict[str, Any]:
+            op.update(fields)
+            return op
+
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id), change)
+        self.record = Operation.from_json(data)
+        return self.record
+
+    def running(self, note: str = "started") -> Operation:
+        assert self.record is not None
+        if self.record.attempts > 1:
+            note = f"{note} (attempt {self.record.attempts}, after a lost worker)"
+        return self.set_state(states.OpState.RUNNING, note, started=self.record.started or time.time())
+
+    def progress(self, message: str, done: int | None = None, total: int | None = None,
+                 item: str | None = None, item_state: str | None = None) -> None:
+        """Record progress. Writes are coalesced (at most one per PROGRESS_WRITE_INTERVAL), so
+        ZooKeeper load stays bounded however many VMs an operation handles; the final state
+        is always written by succeed/fail."""
+        with self._progress_lock:
+            p = self._pending
+            p["message"] = message
+            if done is not None:
+                p["done"] = done
+            if total is not None:
+                p["total"] = total
+            if item is not None:
+                p.setdefault("items", {})[item] = item_state or ""
+            if time.monotonic() - self._last_write < PROGRESS_WRITE_INTERVAL:
+                return
+            pending, self._pending = self._pending, {}
+            self._last_write = time.monotonic()
+        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id),
+                                              lambda op: apply_progress(op, pending))
+        self.report({"state": "PROGRESS", "message": data.get("message", ""),
+                     **{k: v for k, v in data.get("progress", {}).items() if k != "items"}})
+
+    def _take_pending(self) -> dict[str, Any]:
+        with self._progress_lock:
+            pending, self._pending = self._pending, {}
+            return pending
+
+    def succeed(self, message: str = "done") -> Operation:
+        self.record = finish(self.cluster, self.op_id, states.OpState.SUCCEEDED, message=message,
+                             progress=self._take_pending())
+        return self.record
+
+    def cancelled_with(self, message: str) -> Operation:
+        """End as cancelled (the operator asked; what was done is in the message)."""
+        self.record = finish(self.cluster, self.op_id, states.OpState.CANCELLED, message=message,
+                             progress=self._take_pending())
+        return self.record
+
+    def fail(self, error: str) -> Operation:
+        self.record = finish(self.cluster, self.op_id, states.OpState.FAILED, error=error,
+                             progress=self._take_pending())
+        return self.record

@@ -1,0 +1,77 @@
+"""Defining and undefining VMs: the stored definition the cluster starts VMs from."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from pvc.core import states
+from pvc.core.cluster import Cluster
+from pvc.core.config import MIGRATION_METHODS, SELECTORS
+from pvc.core.errors import Conflict, InvalidInput, NotFound
+from pvc.core.models import VM
+from pvc.core.store import NodeExists
+from pvc.vm import domxml
+
+
+def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, selector: str = "",
+              node_limit: Iterable[str] = (), migration_method: str = "",
+              initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
+    """Store a new VM. It starts stopped; `initial_state="start"` (with a node) lets that
+    node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
+    its nodes first registered: `allow_unknown_nodes`)."""
+    facts, stored_xml = domxml.parse(xml)
+    node_limit = [n for n in node_limit if n]
+    _check_choices(selector, migration_method)
+    known = set(cluster.node_names())
+    unknown = sorted({n for n in [node, *node_limit] if n and n not in known})
+    if unknown and not allow_unknown_nodes:
+        raise NotFound(f"unknown node(s): {', '.join(unknown)}")
+    if node and node_limit and node not in node_limit:
+        raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
+    vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
+            state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
+            node_selector=selector, node_limit=node_limit,
+            console_log=facts.console_log is not None, defined=time.time())
+    tx = cluster.store.transaction()
+    tx.create(cluster.schema.vm_name(vm.name), vm.uuid)
+    tx.create(cluster.schema.vm(vm.uuid), vm.to_json())
+    tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
+    try:
+        tx.commit()
+    except NodeExists as e:
+        if cluster.schema.vm_name(vm.name) in str(e):
+            raise Conflict(f"a VM named {vm.name!r} already exists") from None
+        raise Conflict(f"a VM with UUID {vm.uuid} already exists") from None
+    return vm
+
+
+
+def undefine(cluster: Cluster, ref: str) -> VM:
+    current = cluster.vm(ref)
+    vm: VM = current.value
+    busy = cluster.vm_operation(vm.uuid)
+    if busy:
+        raise Conflict(f"VM {vm.name} is busy with operation {busy}")
+    running = cluster.running_on(vm.uuid)
+    if running:
+        raise Conflict(f"VM {vm.name} is running on {', '.join(running)}: stop it first")
+    if vm.state == states.VmState.START:
+        raise Conflict(f"VM {vm.name} is set to start: stop it first")
+    tx = cluster.store.transaction()
+    for child in cluster.store.children(cluster.schema.vm(vm.uuid)):
+        tx.delete(f"{cluster.schema.vm(vm.uuid)}/{child}")
+    tx.delete(cluster.schema.vm(vm.uuid), current.version)
+    tx.delete(cluster.schema.vm_name(vm.name))
+    try:
+        tx.commit()
+    except Conflict:
+        raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
+    return vm
+
+
+
+def _check_choices(selector: str, method: str) -> None:
+    if selector and selector not in SELECTORS:
+        raise InvalidInput(f"unknown selector {selector!r} (one of {', '.join(SELECTORS)})")
+    if method and method not in MIGRATION_METHODS:
+        raise InvalidInput(f"unknown migration method {method!r}")
