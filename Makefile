@@ -19,4 +19,5 @@ bench: setup
 lint: setup
 	@.venv/bin/pip install -q -e '.[dev]' >/dev/null
 	@.venv/bin/python -m pyflakes pvc tasks workers cli tests bench
+	@.venv/bin/ruff check --select I pvc tasks workers cli tests bench
 	@.venv/bin/python -m mypy pvc tasks workers cli --ignore-missing-imports
