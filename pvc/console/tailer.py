@@ -43,7 +43,7 @@ class Tailer:
         self.name = config.node.name
         self.directory = config.node.console_log_directory
         self.limit = config.cluster.console_log_lines
-        self.cluster = cluster or Cluster.connect(config)
+        self.cluster = cluster or Cluster.connect(config, patient=True)
         self.store = self.cluster.store
         self.schema = self.cluster.schema
         self.following: dict[str, Follow] = {}

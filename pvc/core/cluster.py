@@ -19,9 +19,13 @@ class Cluster:
         self.config = config
 
     @classmethod
-    def connect(cls, config: Config) -> "Cluster":
+    def connect(cls, config: Config, patient: bool = False) -> "Cluster":
+        """patient: calls ride out a lost connection for as long as the session may still
+        live (node processes, whose work must not fail on a short ZooKeeper pause); a CLI is
+        not patient: it says at once that ZooKeeper does not answer."""
         zk = config.cluster.zookeeper
-        store = ZkStore(zk.hosts, zk.timeout, zk.session_timeout).connect()
+        timeout = zk.timeout + zk.session_timeout if patient else zk.timeout
+        store = ZkStore(zk.hosts, timeout, zk.session_timeout).connect()
         cluster = cls(store, Schema(zk.root), config)
         try:
             cluster.ensure_schema()

@@ -101,6 +101,9 @@ class NodeConfig:
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
     keepalive_interval: float = _f(5.0, "seconds between keepalives", minimum=0.1)
+    restart_limit: int = _f(3, "times a VM that should run and died is started again within "
+                               "restart_window before it is left stopped", minimum=0)
+    restart_window: float = _f(300.0, "seconds of the crash-loop bound", minimum=1.0)
     worker_concurrency: int = _f(2, "parallel tasks of this node's Celery worker", minimum=1)
 
 

@@ -11,12 +11,17 @@ Paths come from `pvc.core.schema`; this module only moves bytes and JSON.
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from pvc.core.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------- errors
 
@@ -101,27 +106,36 @@ Change = Callable[[Any, "Transaction"], Any]
 # ---------------------------------------------------------------------- transactions
 
 
+@dataclass(frozen=True)
+class TxOp:
+    op: str              # check / create / set / delete
+    path: str
+    data: bytes = b""
+    version: int = -1
+    ephemeral: bool = False
+
+
 class Transaction(ABC):
     """Several writes that all happen or none do. commit() raises the first failing write's
     error (NoNode, NodeExists, VersionConflict, NotEmpty), carrying that write's path."""
 
     def __init__(self) -> None:
-        self.ops: list[tuple[str, str, bytes, int]] = []   # (op, path, data, version)
+        self.ops: list[TxOp] = []
 
     def check(self, path: str, version: int) -> "Transaction":
-        self.ops.append(("check", path, b"", version))
+        self.ops.append(TxOp("check", path, version=version))
         return self
 
-    def create(self, path: str, value: Any = b"") -> "Transaction":
-        self.ops.append(("create", path, encode(value), -1))
+    def create(self, path: str, value: Any = b"", ephemeral: bool = False) -> "Transaction":
+        self.ops.append(TxOp("create", path, encode(value), ephemeral=ephemeral))
         return self
 
     def set(self, path: str, value: Any, version: int = -1) -> "Transaction":
-        self.ops.append(("set", path, encode(value), version))
+        self.ops.append(TxOp("set", path, encode(value), version))
         return self
 
     def delete(self, path: str, version: int = -1) -> "Transaction":
-        self.ops.append(("delete", path, b"", version))
+        self.ops.append(TxOp("delete", path, version=version))
         return self
 
     def commit(self) -> None:
@@ -146,6 +160,65 @@ class ClusterLock(Protocol):
         """Give the lock to the next in the queue."""
 
 
+# ---------------------------------------------------------------------- session events
+
+
+class SessionEvent(StrEnum):
+    """What happened to the store's session, as its listeners hear it."""
+    SUSPENDED = "suspended"        # connection lost; the session and its ephemerals may live on
+    RECONNECTED = "reconnected"    # back on the same session: nothing was lost
+    EXPIRED = "expired"            # the session is gone, and with it every ephemeral znode,
+                                   # lock place and lease it held
+    NEW_SESSION = "new-session"    # connected again on a new session: re-create what was
+                                   # ephemeral, or stop acting on it
+
+
+# The one table from "was" and "now" connection states to the event listeners hear.
+SESSION_EVENTS: dict[tuple[str, str], SessionEvent] = {
+    ("connected", "suspended"): SessionEvent.SUSPENDED,
+    ("suspended", "connected"): SessionEvent.RECONNECTED,
+    ("connected", "lost"): SessionEvent.EXPIRED,
+    ("suspended", "lost"): SessionEvent.EXPIRED,
+    ("lost", "connected"): SessionEvent.NEW_SESSION,
+}
+SessionListener = Callable[[SessionEvent], None]
+
+
+class SessionEvents:
+    """Turns a backend's connection states into SessionEvents, delivered in order on a thread
+    of their own: a listener may use the store (it never runs inside the backend's callback)."""
+
+    def __init__(self) -> None:
+        self.state = "connected"
+        self.listeners: list[SessionListener] = []
+        self._queue: "queue.Queue[SessionEvent]" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def state_changed(self, now: str) -> None:
+        """Called by the backend with "connected", "suspended" or "lost"; must not block."""
+        with self._lock:
+            event = SESSION_EVENTS.get((self.state, now))
+            self.state = now
+            if event is None:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._deliver, name="store-session",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(event)
+
+    def _deliver(self) -> None:
+        while True:
+            event = self._queue.get()
+            log.info("ZooKeeper session: %s", event)
+            for fn in list(self.listeners):
+                try:
+                    fn(event)
+                except Exception:   # one listener's failure must not silence the others
+                    log.exception("session listener failed on %s", event)
+
+
 # ---------------------------------------------------------------------- the store
 
 
@@ -153,6 +226,17 @@ class Store(ABC):
     """A connection to the cluster state. Every call is bounded by `timeout` seconds."""
 
     timeout: float = 5.0
+    session: SessionEvents
+
+    def on_session(self, fn: SessionListener) -> Callable[[], None]:
+        """Call fn(event) on every SessionEvent (on the store's session thread). Returns the
+        function that stops it."""
+        self.session.listeners.append(fn)
+
+        def stop() -> None:
+            if fn in self.session.listeners:
+                self.session.listeners.remove(fn)
+        return stop
 
     # -------------------------------------------------------------- primitives
     @abstractmethod
@@ -294,9 +378,9 @@ class Store(ABC):
                 tx.commit()
                 return current
             if current.version < 0:
-                tx.ops.insert(0, ("create", path, encode(new), -1))
+                tx.ops.insert(0, TxOp("create", path, encode(new)))
             else:
-                tx.ops.insert(0, ("set", path, encode(new), current.version))
+                tx.ops.insert(0, TxOp("set", path, encode(new), current.version))
             try:
                 tx.commit()
             except StoreError:

@@ -35,6 +35,7 @@ from pvc.core.store import (
     NodeExists,
     NoNode,
     NotEmpty,
+    SessionEvents,
     Store,
     StoreError,
     Transaction,
@@ -81,6 +82,9 @@ class ZkStore(Store):
                               connection_retry={"max_tries": -1, "delay": 0.05,
                                                 "max_delay": 1.0},
                               command_retry=None)
+        self.session = SessionEvents()
+        # kazoo calls this on its own thread; it only records the state (no ZooKeeper calls)
+        self.zk.add_listener(lambda state: self.session.state_changed(str(state).lower()))
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "ZkStore":
@@ -250,19 +254,19 @@ class ZkTransaction(Transaction):
 
     def _commit(self) -> None:
         tx = self.store.zk.transaction()
-        for op, path, data, version in self.ops:
-            if op == "check":
-                tx.check(path, version)
-            elif op == "create":
-                tx.create(path, data)
-            elif op == "set":
-                tx.set_data(path, data, version)
+        for op in self.ops:
+            if op.op == "check":
+                tx.check(op.path, op.version)
+            elif op.op == "create":
+                tx.create(op.path, op.data, ephemeral=op.ephemeral)
+            elif op.op == "set":
+                tx.set_data(op.path, op.data, op.version)
             else:
-                tx.delete(path, version)
+                tx.delete(op.path, op.version)
         try:
             results = tx.commit_async().get(timeout=self.store.timeout)
         except _LOST:
-            raise self.store._unavailable("transaction", self.ops[0][1]) from None
-        for (_op, path, _data, _version), result in zip(self.ops, results):
+            raise self.store._unavailable("transaction", self.ops[0].path) from None
+        for op, result in zip(self.ops, results):
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
-                raise translate(result, path)
+                raise translate(result, op.path)

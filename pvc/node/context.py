@@ -13,7 +13,15 @@ from pvc.core.config import Config
 from pvc.core.errors import ConfigError
 from pvc.core.models import VM, Node
 from pvc.core.schema import Schema
-from pvc.core.store import KEEP, NodeExists, Store, Transaction, Versioned, decode_json
+from pvc.core.store import (
+    KEEP,
+    NodeExists,
+    SessionEvent,
+    Store,
+    Transaction,
+    Versioned,
+    decode_json,
+)
 from pvc.hypervisor.base import Hypervisor, HypervisorFactory, RunningDomain, connect_libvirt
 from pvc.vm import domxml
 
@@ -61,7 +69,7 @@ class NodeContext:
                               "this is a client configuration")
         self.config = config
         self.name = config.node.name
-        self.cluster = cluster or Cluster.connect(config)
+        self.cluster = cluster or Cluster.connect(config, patient=True)
         self._connect_hv = hypervisors
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
@@ -86,7 +94,13 @@ class NodeContext:
 
     def register_worker(self) -> None:
         """Say this worker process is alive (ephemeral: gone when the process dies), so a
-        request for this node fails at once instead of waiting in a queue nobody reads."""
+        request for this node fails at once instead of waiting in a queue nobody reads.
+        Registered again whenever the ZooKeeper session was lost and renewed."""
+        self._register_worker()
+        self.store.on_session(lambda event: self._register_worker()
+                              if event == SessionEvent.NEW_SESSION else None)
+
+    def _register_worker(self) -> None:
         worker = f"{os.uname().nodename}:{os.getpid()}"
         self.store.ensure(self.schema.node_workers(self.name))
         try:

@@ -2,27 +2,36 @@
 
     init ──register──▶ reconcile ──▶ run ──SIGTERM──▶ stop
                                       │
-                           session lost: ephemerals are re-created on the next tick
+                   session expired and renewed: liveness re-created, reconcile again at once
 
 Liveness is an ephemeral znode owned by the daemon's ZooKeeper session: when the daemon dies,
 the session expires, the znode goes, and every other node sees the daemon as dead.
 The loop wakes on its keepalive timer, on libvirt lifecycle events (to publish running domains
-at once) and on a change of the primary coordinator.
+at once, and to restart a VM that should run and died), on a renewed ZooKeeper session and on a
+change of the primary coordinator.
+
+Drift policy: a VM that should run here and does not (it crashed, or was destroyed behind
+pvc's back) is started again, at most `restart_limit` times within `restart_window` seconds;
+then it is left stopped with the reason in its record until an operator starts it. A domain
+running here that pvc does not know is published (and shown as unknown), never touched.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
+from pvc.core.models import VM
 from pvc.core.states import CoordinatorState, DaemonState, DomainState
-from pvc.core.store import NodeExists, NoNode
+from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
 from pvc.node.context import NodeContext
 from pvc.operations import records
+from pvc.vm.lifecycle import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,10 @@ class NodeDaemon:
         self._domains_dirty = threading.Event()
         self.coordinator = self.name in config.cluster.coordinators
         self.last_reconcile: reconcile.Result | None = None
+        self._drift = threading.Event()            # a domain stopped: check what should run
+        self._renewed = threading.Event()          # a new ZooKeeper session: resync
+        self.restarts = CrashLoopGuard(config.node.restart_limit, config.node.restart_window)
+        self.duties: list[Callable[[], str]] = []  # primary-only housekeeping, in order
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -57,7 +70,13 @@ class NodeDaemon:
         self._tick(publish=False)   # the reconcile just published domains and resources
         if self.coordinator:
             ctx.store.watch_raw(ctx.schema.primary, lambda _d, _v: self._wake.set())
+        ctx.store.on_session(self._on_session)
         log.info("node %s is running", self.name)
+
+    def _on_session(self, event: SessionEvent) -> None:
+        if event == SessionEvent.NEW_SESSION:
+            self._renewed.set()
+            self._wake.set()
 
     def _register(self) -> None:
         ctx = self.ctx
@@ -122,12 +141,40 @@ class NodeDaemon:
                 log.warning("keepalive failed: %s", e)
 
     def _on_wake(self) -> None:
+        assert self.ctx is not None
+        if self._renewed.is_set():
+            self._renewed.clear()
+            self._resync()
         if self._domains_dirty.is_set():
             self._domains_dirty.clear()
-            assert self.ctx is not None
             self.ctx.publish_domains()
+        if self._drift.is_set():
+            self._drift.clear()
+            self._fix_drift()
         if self.coordinator:
             self._elect()
+
+    def _resync(self) -> None:
+        """After the session expired: what was ephemeral is re-created, what changed meanwhile
+        is reconciled, at once (not at the next keepalive)."""
+        log.info("new ZooKeeper session: registering again and reconciling")
+        self._ensure_alive(replace_stale=True)
+        self._put("daemon_state", DaemonState.RUN)
+        self._fix_drift()
+
+    def _fix_drift(self) -> None:
+        if not self.config.node.enable_hypervisor:
+            return
+        assert self.ctx is not None
+        result = reconcile.reconcile(self.ctx, self.restarts.refusal)
+        for uuid in result.started_uuids:
+            self.restarts.started(uuid)
+        if result.started or result.stopped or result.failed:
+            log.info("drift: %s", result.sentence())
+        for uuid in self.restarts.newly_given_up():
+            record_failure(self.ctx, uuid, self.restarts.refusal_text)
+        if self.restarts.holding():
+            self.restarts.forgive(set(self.ctx.hv.running()))
 
     def _tick(self, publish: bool = True) -> None:
         ctx = self.ctx
@@ -139,16 +186,25 @@ class NodeDaemon:
             running = ctx.hv.running()
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
+            self._fix_drift()
         if self.coordinator and self._elect():
             self._primary_duties()
 
     def _primary_duties(self) -> None:
-        """Cluster housekeeping, done by the primary coordinator only."""
+        """Cluster housekeeping, done by the primary coordinator only: prune old records,
+        sweep claims and operations that nobody will finish (see pvc.operations.sweep)."""
         assert self.ctx is not None
         keep = self.config.cluster.operations.keep_records
         pruned = records.prune(self.ctx.cluster, keep)
         if pruned:
             log.info("pruned %d old operation records (keeping %d)", pruned, keep)
+        for duty in self.duties:
+            try:
+                said = duty()
+            except PvcError as e:
+                said = f"{getattr(duty, '__name__', 'duty')} failed: {e}"
+            if said:
+                log.info(said)
 
     def _elect(self) -> bool:
         """Coordinators race to create the ephemeral primary znode; the winner is primary.
@@ -168,6 +224,8 @@ class NodeDaemon:
     def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
         log.debug("domain %s: %s", name, event)
         self._domains_dirty.set()
+        if event in ("stopped", "crashed"):
+            self._drift.set()
         self._wake.set()
 
     # ------------------------------------------------------------------ stop
@@ -196,3 +254,53 @@ class NodeDaemon:
     def _put(self, field: str, value: str) -> None:
         assert self.ctx is not None
         self.ctx.store.put(self.ctx.schema.node_field(self.name, field), value)
+
+
+class CrashLoopGuard:
+    """How often the daemon may start a VM that keeps dying: `limit` times within `window`
+    seconds, then not again until an operator starts it (or the process restarts)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._starts: dict[str, deque[float]] = {}
+        self._given_up: set[str] = set()
+        self._reported: set[str] = set()
+
+    @property
+    def refusal_text(self) -> str:
+        return (f"crash loop: started {self.limit} times within {self.window:g}s and died "
+                "again; not restarted until an operator starts it")
+
+    def refusal(self, vm: VM) -> str:
+        """Why vm must not be started again now ("" if it may)."""
+        if vm.uuid in self._given_up:
+            return "crash loop"
+        starts = self._starts.get(vm.uuid)
+        if starts is None:
+            return ""
+        now = time.monotonic()
+        while starts and now - starts[0] > self.window:
+            starts.popleft()
+        if len(starts) >= self.limit:
+            self._given_up.add(vm.uuid)
+            return "crash loop"
+        return ""
+
+    def started(self, uuid: str) -> None:
+        self._starts.setdefault(uuid, deque()).append(time.monotonic())
+
+    def holding(self) -> bool:
+        return bool(self._given_up)
+
+    def forgive(self, running: set[str]) -> None:
+        """VMs an operator started again get a fresh count."""
+        for uuid in self._given_up & running:
+            self._given_up.discard(uuid)
+            self._reported.discard(uuid)
+            self._starts.pop(uuid, None)
+
+    def newly_given_up(self) -> list[str]:
+        new = sorted(self._given_up - self._reported)
+        self._reported |= set(new)
+        return new

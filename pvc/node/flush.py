@@ -24,14 +24,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
 from pvc.core.models import VM, Node
-from pvc.core.states import VmState
-from pvc.core.store import NodeExists, Transaction, VersionConflict
+from pvc.core.states import DaemonState, VmState
+from pvc.core.store import NodeExists
 from pvc.operations import records
 from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, require_acting
@@ -198,83 +199,87 @@ def plan_for(cluster: Cluster, node: str) -> list[Planned]:
 
 # ---------------------------------------------------------------------- execution
 
+class Outcome(StrEnum):
+    """Where a VM of a flush or unflush ended up."""
+    MOVED = "moved"          # migrated (flush) or returned (unflush)
+    PARKED = "parked"        # shut down, to start again on unflush
+    STARTED = "started"      # started by unflush
+    WAITING = "waiting"      # its source node is down: it comes back when that node runs
+    FAILED = "failed"
+    SKIPPED = "skipped"      # left where it is: the operation stopped (cancel, lost session)
+
+
+# Outcomes an attempt after a lost worker keeps from the earlier attempts; the others are
+# planned again from what the hypervisors report.
+KEPT_ON_RESUME = frozenset({Outcome.MOVED, Outcome.PARKED, Outcome.STARTED})
+
+
 @dataclass
 class Tally:
-    """What happened to each VM, by outcome."""
+    """Every VM of the operation by outcome, across attempts."""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    done: int = 0
-    moved: list[str] = field(default_factory=list)     # migrated (flush) or returned (unflush)
-    parked: list[str] = field(default_factory=list)    # shut down, to start on unflush
-    started: list[str] = field(default_factory=list)   # started by unflush
-    failed: list[str] = field(default_factory=list)    # "vm: reason"
-    skipped: list[str] = field(default_factory=list)   # left alone: the operation was cancelled
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)        # vm -> why (failures)
+
+    def names(self, outcome: Outcome) -> list[str]:
+        return sorted(n for n, o in self.outcomes.items() if o == outcome)
+
+    def count(self, outcome: Outcome) -> int:
+        return len(self.names(outcome))
+
+    @property
+    def done(self) -> int:
+        return len(self.outcomes)
 
 
 class NodeJob:
     """State shared by the threads of one flush or unflush."""
 
-    def __init__(self, ctx: "NodeContext", run: Runner, total: int) -> None:
+    def __init__(self, ctx: "NodeContext", run: Runner, pending: list[str]) -> None:
+        """pending: the VMs this attempt works on. An attempt after a lost worker counts
+        what the earlier ones did (their outcomes and their moves that completed)."""
         self.ctx = ctx
         self.run = run
-        self.total = total
         self.tally = Tally()
+        assert run.record is not None
+        progress = run.record.progress
+        for name, outcome in progress.get("outcomes", {}).items():
+            if outcome in KEPT_ON_RESUME and name not in pending:
+                self.tally.outcomes[name] = Outcome(outcome)
+        for name in progress.get("items", {}):
+            if name not in pending and name not in self.tally.outcomes:
+                self.tally.outcomes[name] = Outcome.MOVED   # finished before the worker died
+        self.total = len(pending) + self.tally.done
 
-    def report(self, vm: str, state: str, bucket: list[str] | None = None,
-               entry: str = "") -> None:
-        """Publish a VM's progress; with a bucket, the VM is done and counted there."""
+    def report(self, vm: str, state: str, outcome: Outcome | None = None,
+               note: str = "") -> None:
+        """Publish a VM's progress; with an outcome, the VM is done."""
         with self.tally.lock:
-            if bucket is not None:
-                bucket.append(entry or vm)
-                self.tally.done += 1
+            if outcome is not None:
+                self.tally.outcomes[vm] = outcome
+                if note:
+                    self.tally.notes[vm] = note
             self.run.progress(f"{vm}: {state}", done=self.tally.done, total=self.total,
-                              item=vm, item_state=state)
+                              item=vm, item_state=state, outcome=outcome)
 
     def stopped(self, vm: VM) -> bool:
-        """True (and the VM reported as left alone) once an operator cancelled: the moves in
-        flight finish, no new one starts."""
-        if not self.run.cancelled.is_set():
+        """True (and the VM reported as left alone) once the operation must start no new
+        move: an operator cancelled, or the session that held the flush lock expired. The
+        moves in flight finish."""
+        if self.run.may_continue(holds_lock=True):
             return False
-        self.report(vm.name, "left where it is: the operation was cancelled", self.tally.skipped)
+        why = ("the operation was cancelled" if self.run.cancelled.is_set() else
+               "the flush lost its ZooKeeper session, and with it the flush lock")
+        self.report(vm.name, f"left where it is: {why}", Outcome.SKIPPED)
         return True
 
     def claim(self, vm: VM, change: Callable[[VM], None]) -> VM:
-        """Mark vm busy with this operation and apply change to its record, atomically.
-        Waits (bounded) for another operation on it to end first."""
-        store, schema = self.ctx.store, self.ctx.schema
-        marker = schema.vm_operation(vm.uuid)
+        return self.run.claim(vm.uuid, vm.name, change, on_wait=lambda holder: self.report(
+            vm.name, f"waiting for operation {holder}"))
 
-        def claimed(data: dict[str, Any], tx: Transaction) -> dict[str, Any]:
-            holder = store.get_text(marker)
-            if holder not in (None, self.run.op_id):
-                raise _Busy(holder)
-            if holder is None:
-                tx.create(marker, self.run.op_id)   # fails if another op took it meanwhile
-            fresh = VM.from_json(data)
-            change(fresh)
-            return fresh.to_json()
-
-        while True:
-            try:
-                return VM.from_json(store.update(schema.vm(vm.uuid), claimed).value)
-            except _Busy as busy:
-                self._wait_for_release(vm, marker, busy.holder)
-            except VersionConflict:
-                raise Conflict(f"{vm.name} kept changing; could not claim it") from None
-
-    def _wait_for_release(self, vm: VM, marker: str, holder: str) -> None:
-        self.report(vm.name, f"waiting for operation {holder}")
-        try:
-            self.ctx.store.wait_gone(marker, self.ctx.config.cluster.migration.timeout)
-        except TimeoutError:
-            raise Conflict(f"{vm.name} stayed busy with operation {holder}") from None
-
-
-class _Busy(Exception):
-    """Another operation holds the VM."""
-
-    def __init__(self, holder: str) -> None:
-        super().__init__(holder)
-        self.holder = holder
+    def failures(self) -> str:
+        return "; ".join(f"{n}: {self.tally.notes.get(n, 'failed')}"
+                         for n in self.tally.names(Outcome.FAILED))
 
 
 def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:
@@ -330,16 +335,19 @@ def _run_node_op(ctx: "NodeContext", op_id: str, kind: str, report: Reporter | N
             try:
                 job, summary = work(ctx, run, node)
             finally:
-                ctx.cluster.release_vms_of(run.op_id)
+                run.release_claims()
                 ctx.refresh()
-            if job.tally.skipped:
-                run.cancelled_with(f"cancelled: {summary}, {len(job.tally.skipped)} not moved "
-                                   f"({node} stays {spec.during})")
+            stays = f"({node} stays {spec.during})"
+            skipped = job.tally.count(Outcome.SKIPPED)
+            if skipped and run.cancelled.is_set():
+                run.cancelled_with(f"cancelled: {summary}, {skipped} not moved {stays}")
                 return "cancelled"
-            if job.tally.failed:
-                raise OperationFailed(f"{summary}, {len(job.tally.failed)} failed: "
-                                      + "; ".join(job.tally.failed)
-                                      + f" ({node} stays {spec.during})")
+            if skipped:
+                raise OperationFailed(f"lost the ZooKeeper session holding the flush lock: "
+                                      f"{summary}, {skipped} not moved; run it again {stays}")
+            if job.tally.count(Outcome.FAILED):
+                raise OperationFailed(f"{summary}, {job.tally.count(Outcome.FAILED)} failed: "
+                                      f"{job.failures()} {stays}")
             _set_domain_state(ctx, node, spec.after)
         run.succeed(summary)
         return summary
@@ -358,16 +366,16 @@ def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, st
     nodes = ctx.cluster.nodes()
     plan = plan_flush(node, ctx.cluster.vms(), set(ctx.hv.running()), nodes,
                       mig.default_selector, mig.default_method)
-    job = NodeJob(ctx, run, len(plan))
+    job = NodeJob(ctx, run, [p.vm.name for p in plan])
     by_name = {n.name: n for n in nodes}
-    run.progress(f"flushing {len(plan)} VMs", done=0, total=len(plan))
+    run.progress(f"flushing {len(plan)} VMs", done=job.tally.done, total=job.total)
     for p in plan:
         job.report(p.vm.name, "queued")
     parallel, per_target = limits(run, mig.max_parallel, mig.per_source, mig.per_target)
     run_parallel(plan, lambda p: p.target or "(none)",
                  lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
-    return job, (f"flushed {node}: {len(job.tally.moved)} moved, "
-                 f"{len(job.tally.parked)} shut down to start on unflush")
+    return job, (f"flushed {node}: {job.tally.count(Outcome.MOVED)} moved, "
+                 f"{job.tally.count(Outcome.PARKED)} shut down to start on unflush")
 
 
 def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:
@@ -377,9 +385,9 @@ def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, 
     returning = [v for v in vms if v.last_node == node]
     starting = [v for v in vms if v.node == node and v.autostart
                 and v.state != VmState.DISABLE and v.last_node != node]
-    job = NodeJob(ctx, run, len(returning) + len(starting))
+    job = NodeJob(ctx, run, [v.name for v in returning + starting])
     run.progress(f"unflushing: {len(returning)} to return, {len(starting)} to start",
-                 done=0, total=job.total)
+                 done=job.tally.done, total=job.total)
     mig = ctx.config.cluster.migration
     # every VM comes to this node: the per-target limit is the one that binds
     parallel, per_target = limits(run, mig.max_parallel, mig.per_target, mig.per_target)
@@ -387,8 +395,11 @@ def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, 
                  parallel, per_target)
     for vm in starting:
         _start_one(job, vm)
-    return job, (f"unflushed {node}: {len(job.tally.moved)} returned, "
-                 f"{len(job.tally.started)} started")
+    waiting = job.tally.names(Outcome.WAITING)
+    return job, (f"unflushed {node}: {job.tally.count(Outcome.MOVED)} returned, "
+                 f"{job.tally.count(Outcome.STARTED)} started"
+                 + (f", {len(waiting)} wait for their node to run again "
+                    f"({', '.join(waiting)})" if waiting else ""))
 
 
 def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> None:
@@ -404,8 +415,7 @@ def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> Non
             job.report(vm.name, "shutting down")
             how = ctx.hv.shutdown(vm.uuid, ctx.config.cluster.operations.shutdown_timeout)
             ctx.publish_domains()
-            job.report(vm.name, f"{how}, starts again on unflush ({p.note})",
-                       job.tally.parked)
+            job.report(vm.name, f"{how}, starts again on unflush ({p.note})", Outcome.PARKED)
             return
 
         def assign(v: VM) -> None:
@@ -416,11 +426,11 @@ def _flush_one(job: NodeJob, p: Planned, me: str, nodes: dict[str, Node]) -> Non
         job.report(vm.name, f"migrating to {p.target} ({p.method})")
         outcome = move_vm(ctx, Move(vm, nodes[me], nodes[p.target], p.method),
                           lambda msg: job.report(vm.name, msg))
-        job.report(vm.name, outcome, job.tally.moved)
+        job.report(vm.name, outcome, Outcome.MOVED)
     except PvcError as e:
         if p.target is not None:
             settle(ctx, vm.uuid, {"last_node": vm.last_node}, nodes[me], nodes[p.target])
-        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
+        job.report(vm.name, f"failed: {e}", Outcome.FAILED, str(e))
 
 
 def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
@@ -429,30 +439,35 @@ def _return_one(job: NodeJob, vm: VM, me: str, nodes: dict[str, Node]) -> None:
     source = running[0] if running else ""
     if job.stopped(vm):
         return
+    down = source and source != me and nodes[source].daemon_state != DaemonState.RUN
+    if down:   # its hypervisor may be gone or stale: never move a VM out of a dead node
+        job.report(vm.name, f"waits for {source} (daemon {nodes[source].daemon_state})",
+                   Outcome.WAITING)
+        return
     try:
         def home(v: VM) -> None:
             v.node, v.last_node = me, ""
 
         fresh = job.claim(vm, home)
         if source == me:
-            job.report(vm.name, "already here", job.tally.moved)
+            job.report(vm.name, "already here", Outcome.MOVED)
             return
         if not source:
-            if fresh.autostart and fresh.state != VmState.DISABLE:   # parked by a flush: start
+            if fresh.autostart and fresh.state != VmState.DISABLE:   # parked by a flush
                 _start_one(job, fresh)
             else:
-                job.report(vm.name, "assigned back (it is stopped)", job.tally.moved)
+                job.report(vm.name, "assigned back (it is stopped)", Outcome.MOVED)
             return
         method = resolve_method("", vm, ctx.config.cluster.migration.default_method)
         method = "shutdown" if method == "none" else method
         job.report(vm.name, f"returning from {source} ({method})")
         outcome = move_vm(ctx, Move(vm, nodes[source], nodes[me], method),
                           lambda msg: job.report(vm.name, msg))
-        job.report(vm.name, outcome, job.tally.moved)
+        job.report(vm.name, outcome, Outcome.MOVED)
     except PvcError as e:
         if source and source != me:
             settle(ctx, vm.uuid, {"last_node": me}, nodes[source], nodes[me])
-        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
+        job.report(vm.name, f"failed: {e}", Outcome.FAILED, str(e))
 
 
 def _start_one(job: NodeJob, vm: VM) -> None:
@@ -466,6 +481,6 @@ def _start_one(job: NodeJob, vm: VM) -> None:
         job.claim(vm, start)
         ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)
         ctx.publish_domains()
-        job.report(vm.name, f"started on {ctx.name}", job.tally.started)
+        job.report(vm.name, f"started on {ctx.name}", Outcome.STARTED)
     except PvcError as e:
-        job.report(vm.name, f"failed: {e}", job.tally.failed, f"{vm.name}: {e}")
+        job.report(vm.name, f"failed: {e}", Outcome.FAILED, str(e))

@@ -9,6 +9,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pvc.core.errors import PvcError
 from pvc.core.models import VM
@@ -56,6 +57,7 @@ def decide(me: str, vms: list[VM], running: dict[str, RunningDomain],
 @dataclass
 class Result:
     started: list[str] = field(default_factory=list)
+    started_uuids: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
@@ -72,12 +74,19 @@ class Result:
         return " ".join(parts)
 
 
-def reconcile(ctx: NodeContext) -> Result:
+def reconcile(ctx: NodeContext, may_start: Callable[[VM], str] | None = None) -> Result:
+    """Start what should run here, stop what should not. may_start(vm) returns why a VM
+    must not be started now ("" to start it): the daemon's crash-loop guard."""
     t0 = time.perf_counter()
     vms = ctx.cluster.vms()
     running = ctx.hv.running()
     decision = decide(ctx.name, vms, running, set(ctx.cluster.busy()))
     result = Result(vms=len(vms), left_alone=decision.left_alone)
+    if may_start is not None:
+        held = {vm.uuid: may_start(vm) for vm in decision.start}
+        result.left_alone += [f"{vm.name} ({held[vm.uuid]})" for vm in decision.start
+                              if held[vm.uuid]]
+        decision.start = [vm for vm in decision.start if not held[vm.uuid]]
 
     xmls = ctx.store.iter_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
     n = ctx.config.node
@@ -89,6 +98,7 @@ def reconcile(ctx: NodeContext) -> Result:
             ctx.hv.start(domxml.for_node(xml.decode(), n.domain_type, n.console_log_directory),
                          vm.uuid)
             result.started.append(vm.name)
+            result.started_uuids.append(vm.uuid)
         except PvcError as e:
             result.failed.append(f"{vm.name}: {e}")
 

@@ -138,8 +138,9 @@ def apply_progress(op: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any
     for key in ("done", "total"):
         if key in pending:
             prog[key] = pending[key]
-    if pending.get("items"):
-        prog.setdefault("items", {}).update(pending["items"])
+    for key in ("items", "outcomes"):
+        if pending.get(key):
+            prog.setdefault(key, {}).update(pending[key])
     if "message" in pending:
         op["message"] = pending["message"]
     return op

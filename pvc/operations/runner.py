@@ -4,6 +4,11 @@
   * takes the record's executor lease (an ephemeral znode), so a redelivered copy of the task
     waits for a still-living first copy instead of running beside it;
   * returns early if the record already ended (idempotent redelivery);
+  * claims the VMs it changes (ephemeral markers: they go with this executor's session, so a
+    dead executor never leaves a VM busy, and a redelivered attempt re-takes them);
+  * follows its ZooKeeper session: while it is suspended no new work starts; when it expired,
+    the lease and claims are re-created on the new session, or the runner stops acting
+    (`may_continue`);
   * moves the record through the states of `pvc.core.states.OP_TRANSITIONS`;
   * publishes progress to the record and to a reporter (the Celery task state).
 """
@@ -19,8 +24,8 @@ from typing import Any, Callable
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, PvcError
-from pvc.core.models import Operation
-from pvc.core.store import NodeExists, NoNode
+from pvc.core.models import VM, Operation
+from pvc.core.store import NodeExists, NoNode, SessionEvent, Transaction, VersionConflict
 from pvc.operations.records import apply_progress, finish, transition
 from pvc.operations.registry import Reporter
 
@@ -50,6 +55,13 @@ class Runner:
         self._progress_lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
+        self.claims: dict[str, str] = {}           # VM uuid -> name, claimed by this run
+        self._claims_lock = threading.Lock()
+        self.connected = threading.Event()          # the session is up (not suspended)
+        self.connected.set()
+        self.session_lost = threading.Event()       # it expired: ephemerals were lost meanwhile
+        self.superseded = threading.Event()         # another executor took the lease meanwhile
+        self._unlisten: Callable[[], None] = lambda: None
 
     # -------------------------------------------------------------- lease + begin
     def __enter__(self) -> "Runner":
@@ -62,6 +74,7 @@ class Runner:
         self.set_fields(attempts=record.attempts + 1, worker=self.worker)
         self.cluster.store.watch_data(self.cluster.schema.operation(self.op_id),
                                       self._watch_cancel)
+        self._unlisten = self.cluster.store.on_session(self._on_session)
         return self
 
     def _watch_cancel(self, value: Any, _version: int | None) -> bool:
@@ -86,7 +99,109 @@ class Runner:
                 if not isinstance(exc, PvcError):
                     log.exception("operation %s crashed", self.op_id)
         finally:
+            self._unlisten()
+            self.release_claims()
             self._drop_lease()
+
+    # -------------------------------------------------------------- the session
+    def _on_session(self, event: SessionEvent) -> None:
+        if event == SessionEvent.SUSPENDED:
+            self.connected.clear()
+        elif event == SessionEvent.RECONNECTED:
+            self.connected.set()
+        elif event == SessionEvent.EXPIRED:
+            self.connected.clear()
+            self.session_lost.set()
+        elif event == SessionEvent.NEW_SESSION:
+            self._retake()
+            self.connected.set()
+
+    def _retake(self) -> None:
+        """On a new session: the lease and the claims were ephemeral; take them again, or
+        stop acting if another executor has them now."""
+        store = self.cluster.store
+        try:
+            store.create(self._lease, self.worker, ephemeral=True)
+        except NodeExists:
+            log.warning("operation %s: another executor took over after the session loss",
+                        self.op_id)
+            self.superseded.set()
+            return
+        except PvcError as e:
+            log.warning("operation %s: could not take the lease again: %s", self.op_id, e)
+            self.superseded.set()
+            return
+        with self._claims_lock:
+            held = dict(self.claims)
+        for uuid, name in held.items():
+            try:
+                store.create(self.cluster.schema.vm_operation(uuid), self.op_id,
+                             ephemeral=True)
+            except NodeExists:
+                log.warning("operation %s: %s was claimed by another operation meanwhile",
+                            self.op_id, name)
+                with self._claims_lock:
+                    self.claims.pop(uuid, None)
+            except PvcError as e:
+                log.warning("operation %s: could not claim %s again: %s", self.op_id, name, e)
+
+    def may_continue(self, holds_lock: bool = False) -> bool:
+        """May new work start now? Waits while the session is suspended (at most its
+        timeout); False once cancelled, superseded, or (for an operation holding a lock
+        that went with the session) once the session expired."""
+        if self.cancelled.is_set() or self.superseded.is_set():
+            return False
+        if holds_lock and self.session_lost.is_set():
+            return False
+        self.connected.wait(self.cluster.config.cluster.zookeeper.session_timeout)
+        return not (self.superseded.is_set() or (holds_lock and self.session_lost.is_set()))
+
+    # -------------------------------------------------------------- claims
+    def claim(self, uuid: str, name: str, change: Callable[[VM], None] | None = None,
+              on_wait: Callable[[str], None] | None = None) -> VM:
+        """Mark VM `uuid` busy with this operation and apply change to its record, in one
+        transaction. The claim is ephemeral: it goes with this executor's session. Waits
+        (bounded by the migration timeout) for another operation on the VM to end first."""
+        store, schema = self.cluster.store, self.cluster.schema
+        marker = schema.vm_operation(uuid)
+
+        def claimed(data: dict[str, Any], tx: Transaction) -> dict[str, Any]:
+            holder = store.get_text(marker)
+            if holder not in (None, self.op_id):
+                raise _Busy(holder or "")
+            if holder is None:
+                tx.create(marker, self.op_id, ephemeral=True)   # fails if taken meanwhile
+            fresh = VM.from_json(data)
+            if change is not None:
+                change(fresh)
+            return fresh.to_json()
+
+        while True:
+            try:
+                vm = VM.from_json(store.update(schema.vm(uuid), claimed).value)
+                with self._claims_lock:
+                    self.claims[uuid] = name
+                return vm
+            except _Busy as busy:
+                if on_wait:
+                    on_wait(busy.holder)
+                try:
+                    store.wait_gone(marker, self.cluster.config.cluster.migration.timeout)
+                except TimeoutError:
+                    raise Conflict(f"{name} stayed busy with operation {busy.holder}") from None
+            except VersionConflict:
+                raise Conflict(f"{name} kept changing; could not claim it") from None
+
+    def release_claims(self) -> None:
+        """Free every VM this operation holds, also those an earlier attempt (a worker that
+        died) claimed. A failure here is left to the primary's sweep of stale claims."""
+        try:
+            self.cluster.release_vms_of(self.op_id)
+            with self._claims_lock:
+                self.claims.clear()
+        except PvcError as e:
+            log.warning("operation %s: could not release its claims (%s); the primary "
+                        "coordinator sweeps them", self.op_id, e)
 
     def _take_lease(self) -> None:
         """Ephemeral, so a crashed executor frees it when its ZooKeeper session ends."""
@@ -142,7 +257,8 @@ class Runner:
         return self.set_state(states.OpState.RUNNING, note, started=self.record.started or time.time())
 
     def progress(self, message: str, done: int | None = None, total: int | None = None,
-                 item: str | None = None, item_state: str | None = None) -> None:
+                 item: str | None = None, item_state: str | None = None,
+                 outcome: str | None = None) -> None:
         """Record progress. Writes are coalesced (at most one per PROGRESS_WRITE_INTERVAL), so
         ZooKeeper load stays bounded however many VMs an operation handles; the final state
         is always written by succeed/fail."""
@@ -155,12 +271,20 @@ class Runner:
                 p["total"] = total
             if item is not None:
                 p.setdefault("items", {})[item] = item_state or ""
+                if outcome is not None:
+                    p.setdefault("outcomes", {})[item] = str(outcome)
             if time.monotonic() - self._last_write < PROGRESS_WRITE_INTERVAL:
                 return
             pending, self._pending = self._pending, {}
             self._last_write = time.monotonic()
-        data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id),
-                                              lambda op: apply_progress(op, pending))
+        try:
+            data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id),
+                                                  lambda op: apply_progress(op, pending))
+        except PvcError as e:   # progress is best effort; the outcome is written at the end
+            log.warning("operation %s: progress not recorded (%s)", self.op_id, e)
+            with self._progress_lock:
+                self._pending = merge_pending(pending, self._pending)
+            return
         self.report({"state": "PROGRESS", "message": data.get("message", ""),
                      **{k: v for k, v in data.get("progress", {}).items() if k != "items"}})
 
@@ -184,3 +308,19 @@ class Runner:
         self.record = finish(self.cluster, self.op_id, states.OpState.FAILED, error=error,
                              progress=self._take_pending())
         return self.record
+
+
+def merge_pending(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """Progress not yet written: newer values win, items accumulate."""
+    merged = {**older, **newer}
+    for key in ("items", "outcomes"):
+        merged[key] = {**older.get(key, {}), **newer.get(key, {})}
+    return merged
+
+
+class _Busy(Exception):
+    """Another operation holds the VM."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder

@@ -17,6 +17,7 @@ from pvc.core.store import (
     NodeExists,
     NoNode,
     NotEmpty,
+    SessionEvents,
     Store,
     Transaction,
     VersionConflict,
@@ -136,6 +137,15 @@ class MemoryStore(Store):
         self.backend = backend
         self._session = session
         self.timeout = timeout
+        self.session = SessionEvents()
+
+    def expire(self) -> None:
+        """The session expires (ephemerals gone), then the client reconnects on a new one."""
+        self.session.state_changed("suspended")
+        self.backend.expire(self._session)
+        self.session.state_changed("lost")
+        self._session = f"0x{next(self.backend._sessions):x}"
+        self.session.state_changed("connected")
 
     def _up(self) -> MemoryBackend:
         if not self.backend.available:
@@ -300,13 +310,14 @@ class MemoryTransaction(Transaction):
             saved = b.nodes
             b.nodes = shadow
             try:
-                for op, path, data, version in self.ops:
-                    b.check(op, path, version)
-                    self._shadow_apply(shadow, op, path, data)
+                for op in self.ops:
+                    b.check(op.op, op.path, op.version)
+                    self._shadow_apply(shadow, op.op, op.path, op.data)
             finally:
                 b.nodes = saved
-            for op, path, data, version in self.ops:
-                b.apply(op, path, data, version)
+            owner = self.store.session_id
+            for op in self.ops:
+                b.apply(op.op, op.path, op.data, op.version, owner if op.ephemeral else "")
 
     @staticmethod
     def _shadow_apply(tree: dict[str, Znode], op: str, path: str, data: bytes) -> None:
