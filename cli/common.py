@@ -17,6 +17,15 @@ format_option = click.option("--format", "fmt", type=click.Choice(["text", "json
                              default="text", show_default=True, help="Output format.")
 
 
+def wait_timeout_option(also_timeout: bool = True) -> Any:
+    """--wait-timeout (and --timeout, where the command has no other use for it)."""
+    names = ["--wait-timeout", "--timeout"] if also_timeout else ["--wait-timeout"]
+    return click.option(
+        *names, "wait_timeout", type=click.FloatRange(min=0.1, max=86400 * 7), default=None,
+        metavar="SECONDS",
+        help="With --wait: stop waiting after this long (the operation goes on; exit 3).")
+
+
 def load_config(ctx: click.Context) -> Config:
     from pvc.core import config as configmod
     root = ctx.find_root()

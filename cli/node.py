@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from cli.common import cluster, emit_json, format_option, pairs, table
+from cli.common import cluster, emit_json, format_option, pairs, table, wait_timeout_option
 
 FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "workers", "vms",
           "mem_total",
@@ -60,10 +60,12 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
     @click.option("--max-parallel", type=click.IntRange(min=1), default=None, metavar="N",
                   help="Migrations at once for this operation (default: the configured "
                        "limits).")
+    @wait_timeout_option()
     @format_option
     @click.pass_context
     def command(ctx: click.Context, node_name: str, wait: bool, reason: str,
-                max_parallel: int | None, fmt: str, **kw: Any) -> None:
+                max_parallel: int | None, wait_timeout: float | None, fmt: str,
+                **kw: Any) -> None:
         from cli.ops import follow, submit, submitted
         from pvc.node import flush
         c = cluster(ctx)
@@ -76,7 +78,7 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
         if fmt == "text" and status.holder and status.holder.get("op") != req.op.id:
             click.echo(f"{kind} of {node_name} queued: {status.sentence()}", err=True)
         if wait:
-            follow(ctx, req.op.id, fmt)
+            follow(ctx, req.op.id, fmt, timeout=wait_timeout)
         else:
             submitted(req.op, fmt)
 

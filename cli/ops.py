@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 import sys
+import time
 from typing import Any
 
 import click
@@ -26,9 +27,15 @@ def submit(ctx: click.Context, op: Operation) -> None:
         raise
 
 
-def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> None:
+QUEUED_NOTE_AFTER = 3.0   # seconds queued before a follower says what it waits for
+
+
+def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False,
+           timeout: float | None = None) -> None:
     """Print the operation's progress until it ends; exit non-zero if it failed.
-    Pushed by a ZooKeeper watch. Ctrl-C stops waiting, not the operation."""
+    Pushed by a ZooKeeper watch. Says what it waits for when the operation stays queued;
+    gives up waiting after `timeout` seconds (the operation goes on). Ctrl-C stops waiting,
+    not the operation."""
     c = cluster(ctx)
     updates: "queue.Queue[dict[str, Any] | None]" = queue.Queue()
 
@@ -37,13 +44,30 @@ def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> Non
         return not (value is None or value.get("state") in states.OP_TERMINAL)
 
     c.store.watch_data(c.schema.operation(op_id), on_change)
+    started = time.monotonic()
+    deadline = started + timeout if timeout else None
     last_line = ""
+    noted = False
     bar = None
+    record: dict[str, Any] | None = None
     try:
         while True:
-            record = updates.get()
-            if record is None:
+            try:
+                update = updates.get(timeout=0.5)
+            except queue.Empty:   # nothing new: time to say what it waits for, or give up
+                if record is not None and not noted and _waits_for_worker(record, started):
+                    noted = True
+                    if fmt == "text" and not quiet:
+                        click.echo(f"still queued: waiting for a worker of {record['node']} "
+                                   f"to take it (queue pvc.node.{record['node']})", err=True)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise WaitTimeout(f"stopped waiting after {timeout:g}s: operation {op_id} "
+                                      f"is {record['state'] if record else 'unknown'} and "
+                                      f"goes on (pvc task show {op_id})")
+                continue
+            if update is None:
                 raise PvcError(f"operation {op_id} disappeared")
+            record = update
             line = _line(record)
             total = record.get("progress", {}).get("total")
             if bar is None and total and _draws_bar(record, fmt, quiet):
@@ -64,7 +88,19 @@ def follow(ctx: click.Context, op_id: str, fmt: str, quiet: bool = False) -> Non
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    assert record is not None   # the loop ends on a terminal record
     finish_output(record, fmt)
+
+
+class WaitTimeout(PvcError):
+    """--wait gave up; the operation goes on."""
+
+    exit_code = 3
+
+
+def _waits_for_worker(record: dict[str, Any], started: float) -> bool:
+    return (record["state"] == states.OpState.QUEUED
+            and time.monotonic() - started > QUEUED_NOTE_AFTER)
 
 
 def _draws_bar(record: dict[str, Any], fmt: str, quiet: bool) -> bool:
@@ -105,13 +141,14 @@ def submitted(op: Any, fmt: str) -> None:
                    f"(follow: pvc task show {op.id})")
 
 
-def run_request(ctx: click.Context, req: Request, wait: bool, fmt: str) -> None:
+def run_request(ctx: click.Context, req: Request, wait: bool, fmt: str,
+                wait_timeout: float | None = None) -> None:
     """Submit a request's task (unless it needed none), then follow it or say it is queued."""
     if not req.submit:
         finish_output(req.op.to_json(), fmt)
         return
     submit(ctx, req.op)
     if wait:
-        follow(ctx, req.op.id, fmt)
+        follow(ctx, req.op.id, fmt, timeout=wait_timeout)
     else:
         submitted(req.op, fmt)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import cluster, emit_json, format_option, stamp, table
+from cli.common import cluster, emit_json, format_option, stamp, table, wait_timeout_option
 
 COLUMNS = [("id", "ID"), ("kind", "KIND"), ("target", "TARGET"), ("node", "NODE"),
            ("state", "STATE"), ("created_at", "CREATED"), ("requested_by", "BY"),
@@ -68,13 +68,14 @@ def show(ctx: click.Context, op_id: str, fmt: str) -> None:
 
 @task.command()
 @click.argument("op_id", metavar="ID")
+@wait_timeout_option()
 @format_option
 @click.pass_context
-def watch(ctx: click.Context, op_id: str, fmt: str) -> None:
+def watch(ctx: click.Context, op_id: str, wait_timeout: float | None, fmt: str) -> None:
     """Follow an operation until it ends; exit non-zero if it failed."""
     from cli.ops import follow
     cluster(ctx).operation(op_id)   # a clear error for an unknown id
-    follow(ctx, op_id, fmt)
+    follow(ctx, op_id, fmt, timeout=wait_timeout)
 
 
 @task.command()

@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from cli.common import cluster, emit_json, format_option, pairs, stamp, table
+from cli.common import cluster, emit_json, format_option, pairs, stamp, table, wait_timeout_option
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
 from pvc.vm import definition
@@ -109,11 +109,14 @@ def _action(action: str, doc: str) -> click.Command:
     @click.option("--wait", is_flag=True, help="Wait until it is done; exit non-zero if it "
                                                "failed.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @wait_timeout_option()
     @format_option
     @click.pass_context
-    def command(ctx: click.Context, ref: str, wait: bool, reason: str, fmt: str) -> None:
+    def command(ctx: click.Context, ref: str, wait: bool, reason: str,
+                wait_timeout: float | None, fmt: str) -> None:
         from pvc.vm import lifecycle
-        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason), wait, fmt)
+        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason), wait, fmt,
+                    wait_timeout)
 
     command.__doc__ = doc
     return vm.command(name=action)(command)
@@ -138,17 +141,18 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
                   help="Cap a live migration's network use (default: the configured limit).")
     @click.option("--wait", is_flag=True, help="Wait until it is done.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @wait_timeout_option(also_timeout=False)
     @format_option
     @click.pass_context
     def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
                 timeout: float | None, bandwidth: int | None, wait: bool, reason: str,
-                fmt: str, **kw: Any) -> None:
+                wait_timeout: float | None, fmt: str, **kw: Any) -> None:
         from pvc.vm import migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
                                 method=method or "", force_live=force_live,
                                 force=kw.get("force", False), reason=reason,
                                 timeout=timeout or 0, bandwidth=bandwidth or 0)
-        run_request(ctx, req, wait, fmt)
+        run_request(ctx, req, wait, fmt, wait_timeout)
 
     command.__doc__ = doc
     if mode == "migrate":

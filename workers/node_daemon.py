@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Callable
 
+from pvc.core.cluster import Cluster
+from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.node.daemon import NodeDaemon
+from pvc.operations import sweep
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-node")
@@ -14,6 +18,7 @@ log = logging.getLogger("pvc-node")
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config("pvc node daemon", argv)
     daemon = NodeDaemon(cfg)
+    daemon.duties.append(lost_operations(cfg))
     stop_on_signals(daemon.stop, log)
     try:
         daemon.start()
@@ -25,6 +30,17 @@ def main(argv: list[str] | None = None) -> None:
         daemon.run()
     finally:
         daemon.shutdown()
+
+
+def lost_operations(cfg: Config) -> Callable[[Cluster], str]:
+    """The sweep of operations whose broker message was lost (it needs the broker)."""
+    from tasks.broker import RedisBroker
+    broker = RedisBroker(cfg)
+    ops = cfg.cluster.operations
+
+    def lost(cluster: Cluster) -> str:
+        return sweep.lost_operations(cluster, broker, ops.lost_after, ops.max_resends)
+    return lost
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ class OperationsConfig:
     shutdown_timeout: float = _f(60.0, "seconds a graceful shutdown may take before a hard stop",
                                  minimum=0.0)
     keep_records: int = _f(1000, "operation records kept in ZooKeeper", minimum=10)
+    lost_after: float = _f(30.0, "seconds an operation may wait with no message in the broker "
+                                 "(and no live executor) before the primary sends it again",
+                           minimum=1.0)
+    max_resends: int = _f(3, "times the primary sends a lost operation again before it fails "
+                             "it", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ class Operation:
     lock_acquired: float = 0.0       # flush/unflush: when it took the cluster flush lock
     lock_released: float = 0.0
     attempts: int = 0
+    resends: int = 0                 # times the primary sent it again (its message was lost)
     cancel_requested: bool = False   # a running flush/unflush stops after the moves in flight
     worker: str = ""
     message: str = ""                # last progress line

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.core.models import VM
@@ -30,7 +31,7 @@ from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
 from pvc.node.context import NodeContext
-from pvc.operations import records
+from pvc.operations import records, sweep
 from pvc.vm.lifecycle import record_failure
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class NodeDaemon:
         self._drift = threading.Event()            # a domain stopped: check what should run
         self._renewed = threading.Event()          # a new ZooKeeper session: resync
         self.restarts = CrashLoopGuard(config.node.restart_limit, config.node.restart_window)
-        self.duties: list[Callable[[], str]] = []  # primary-only housekeeping, in order
+        # primary-only housekeeping, in order: each returns what it did as a sentence
+        self.duties: list[Callable[[Cluster], str]] = [self._prune, sweep.stale_claims]
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -194,17 +196,18 @@ class NodeDaemon:
         """Cluster housekeeping, done by the primary coordinator only: prune old records,
         sweep claims and operations that nobody will finish (see pvc.operations.sweep)."""
         assert self.ctx is not None
-        keep = self.config.cluster.operations.keep_records
-        pruned = records.prune(self.ctx.cluster, keep)
-        if pruned:
-            log.info("pruned %d old operation records (keeping %d)", pruned, keep)
         for duty in self.duties:
             try:
-                said = duty()
+                said = duty(self.ctx.cluster)
             except PvcError as e:
-                said = f"{getattr(duty, '__name__', 'duty')} failed: {e}"
+                said = f"{getattr(duty, '__name__', 'a primary duty')} failed: {e}"
             if said:
                 log.info(said)
+
+    def _prune(self, cluster: Cluster) -> str:
+        keep = self.config.cluster.operations.keep_records
+        pruned = records.prune(cluster, keep)
+        return f"pruned {pruned} old operation records (keeping {keep})" if pruned else ""
 
     def _elect(self) -> bool:
         """Coordinators race to create the ephemeral primary znode; the winner is primary.

@@ -72,10 +72,11 @@ def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
 
 
 def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
-           progress: dict[str, Any] | None = None) -> Operation:
+           progress: dict[str, Any] | None = None, restore: bool = False) -> Operation:
     """End an operation: record the outcome (and the last progress) and free its target, in
-    one transaction. An operation that already ended stays as it is."""
-    def end(record: dict[str, Any]) -> bool | None:
+    one transaction. An operation that already ended stays as it is. restore: it never ran,
+    so put back the VM's desired state it changed (in the same transaction)."""
+    def end(record: dict[str, Any], tx: Transaction) -> bool | None:
         if record["state"] in states.OP_TERMINAL:
             return None
         if progress:
@@ -84,6 +85,8 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
         record["finished"] = time.time()
         record["message"] = message or record.get("message", "")
         record["error"] = error
+        if restore:
+            _restore_vm(cluster, record, tx)
         return True
 
     return _rewrite(cluster, op_id, end)
@@ -92,7 +95,7 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
 def cancel(cluster: Cluster, op_id: str) -> Operation:
     """Cancel an operation: at once if it has not started (its task will find it ended);
     a running flush/unflush is asked to stop after the migrations in flight."""
-    def stop(record: dict[str, Any]) -> bool:
+    def stop(record: dict[str, Any], tx: Transaction) -> bool:
         state, kind = record["state"], record["kind"]
         if state in states.OP_TERMINAL:
             raise Conflict(f"operation {op_id} already ended ({state})")
@@ -106,17 +109,33 @@ def cancel(cluster: Cluster, op_id: str) -> Operation:
         transition(record, states.OpState.CANCELLED, f"cancelled by {requester()}")
         record["finished"] = time.time()
         record["message"] = "cancelled before it started"
+        _restore_vm(cluster, record, tx)
         return True
 
     return _rewrite(cluster, op_id, stop)
 
 
+def _restore_vm(cluster: Cluster, record: dict[str, Any], tx: Transaction) -> None:
+    """Add to tx: the VM's desired state as it was before this (never run) operation, if
+    the record still holds what the operation set (compare-and-set on its version)."""
+    prev = record.get("args", {}).get("previous")
+    if not prev or not record["kind"].startswith("vm."):
+        return
+    try:
+        current = cluster.store.get_json_versioned(cluster.schema.vm(record["target_id"]))
+    except NoNode:
+        return   # undefined meanwhile: nothing to restore
+    vm = dict(current.value)
+    vm.update({k: prev[k] for k in ("state", "node", "last_node") if k in prev})
+    tx.set(cluster.schema.vm(record["target_id"]), vm, current.version)
+
+
 def _rewrite(cluster: Cluster, op_id: str,
-             change: Callable[[dict[str, Any]], bool | None]) -> Operation:
+             change: Callable[[dict[str, Any], Transaction], bool | None]) -> Operation:
     """Compare-and-set over a record: change() edits it and says whether it ended (its
     target is then freed in the same transaction); None leaves the record as it is."""
     def edit(record: dict[str, Any], tx: Transaction) -> Any:
-        ended = change(record)
+        ended = change(record, tx)
         if ended is None:
             return KEEP
         busy = marker(cluster, record)

@@ -59,13 +59,4 @@ def commit_vm(cluster: Cluster, vm: VM, version: int, op: Operation, busy: bool)
 
 def abandon(cluster: Cluster, op: Operation, error: str) -> None:
     """The task could not be submitted: put back what the request changed, fail the record."""
-    prev = op.args.get("previous")
-    try:
-        if prev and op.kind.startswith("vm."):
-            def restore(data: dict) -> dict:
-                data.update({k: prev[k] for k in ("state", "node", "last_node") if k in prev})
-                return data
-
-            cluster.store.update_json(cluster.schema.vm(op.target_id), restore)
-    finally:
-        records.finish(cluster, op.id, states.OpState.FAILED, error=error)
+    records.finish(cluster, op.id, states.OpState.FAILED, error=error, restore=True)

@@ -1,0 +1,64 @@
+"""The broker as the primary's sweep sees it (pvc.operations.sweep.Broker), over Redis.
+
+kombu's Redis transport keeps a queue's waiting messages in lists named after the queue (one
+per priority step) and the delivered, unacknowledged ones in the hash `unacked`; each message's
+headers carry the task id, which is the operation id.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from pvc.core.config import Config
+from pvc.core.errors import Unavailable
+from pvc.core.models import Operation
+from pvc.operations.registry import queue_for
+from tasks.app import redis_url
+
+UNACKED = "unacked"
+PRIORITY_SEPARATOR = "\x06\x16"
+
+
+class RedisBroker:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.redis = redis.Redis.from_url(redis_url(cfg, cfg.cluster.redis.broker_db),
+                                          socket_timeout=3, socket_connect_timeout=3)
+
+    def holds(self, op: Operation) -> bool:
+        try:
+            return self._holds(op)
+        except redis.RedisError as e:
+            r = self.cfg.cluster.redis
+            raise Unavailable(f"cannot reach Redis at {r.host}:{r.port}: {e}") from None
+
+    def _holds(self, op: Operation) -> bool:
+        queue = queue_for(op.node)
+        lists = [queue] + [k.decode() for k in
+                           self.redis.scan_iter(f"{queue}{PRIORITY_SEPARATOR}*")]
+        for name in lists:
+            if any(_task_id(raw) == op.id for raw in self.redis.lrange(name, 0, -1)):
+                return True
+        for raw in self.redis.hvals(UNACKED):
+            try:
+                message = json.loads(raw)[0]
+            except (ValueError, IndexError, TypeError):
+                continue
+            if _task_id(message) == op.id:
+                return True
+        return False
+
+    def send(self, op: Operation) -> None:
+        from tasks.client import submit
+        submit(self.cfg, op)
+
+
+def _task_id(message: Any) -> str:
+    if isinstance(message, (bytes, str)):
+        try:
+            message = json.loads(message)
+        except ValueError:
+            return ""
+    return str(message.get("headers", {}).get("id", "")) if isinstance(message, dict) else ""
