@@ -74,11 +74,11 @@ def status(port_offset: int, fmt: str) -> None:
     elif not st["running"]:
         click.echo(f"no sandbox is running ({st['dir']})")
     else:
-        dead = [n for n, p in st["processes"].items() if not p["alive"]]
         click.echo(f"sandbox {'healthy' if st['healthy'] else 'DEGRADED'}: {st['hypervisor']}, "
                    f"nodes {', '.join(st['nodes'])}, {len(st['demo_vms'])} demo VMs, "
                    f"Flower {st['flower']['url']}")
-        for name in dead:
-            click.echo(f"  not running: {name} (pid {st['processes'][name]['pid']})")
+        for name, p in sorted(st["processes"].items()):
+            restarts = f", restarted {p['restarts']}x" if p["restarts"] else ""
+            click.echo(f"  {name:<14} {p['state'].lower():<9} pid {p['pid']}{restarts}")
     if not st["running"] or not st.get("healthy", False):
         sys.exit(1 if st["running"] else 0)

@@ -6,11 +6,14 @@ tailer restarts and migrations, whichever node writes. A follower prints exactly
 has not seen, and says how many it missed when it fell more than the buffer behind.
 
 The znode (JSON):
-    lines       the last `limit_lines` lines (fewer if the size limit cut them)
+    lines       the last `limit_lines` lines (fewer if the byte limit cut them)
     first_seq   sequence number of lines[0]; last_seq of lines[-1]
     limit_lines N, the configured buffer length
-    size_limited true when lines were dropped to stay under ZooKeeper's node size limit
+    size_limited true when old lines were dropped to stay under the byte limit
     cursors     {node: {inode, offset}}: where each node's tailer is in its log file
+
+Lines a guest printed faster than they could be published are not published; one line
+"[… N lines dropped …]" stands in their place, so a reader sees that, and where.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 MAX_LINE_BYTES = 4096            # longer lines are split into pieces this long
-MAX_ZNODE_BYTES = 512 * 1024     # well under ZooKeeper's 1 MiB default node limit
+MAX_ZNODE_BYTES = 512 * 1024     # the most a buffer may ever be (ZooKeeper's limit is 1 MiB)
 READ_CHUNK = 1024 * 1024
 HEAD_BYTES = 64
 # Terminal control sequences and control characters: a guest must not drive the operator's
@@ -138,18 +141,21 @@ class FileCursor:
 
 @dataclass
 class Pending:
-    """Lines read but not yet published: at most `limit` (older ones are only counted, so
-    their sequence numbers are still used up and followers see the gap)."""
+    """Lines read but not yet published: at most `limit` lines and `max_bytes` bytes (older
+    ones are only counted, and published as one "[… N lines dropped …]" line)."""
     limit: int
+    max_bytes: int = MAX_ZNODE_BYTES
     lines: deque[str] = field(default_factory=deque)
     skipped: int = 0
+    size: int = 0
 
     def add(self, lines: list[str]) -> None:
         for line in lines:
-            if len(self.lines) >= self.limit:
-                self.lines.popleft()
-                self.skipped += 1
             self.lines.append(line)
+            self.size += len(line) + 1
+            while self.lines and (len(self.lines) > self.limit or self.size > self.max_bytes):
+                self.size -= len(self.lines.popleft()) + 1
+                self.skipped += 1
 
     def __bool__(self) -> bool:
         return bool(self.lines) or self.skipped > 0
@@ -157,16 +163,21 @@ class Pending:
     def take(self) -> tuple[list[str], int]:
         lines, skipped = list(self.lines), self.skipped
         self.lines.clear()
-        self.skipped = 0
+        self.skipped = self.size = 0
         return lines, skipped
 
     def put_back(self, lines: list[str], skipped: int) -> None:
         """A failed write: the taken lines go before anything read since."""
         newer = list(self.lines)
         self.lines.clear()
+        self.size = 0
         self.skipped += skipped
         self.add(lines)
         self.add(newer)
+
+
+def dropped_marker(count: int) -> str:
+    return f"[… {count} lines dropped …]"
 
 
 def empty_buffer(limit: int) -> dict[str, Any]:
@@ -175,24 +186,28 @@ def empty_buffer(limit: int) -> dict[str, Any]:
 
 
 def merge(stored: dict[str, Any] | None, new: list[str], skipped: int, limit: int,
-          node: str = "", cursor: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The buffer after publishing `new` lines (preceded by `skipped` unpublished ones)."""
+          node: str = "", cursor: dict[str, Any] | None = None,
+          max_bytes: int = MAX_ZNODE_BYTES) -> dict[str, Any]:
+    """The buffer after publishing `new` lines, preceded by the marker of `skipped` lines
+    that were dropped before they could be published; at most `limit` lines and `max_bytes`
+    bytes of JSON."""
     buf = dict(stored) if stored else empty_buffer(limit)
-    last = int(buf["last_seq"]) + skipped + len(new)
-    lines = new if skipped else list(buf["lines"]) + new
-    lines = lines[-limit:] if limit > 0 else []
+    if skipped:
+        new = [dropped_marker(skipped)] + new
+    last = int(buf["last_seq"]) + len(new)
+    lines = (list(buf["lines"]) + new)[-limit:] if limit > 0 else []
     buf.update(lines=lines, last_seq=last, first_seq=last - len(lines) + 1, limit_lines=limit,
                size_limited=False, updated=round(time.time(), 3))
     if node:
         buf["node"] = node
         buf["cursors"] = {**buf.get("cursors", {}), node: cursor or {}}
-    return _fit(buf)
+    return _fit(buf, min(max_bytes, MAX_ZNODE_BYTES))
 
 
-def _fit(buf: dict[str, Any]) -> dict[str, Any]:
-    """Drop the oldest lines until the JSON fits the znode size limit."""
+def _fit(buf: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Drop the oldest lines until the JSON fits max_bytes."""
     size = len(json.dumps(buf, separators=(",", ":")))
-    while size > MAX_ZNODE_BYTES and buf["lines"]:
+    while size > max_bytes and buf["lines"]:
         drop = max(1, len(buf["lines"]) // 10)
         dropped = buf["lines"][:drop]
         buf["lines"] = buf["lines"][drop:]

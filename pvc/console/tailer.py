@@ -6,13 +6,18 @@ publishes it to the VM's console znode.
     and let go.
   * File changes arrive through inotify on the node's console directory.
   * Writes are coalesced: at most one per VM every WRITE_INTERVAL, each a compare-and-set that
-    numbers the new lines on top of what the znode holds. A chatty guest costs at most
-    1/WRITE_INTERVAL writes per second, whatever its line rate.
+    numbers the new lines on top of what the znode holds. Each write costs the buffer's size,
+    so writes are also bounded in bytes: a VM may write `console_log_rate` bytes a second
+    (after a write of N bytes, its next waits N / rate seconds), and its buffer holds at most
+    `console_log_bytes`. A chatty guest costs at most 1/WRITE_INTERVAL writes and
+    `console_log_rate` bytes a second, whatever it prints; what it prints beyond that is
+    dropped and marked "[… N lines dropped …]".
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -22,7 +27,7 @@ from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.core.models import VM
-from pvc.core.store import decode_json
+from pvc.core.store import decode_json, encode
 from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ class Follow:
     cursor: buffer.FileCursor
     splitter: buffer.LineSplitter = field(default_factory=buffer.LineSplitter)
     pending: buffer.Pending = field(default_factory=lambda: buffer.Pending(1000))
+    next_write: float = 0.0        # monotonic time before which this VM is not written
 
 
 class Tailer:
@@ -43,6 +49,9 @@ class Tailer:
         self.name = config.node.name
         self.directory = config.node.console_log_directory
         self.limit = config.cluster.console_log_lines
+        self.max_bytes = config.cluster.console_log_bytes
+        self.rate = config.cluster.console_log_rate
+        self.bytes_written = 0
         self.cluster = cluster or Cluster.connect(config, patient=True)
         self.store = self.cluster.store
         self.schema = self.cluster.schema
@@ -126,7 +135,8 @@ class Tailer:
         # the last N lines are kept, the others counted as missed)
         cursor = buffer.FileCursor(path, mine.get("inode"), int(mine.get("offset", 0)))
         with self.lock:
-            self.following[vm.uuid] = Follow(vm, cursor, pending=buffer.Pending(self.limit))
+            self.following[vm.uuid] = Follow(vm, cursor,
+                                             pending=buffer.Pending(self.limit, self.max_bytes))
             self.changed.notify_all()
         log.info("following %s (%s)", vm.name, path)
         self.read(vm.uuid)
@@ -182,15 +192,26 @@ class Tailer:
     # ------------------------------------------------------------------ writing
     def _write_loop(self) -> None:
         for _ in self._wakes(self._dirty):
-            self.flush_all()
-            # rate limit: lines arriving meanwhile are coalesced into the next write
-            self.stopping.wait(WRITE_INTERVAL)
+            while not self.stopping.is_set():
+                deferred = self.flush_all(due_only=True)
+                # rate limit: lines arriving meanwhile are coalesced into the next write
+                self.stopping.wait(WRITE_INTERVAL)
+                if not deferred:
+                    break
 
-    def flush_all(self) -> None:
+    def flush_all(self, due_only: bool = False) -> bool:
+        """Write every VM with pending lines (due_only: those whose byte budget allows it
+        now). True if some were left for later."""
+        now = time.monotonic()
         with self.lock:
-            uuids = [u for u, f in self.following.items() if f.pending]
-        for uuid in uuids:
+            pending = [(u, f.next_write) for u, f in self.following.items() if f.pending]
+        deferred = False
+        for uuid, next_write in pending:
+            if due_only and next_write > now:
+                deferred = True
+                continue
             self._write(uuid)
+        return deferred
 
     def _write(self, uuid: str) -> None:
         with self.lock:
@@ -201,9 +222,11 @@ class Tailer:
             cursor = {"inode": f.cursor.inode, "offset": f.cursor.offset}
         path = self.schema.vm_console(uuid)
         try:
-            self._publish(path, lines, skipped, cursor)
+            size = self._publish(path, lines, skipped, cursor)
             with self.lock:
                 self.writes += 1
+                self.bytes_written += size
+                f.next_write = time.monotonic() + max(WRITE_INTERVAL, size / self.rate)
         except PvcError as e:
             log.warning("could not publish the console of %s: %s", f.vm.name, e)
             with self.lock:
@@ -211,7 +234,10 @@ class Tailer:
             self._dirty.set()
 
     def _publish(self, path: str, lines: list[str], skipped: int,
-                 cursor: dict[str, Any]) -> None:
+                 cursor: dict[str, Any]) -> int:
+        """Write the lines; returns the bytes the znode now holds (what the write cost)."""
         # compare-and-set: the other node of a migration may write the buffer meanwhile
-        self.store.update(path, lambda current, _tx: buffer.merge(
-            current, lines, skipped, self.limit, self.name, cursor), missing=None)
+        written = self.store.update(path, lambda current, _tx: buffer.merge(
+            current, lines, skipped, self.limit, self.name, cursor, self.max_bytes),
+            missing=None)
+        return len(encode(written.value))

@@ -86,6 +86,11 @@ class ClusterConfig:
     coordinators: list[str] = _f([], "node names taking part in the primary election")
     console_log_lines: int = _f(1000, "lines of console kept per VM (the buffer follows the "
                                       "VM from node to node)", minimum=1)
+    console_log_bytes: int = _f(128 * 1024, "most bytes of console kept per VM (at most "
+                                            "524288: ZooKeeper's node size)", minimum=4096)
+    console_log_rate: int = _f(64 * 1024, "bytes per second one VM's console may write to "
+                                          "ZooKeeper; a chattier guest is written less often",
+                               minimum=1024)
     zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
@@ -244,6 +249,8 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     name = cfg.node.name
     if name and not _valid_name(name):
         errors.append(f"node.name: {name!r} must be letters, digits, '-' or '_'")
+    if cfg.cluster.console_log_bytes > 512 * 1024:
+        errors.append("cluster.console_log_bytes: at most 524288 (ZooKeeper's node size)")
     for i, c in enumerate(cfg.cluster.coordinators):
         if not _valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")

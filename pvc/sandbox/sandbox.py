@@ -1,13 +1,15 @@
 """`pvc sandbox`: a whole pvc cluster on one machine.
 
 One ZooKeeper, one Redis, one Flower; per simulated node its own libvirtd (qemu: real TCG
-guests; test: libvirt's test driver), node daemon, Celery worker and console tailer. Demo VMs are defined with a
-node and desired state `start`, so each node daemon's start-up reconcile starts its share: the
-same code path as a production node coming up.
+guests; test: libvirt's test driver), node daemon, Celery worker and console tailer. Demo VMs
+are defined with a node and desired state `start`, so each node daemon's start-up reconcile
+starts its share: the same code path as a production node coming up.
 
-Everything lives under one directory (default /run/pvc/sandbox, $PVC_SANDBOX_DIR); its
-client.yaml is what plain `pvc` commands use while the sandbox is up. Every process started is
-recorded in state.json by PID, and `down` stops exactly those (then sweeps for strays).
+Every process runs under supervisord (pvc.sandbox.supervisor), as systemd runs them in
+production: a process that dies is started again. Everything lives under one directory
+(default /run/pvc/sandbox, $PVC_SANDBOX_DIR); its client.yaml is what plain `pvc` commands use
+while the sandbox is up. state.json records supervisord's PID; `down` stops every program
+through it (in dependency order), then supervisord, then sweeps for strays.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from pvc.core.errors import PvcError
 from pvc.core.states import DaemonState
 from pvc.sandbox import guest, procs, services
 from pvc.sandbox.services import Libvirtd
+from pvc.sandbox.supervisor import Supervisor
 from pvc.vm import definition
 
 KINDS = ("qemu", "test")
@@ -82,6 +85,10 @@ class Layout:
 
     def console_dir(self, name: str) -> Path:
         return self.node_dir(name) / "console"
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.dir)
 
 
 @dataclass
@@ -168,7 +175,7 @@ def demo_xml(name: str, kind: str, index: int) -> str:
 # ------------------------------------------------------------------------------ up
 
 def running_state(layout: Layout) -> State | None:
-    """The sandbox's state if any of its processes still runs."""
+    """The sandbox's state if its supervisor (or any process it started) still runs."""
     state = State.load(layout)
     if state and any(procs.alive(pid) for pid in state.pids.values()):
         return state
@@ -215,47 +222,76 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
 
     redis_pw = services.write_secret(layout.secret("redis.password"))
     flower_pw = services.write_secret(layout.secret("flower.password"))
+    for port, what in ((layout.zk_port, "ZooKeeper"), (layout.redis_port, "Redis"),
+                       (layout.flower_port, "Flower")):
+        if not procs.port_free(port):
+            raise procs.StartFailed(f"port {port} ({what}) is already in use")
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
-    for n, lv in libvirtds.items():   # slow to start: launch them first, wait later
-        state.pids[f"libvirtd-{n}"] = services.start_libvirtd(lv)
-    state.save(layout)
-    state.pids["zookeeper"] = services.start_zookeeper(layout.dir / "zookeeper", layout.zk_port)
-    state.save(layout)
-    step(f"ZooKeeper on 127.0.0.1:{layout.zk_port}")
-    state.pids["redis"] = services.start_redis(layout.dir / "redis", layout.redis_port, redis_pw)
-    state.save(layout)
-    step(f"Redis on 127.0.0.1:{layout.redis_port} (password in {layout.secret('redis.password')})")
-    for n, lv in libvirtds.items():
-        services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
-    step(f"{len(names)} libvirtd ({kind}) up")
-
     cluster = cluster_config(layout, names)
     client = Config(cluster=cluster)
     configmod.write(client, layout.client_config)
     for i, n in enumerate(names):
         layout.console_dir(n).mkdir(parents=True, exist_ok=True)
         configmod.write(node_config(layout, cluster, n, i + 1, kind), layout.node_config(n))
-    state.demo_vms = _define_demo_vms(client, names, vm_count, kind)
+
+    sup = layout.supervisor
+    sup.write(_specs(layout, libvirtds, redis_pw, flower_pw))
+    state.pids["supervisord"] = sup.start()
     state.save(layout)
 
-    py = sys.executable
+    def start(name: str) -> int:
+        state.pids[name] = sup.start_program(name)
+        state.save(layout)
+        return state.pids[name]
+
+    for n in names:   # slow to start: launch them first, wait later
+        start(f"libvirtd-{n}")
+    services.wait_zookeeper(layout.zk_port, start("zookeeper"),
+                            layout.dir / "zookeeper" / "stdout.log")
+    step(f"ZooKeeper on 127.0.0.1:{layout.zk_port}")
+    services.wait_redis(layout.dir / "redis", layout.redis_port, start("redis"))
+    step(f"Redis on 127.0.0.1:{layout.redis_port} (password in {layout.secret('redis.password')}, "
+         "append-only file on)")
+    for n, lv in libvirtds.items():
+        services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
+    step(f"{len(names)} libvirtd ({kind}) up")
+
+    state.demo_vms = _define_demo_vms(client, names, vm_count, kind)
+    state.save(layout)
     for n in names:
-        cfg = str(layout.node_config(n))
-        state.pids[f"node-{n}"] = procs.spawn([py, "-m", "workers.node_daemon", "--config", cfg],
-                                              layout.node_dir(n) / "node.log")
-        state.pids[f"worker-{n}"] = procs.spawn([py, "-m", "workers.worker", "--config", cfg],
-                                                layout.node_dir(n) / "worker.log")
-        state.pids[f"tailer-{n}"] = procs.spawn([py, "-m", "workers.tailer", "--config", cfg],
-                                                layout.node_dir(n) / "tailer.log")
-    state.save(layout)
-    state.pids["flower"] = services.start_flower(layout.dir / "flower", layout.flower_port,
-                                                 FLOWER_USER, flower_pw, layout.client_config)
-    state.save(layout)
+        for role in NODE_ROLES:
+            start(f"{role}-{n}")
+    flower = start("flower")
+    procs.wait_until("Flower", lambda: procs.port_open(layout.flower_port), 30, flower,
+                     layout.dir / "flower" / "flower.log")
     step(f"Flower on http://127.0.0.1:{layout.flower_port}")
     _wait_cluster_ready(layout, state, client)
     if kind == "qemu" and state.demo_vms:   # guests run: QEMU's capabilities are probed
         services.save_caps_seed(next(iter(libvirtds.values())))
-    step(f"{len(names)} nodes running, {len(state.demo_vms)} demo VMs running, workers ready")
+    step(f"{len(names)} nodes running, {len(state.demo_vms)} demo VMs running, workers ready "
+         "(supervised: a process that dies is started again)")
+
+
+# The processes of one node, each a supervised program "<role>-<node>", and their entry points.
+NODE_ROLES = {"node": "workers.node_daemon", "worker": "workers.worker",
+              "tailer": "workers.tailer"}
+
+
+def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
+           flower_pw: str) -> list[services.ProcessSpec]:
+    """Every program of the sandbox, as supervisord runs them."""
+    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port),
+             services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw),
+             services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
+                                  flower_pw, layout.client_config)]
+    for n, lv in libvirtds.items():
+        specs.append(services.libvirtd_spec(lv, f"libvirtd-{n}"))
+        cfg = str(layout.node_config(n))
+        for role, module in NODE_ROLES.items():
+            specs.append(services.ProcessSpec(
+                f"{role}-{n}", [sys.executable, "-m", module, "--config", cfg],
+                layout.node_dir(n) / f"{role}.log"))
+    return specs
 
 
 def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
@@ -330,16 +366,24 @@ def down(layout: Layout, say: Say = print) -> bool:
 
 
 def _stop_all(layout: Layout, state: State, say: Say) -> None:
+    """Programs in dependency order through the supervisor (so none is started again), guests
+    destroyed before their libvirtd goes, then the supervisor, then any stray."""
+    sup = layout.supervisor
+    programs = sup.programs()
     for prefix in STOP_ORDER:
-        for name, pid in list(state.pids.items()):
-            if not name.startswith(prefix):
-                continue
+        for name in [n for n in programs if n.startswith(prefix)]:
             if name.startswith("libvirtd-"):
                 node = name.split("-", 1)[1]
                 lv = layout.libvirtd(node, state.nodes.index(node) + 1)
-                services.stop_libvirtd(lv, pid, state.hypervisor)
-            elif procs.stop(pid, timeout=15):
-                say(f"{name} (pid {pid}) did not stop in time and was killed")
+                services.clear_libvirtd(lv, state.hypervisor)
+            try:
+                sup.stop_program(name)
+            except OSError as e:
+                say(f"could not stop {name} through the supervisor: {e}")
+    for n in state.nodes:
+        services.stop_virtlogd(layout.libvirtd(n, state.nodes.index(n) + 1))
+    if "supervisord" in state.pids:
+        sup.shutdown(state.pids["supervisord"])
     strays = procs.processes_mentioning(str(layout.dir) + "/")
     for pid in strays:
         say(f"stopping stray process {pid}")
@@ -352,10 +396,13 @@ def status(layout: Layout) -> dict[str, Any]:
     state = State.load(layout)
     if state is None:
         return {"running": False, "dir": str(layout.dir)}
-    pids = {name: {"pid": pid, "alive": procs.alive(pid)} for name, pid in state.pids.items()}
+    supervisor_pid = state.pids.get("supervisord", 0)
+    programs = layout.supervisor.programs() if procs.alive(supervisor_pid) else {}
     return {
-        "running": any(p["alive"] for p in pids.values()),
-        "healthy": all(p["alive"] for p in pids.values()),
+        "running": bool(programs),
+        "healthy": bool(programs) and all(p["alive"] for p in programs.values()),
+        "supervisor": {"pid": supervisor_pid, "alive": procs.alive(supervisor_pid),
+                       "log": str(layout.supervisor.log)},
         "dir": str(layout.dir),
         "hypervisor": state.hypervisor,
         "nodes": state.nodes,
@@ -366,7 +413,7 @@ def status(layout: Layout) -> dict[str, Any]:
         "redis": f"127.0.0.1:{layout.redis_port}",
         "flower": {"url": f"http://127.0.0.1:{layout.flower_port}", "user": FLOWER_USER,
                    "password_file": str(layout.secret("flower.password"))},
-        "processes": pids,
+        "processes": programs,
     }
 
 

@@ -23,6 +23,22 @@ LIBVIRT_OVERMOUNTS = {"run": "/run/libvirt", "varlib": "/var/lib/libvirt",
                       "etc": "/etc/libvirt"}
 
 
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run one long-lived process: started directly (tests) or by the supervisor
+    (the sandbox), from the same description."""
+    name: str
+    command: list[str]
+    log: Path
+    env: dict[str, str] | None = None      # added to the environment it inherits
+    cwd: Path | None = None
+
+
+def spawn(spec: ProcessSpec) -> int:
+    env = {**os.environ, **spec.env} if spec.env else None
+    return procs.spawn(spec.command, spec.log, env=env, cwd=spec.cwd)
+
+
 def write_secret(path: Path, value: str | None = None) -> str:
     """A secret file only its owner can read."""
     value = value or secrets.token_urlsafe(18)
@@ -43,6 +59,25 @@ def write_private(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------ ZooKeeper
 
 def start_zookeeper(base: Path, port: int) -> int:
+    if not procs.port_free(port):
+        raise procs.StartFailed(f"port {port} (ZooKeeper) is already in use")
+    spec = zookeeper_spec(base, port)
+    pid = spawn(spec)
+    wait_zookeeper(port, pid, spec.log)
+    return pid
+
+
+def wait_zookeeper(port: int, pid: int | None, log: Path) -> None:
+    procs.wait_until("ZooKeeper", lambda: _zk_ok(port), 30, pid, log)
+
+
+# ZooKeeper's heap and its largest znode: a console buffer is capped well below jute.maxbuffer
+# (1 MiB here), and the heap has room for many of them being written at once.
+ZOOKEEPER_HEAP_MB = 256
+JUTE_MAXBUFFER = 1024 * 1024
+
+
+def zookeeper_spec(base: Path, port: int) -> ProcessSpec:
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     (base / "log").mkdir(exist_ok=True)
@@ -59,17 +94,14 @@ def start_zookeeper(base: Path, port: int) -> int:
         "log4j.appender.ROLLINGFILE.MaxFileSize=10MB\nlog4j.appender.ROLLINGFILE.MaxBackupIndex=2\n"
         "log4j.appender.ROLLINGFILE.layout=org.apache.log4j.PatternLayout\n"
         "log4j.appender.ROLLINGFILE.layout.ConversionPattern=%d %p [%t] %c: %m%n\n")
-    cmd = ["java", "-Xms64m", "-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-           "-Xss512k", "-XX:MaxMetaspaceSize=64m", f"-Dzookeeper.log.dir={base}/log",
+    cmd = ["java", "-Xms64m", f"-Xmx{ZOOKEEPER_HEAP_MB}m", "-XX:+UseSerialGC",
+           "-XX:TieredStopAtLevel=1", "-Xss512k", "-XX:MaxMetaspaceSize=64m",
+           f"-Djute.maxbuffer={JUTE_MAXBUFFER}", f"-Dzookeeper.log.dir={base}/log",
            f"-Dlog4j.configuration=file:{base}/log4j.properties",
            "-Dzookeeper.jmx.log4j.disable=true",
            "-cp", ":".join([str(base)] + ZOOKEEPER_CLASSPATH),
            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(base / "zoo.cfg")]
-    if not procs.port_free(port):
-        raise procs.StartFailed(f"port {port} (ZooKeeper) is already in use")
-    pid = procs.spawn(cmd, base / "stdout.log")
-    procs.wait_until("ZooKeeper", lambda: _zk_ok(port), 30, pid, base / "stdout.log")
-    return pid
+    return ProcessSpec("zookeeper", cmd, base / "stdout.log")
 
 
 def _zk_ok(port: int) -> bool:
@@ -85,16 +117,26 @@ def _zk_ok(port: int) -> bool:
 # ------------------------------------------------------------------------------ Redis
 
 def start_redis(base: Path, port: int, password: str) -> int:
+    if not procs.port_free(port):
+        raise procs.StartFailed(f"port {port} (Redis) is already in use")
+    pid = spawn(redis_spec(base, port, password))
+    wait_redis(base, port, pid)
+    return pid
+
+
+def wait_redis(base: Path, port: int, pid: int | None) -> None:
+    procs.wait_until("Redis", lambda: procs.port_open(port), 15, pid, base / "redis.log")
+
+
+def redis_spec(base: Path, port: int, password: str) -> ProcessSpec:
+    """Redis with an append-only file written at every command: a queued operation's message
+    survives a Redis restart (pvc's sweep re-sends what is lost anyway)."""
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "redis.conf"
     write_private(conf, f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nsave \"\"\n"
-                        f"appendonly no\ndir {base}\nlogfile {base}/redis.log\n"
-                        f"requirepass {password}\n")
-    if not procs.port_free(port):
-        raise procs.StartFailed(f"port {port} (Redis) is already in use")
-    pid = procs.spawn(["redis-server", str(conf)], base / "stdout.log")
-    procs.wait_until("Redis", lambda: procs.port_open(port), 15, pid, base / "redis.log")
-    return pid
+                        "appendonly yes\nappendfsync always\n"
+                        f"dir {base}\nlogfile {base}/redis.log\nrequirepass {password}\n")
+    return ProcessSpec("redis", ["redis-server", str(conf)], base / "stdout.log")
 
 
 # ------------------------------------------------------------------------------ libvirtd
@@ -123,6 +165,10 @@ class Libvirtd:
 
 
 def start_libvirtd(lv: Libvirtd) -> int:
+    return spawn(libvirtd_spec(lv))
+
+
+def libvirtd_spec(lv: Libvirtd, name: str = "libvirtd") -> ProcessSpec:
     """A libvirtd (+ virtlogd) in a private mount namespace: its fixed paths under /run,
     /var/lib, /var/cache, /var/log and /etc are bind-mounted from lv.base, so several run side
     by side. QEMU runs as root (no /dev/kvm re-probing) with the node's own migration ports."""
@@ -151,7 +197,7 @@ def start_libvirtd(lv: Libvirtd) -> int:
     script.chmod(0o700)
     for dst in LIBVIRT_OVERMOUNTS.values():
         Path(dst).mkdir(parents=True, exist_ok=True)
-    return procs.spawn(["unshare", "--mount", "--propagation", "private", str(script)],
+    return ProcessSpec(name, ["unshare", "--mount", "--propagation", "private", str(script)],
                        b / "stdout.log")
 
 
@@ -169,10 +215,19 @@ def save_caps_seed(lv: Libvirtd) -> None:
 
 
 def stop_libvirtd(lv: Libvirtd, pid: int, kind: str) -> None:
-    from pvc.hypervisor import adapter
     if procs.alive(pid):
-        adapter.undefine_all(lv.uri(kind))
+        clear_libvirtd(lv, kind)
     procs.stop(pid)
+    stop_virtlogd(lv)
+
+
+def clear_libvirtd(lv: Libvirtd, kind: str) -> None:
+    """Destroy every guest of a libvirtd (before it stops: no QEMU outlives the sandbox)."""
+    from pvc.hypervisor import adapter
+    adapter.undefine_all(lv.uri(kind))
+
+
+def stop_virtlogd(lv: Libvirtd) -> None:
     vl = procs.read_pidfile(lv.virtlogd_pidfile)
     if vl:
         procs.stop(vl)
@@ -180,15 +235,12 @@ def stop_libvirtd(lv: Libvirtd, pid: int, kind: str) -> None:
 
 # ------------------------------------------------------------------------------ Flower
 
-def start_flower(base: Path, port: int, user: str, password: str, client_config: Path) -> int:
+def flower_spec(base: Path, port: int, user: str, password: str,
+                client_config: Path) -> ProcessSpec:
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "flowerconfig.py"
     write_private(conf, f"basic_auth = [{user + ':' + password!r}]\n"
                         f"address = '127.0.0.1'\nport = {port}\npersistent = False\n")
-    if not procs.port_free(port):
-        raise procs.StartFailed(f"port {port} (Flower) is already in use")
-    env = dict(os.environ, PVC_CONFIG=str(client_config))
     cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", f"--conf={conf}"]
-    pid = procs.spawn(cmd, base / "flower.log", env=env, cwd=base)
-    procs.wait_until("Flower", lambda: procs.port_open(port), 30, pid, base / "flower.log")
-    return pid
+    return ProcessSpec("flower", cmd, base / "flower.log", env={"PVC_CONFIG": str(client_config)},
+                       cwd=base)

@@ -38,15 +38,32 @@ def test_merge_numbers_lines_and_keeps_the_last_n() -> None:
     assert buffer.numbered(buf) == [(2, "b"), (3, "c"), (4, "d"), (5, "d"), (6, "d")]
 
 
-def test_burst_beyond_the_buffer_leaves_a_visible_gap() -> None:
+def test_burst_beyond_the_buffer_is_marked_where_lines_were_dropped() -> None:
     pending = Pending(limit=100)
     pending.add([f"line {i}" for i in range(10_000)])
     lines, skipped = pending.take()
     assert (len(lines), skipped, lines[0]) == (100, 9_900, "line 9900")
     buf = merge(merge(None, ["old"], 0, 100), lines, skipped, limit=100)
-    assert (buf["first_seq"], buf["last_seq"]) == (9_902, 10_001)
-    missed, new = new_since(buf, last_seen=1)
-    assert missed == 9_900 and new[0] == (9_902, "line 9900") and len(new) == 100
+    assert buf["last_seq"] == 1 + 1 + 100               # old, the marker, the 100 kept
+    assert buffer.numbered(buf)[0] == (3, "line 9900")
+    assert buf["lines"][-1] == "line 9999"
+    marked = merge(merge(None, ["old"], 0, 200), lines, skipped, limit=200)
+    assert marked["lines"][1] == "[… 9900 lines dropped …]"
+    assert new_since(marked, 1)[1][0] == (2, "[… 9900 lines dropped …]")
+
+
+def test_pending_is_bounded_in_bytes_as_well_as_lines() -> None:
+    pending = Pending(limit=1000, max_bytes=10_000)
+    pending.add(["x" * 999] * 50)                        # 50 kB from a chatty guest
+    lines, skipped = pending.take()
+    assert sum(len(line) + 1 for line in lines) <= 10_000
+    assert skipped == 50 - len(lines) and len(lines) == 10
+
+
+def test_buffer_stays_under_its_byte_limit() -> None:
+    buf = merge(None, ["y" * 1000] * 500, 0, limit=1000, max_bytes=64 * 1024)
+    assert len(json.dumps(buf, separators=(",", ":"))) <= 64 * 1024
+    assert buf["size_limited"] and buf["last_seq"] == 500
 
 
 def test_follower_gets_exactly_the_unseen_lines() -> None:
