@@ -8,7 +8,6 @@ import click
 
 from cli.common import cluster as connect
 from cli.common import emit_json, format_option
-from pvc.core.states import DaemonState
 
 
 @click.group()
@@ -17,9 +16,9 @@ def cluster() -> None:
 
 
 def status_data(c: Any) -> dict[str, Any]:
-    nodes = c.nodes()
-    views = c.views(c.vms(), nodes)
-    ops = c.operations()
+    reasons, snap = c.health()
+    nodes, ops = snap["nodes"], snap["operations"]
+    views = c.views(snap["vms"], nodes)
     primary = c.store.get_text(c.schema.primary) or ""
     from pvc.node.flush import lock_status
     lock = lock_status(c)
@@ -35,7 +34,8 @@ def status_data(c: Any) -> dict[str, Any]:
                 "observed": dict(Counter(v.observed for v in views))},
         "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
         "flush_lock": {"holder": lock.holder, "queue": lock.queue},
-        "healthy": all(n.daemon_state == DaemonState.RUN for n in nodes) and bool(nodes),
+        "healthy": not reasons,
+        "reasons": reasons,
     }
 
 
@@ -62,3 +62,5 @@ def status(ctx: click.Context, fmt: str) -> None:
                                    f"held by {holder.get('node')}'s {holder.get('kind')} "
                                    f"(op {holder.get('op')}), "
                                    f"{len(data['flush_lock']['queue'])} queued"))
+    for reason in data["reasons"]:
+        click.echo(f"  degraded:   {reason}")

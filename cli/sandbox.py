@@ -63,6 +63,23 @@ def down(port_offset: int) -> None:
 
 
 @sandbox.command()
+@click.argument("action", type=click.Choice(["start", "stop", "restart"]))
+@click.argument("name", metavar="PROCESS")
+@click.option("--port-offset", default=0, hidden=True)
+@format_option
+def process(action: str, name: str, port_offset: int, fmt: str) -> None:
+    """Start, stop or restart one sandbox process (e.g. worker-hv1); a stopped process stays
+    stopped (the supervisor does not start it again) until started."""
+    from pvc.sandbox import sandbox as sb
+    info = sb.process(sb.default_layout(port_offset), action, name)
+    if fmt == "json":
+        emit_json({"name": name, **info})
+    else:
+        click.echo(f"{name}: {info['state'].lower()}" + (f", pid {info['pid']}"
+                                                        if info["pid"] else ""))
+
+
+@sandbox.command()
 @click.option("--port-offset", default=0, hidden=True)
 @format_option
 def status(port_offset: int, fmt: str) -> None:

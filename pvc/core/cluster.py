@@ -1,9 +1,11 @@
 """Reading and writing the cluster's objects (VMs, nodes, operation records) in ZooKeeper."""
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
+from typing import Any
 
-from pvc.core import states
+from pvc.core import health, states
 from pvc.core.config import Config
 from pvc.core.errors import NotFound, SchemaTooNew
 from pvc.core.models import VM, Node, Operation, VmView
@@ -162,6 +164,19 @@ class Cluster:
             raise NotFound(f"no operation {op_id!r}")
         return Operation.from_json(data)
 
+    def health(self) -> tuple[list[str], dict[str, Any]]:
+        """(reasons the cluster is degraded, the snapshot's parts for a status display)."""
+        nodes = self.nodes()
+        vms = self.vms()
+        ops = self.operations()
+        active = [o.id for o in ops if o.state not in states.OP_TERMINAL]
+        leases = self.store.child_counts(self.schema.operation(i) for i in active)
+        snap = health.Snapshot(nodes, vms, ops, self.busy(),
+                               {i for i, n in zip(active, leases) if n}, time.time())
+        opc = self.config.cluster.operations
+        return (health.reasons(snap, opc.lost_after, opc.drift_grace),
+                {"nodes": nodes, "vms": vms, "operations": ops})
+
     def operations(self, limit: int | None = None) -> list[Operation]:
         ids = self.store.children(self.schema.operations)
         records = [Operation.from_json(r) for r in
@@ -194,12 +209,13 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         coordinator_state=text["coordinator_state"] or states.CoordinatorState.CLIENT,
         keepalive=float(text["keepalive"] or 0),
         domains=decode_json(raw["domains"]) or {},
+        drift=decode_json(raw["drift"]) or {},
     )
     for key, value in static.items():
-        if hasattr(node, key) and key not in ("name", "domains"):
+        if hasattr(node, key) and key not in ("name", "domains", "drift"):
             setattr(node, key, value)
     for key, value in resources.items():
-        if hasattr(node, key) and key not in ("name", "domains"):
+        if hasattr(node, key) and key not in ("name", "domains", "drift"):
             setattr(node, key, value)
     node.vms = len(node.domains)   # published on every libvirt event, fresher than resources
     return node

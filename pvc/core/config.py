@@ -78,6 +78,9 @@ class OperationsConfig:
                            minimum=1.0)
     max_resends: int = _f(3, "times the primary sends a lost operation again before it fails "
                              "it", minimum=0)
+    drift_grace: float = _f(15.0, "seconds a VM's desired and observed state may disagree "
+                                  "(and a node fail to fix it) before the cluster is degraded",
+                            minimum=0.0)
 
 
 @dataclass(frozen=True)

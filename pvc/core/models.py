@@ -80,6 +80,7 @@ class Node:
     cpus: int = 0
     load: float = 0.0
     domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)   # what it could not fix
 
     def is_target(self) -> bool:
         """May VMs be placed or migrated here? (states.target_refusal says why not)"""

@@ -14,11 +14,15 @@ Three kinds of state are kept apart, each with one writer:
 | /nodes/N/keepalive                  | observed  | node N's daemon (timestamp)                  |
 | /nodes/N/resources                  | observed  | node N (daemon, and its worker after acting) |
 | /nodes/N/domains                    | observed  | node N: {uuid: state} of domains it runs     |
+| /nodes/N/drift                      | observed  | node N's daemon: VMs it should run (or stop) |
+|                                     |           | and could not, {uuid: {name, why, since}}    |
 | /vms/U                              | desired   | CLI (compare-and-set), operations            |
 | /vms/U/xml                          | desired   | CLI (define)                                 |
-| /vm_operations/U                    | in flight | CLI creates it with the operation, the task  |
-|                                     |           | deletes it when it ends (one children read   |
-|                                     |           | lists every busy VM)                         |
+| /vm_operations/U                    | in flight | CLI creates it with a VM operation (it stays |
+|                                     |           | until the operation ends); a flush or        |
+|                                     |           | unflush creates it ephemeral (it goes with   |
+|                                     |           | the executor's session); the primary sweeps  |
+|                                     |           | those of ended operations                    |
 | /vms/U/console                      | observed  | the console tailer of the node running U     |
 | /vm_names/NAME                      | desired   | CLI, in the same transaction as /vms/U       |
 | /node_operations/N                  | in flight | like /vm_operations, for a node's flush or   |
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 VERSION = 1
 
 NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
-               "domains")
+               "domains", "drift")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class NodeDaemon:
         self.last_reconcile: reconcile.Result | None = None
         self._drift = threading.Event()            # a domain stopped: check what should run
         self._renewed = threading.Event()          # a new ZooKeeper session: resync
+        self._drift_seen: dict[str, dict[str, Any]] = {}
         self.restarts = CrashLoopGuard(config.node.restart_limit, config.node.restart_window)
         # primary-only housekeeping, in order: each returns what it did as a sentence
         self.duties: list[Callable[[Cluster], str]] = [self._prune, sweep.stale_claims]
@@ -173,6 +174,7 @@ class NodeDaemon:
             self.restarts.started(uuid)
         if result.started or result.stopped or result.failed:
             log.info("drift: %s", result.sentence())
+        self._publish_drift(result.unresolved)
         for uuid in self.restarts.newly_given_up():
             record_failure(self.ctx, uuid, self.restarts.refusal_text)
         if self.restarts.holding():
@@ -203,6 +205,17 @@ class NodeDaemon:
                 said = f"{getattr(duty, '__name__', 'a primary duty')} failed: {e}"
             if said:
                 log.info(said)
+
+    def _publish_drift(self, unresolved: dict[str, tuple[str, str]]) -> None:
+        """What this node could not make match, and since when (written only on change)."""
+        now = round(time.time(), 3)
+        drift = {uuid: {"name": name, "why": why,
+                        "since": self._drift_seen.get(uuid, {}).get("since", now)}
+                 for uuid, (name, why) in unresolved.items()}
+        if drift != self._drift_seen:
+            assert self.ctx is not None
+            self.ctx.store.put(self.ctx.schema.node_field(self.name, "drift"), drift)
+            self._drift_seen = drift
 
     def _prune(self, cluster: Cluster) -> str:
         keep = self.config.cluster.operations.keep_records

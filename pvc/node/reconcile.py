@@ -61,6 +61,8 @@ class Result:
     stopped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
+    # what it could not fix (a failed start or stop, a crash loop): uuid -> (name, why)
+    unresolved: dict[str, tuple[str, str]] = field(default_factory=dict)
     vms: int = 0
     seconds: float = 0.0
 
@@ -86,6 +88,8 @@ def reconcile(ctx: NodeContext, may_start: Callable[[VM], str] | None = None) ->
         held = {vm.uuid: may_start(vm) for vm in decision.start}
         result.left_alone += [f"{vm.name} ({held[vm.uuid]})" for vm in decision.start
                               if held[vm.uuid]]
+        result.unresolved.update({vm.uuid: (vm.name, f"should run here: {held[vm.uuid]}")
+                                  for vm in decision.start if held[vm.uuid]})
         decision.start = [vm for vm in decision.start if not held[vm.uuid]]
 
     xmls = ctx.store.iter_many(ctx.schema.vm_xml(vm.uuid) for vm in decision.start)
@@ -101,6 +105,7 @@ def reconcile(ctx: NodeContext, may_start: Callable[[VM], str] | None = None) ->
             result.started_uuids.append(vm.uuid)
         except PvcError as e:
             result.failed.append(f"{vm.name}: {e}")
+            result.unresolved[vm.uuid] = (vm.name, f"should run here, start failed: {e}")
 
     def stop(uuid: str, name: str, why: str) -> None:
         try:
@@ -108,6 +113,7 @@ def reconcile(ctx: NodeContext, may_start: Callable[[VM], str] | None = None) ->
             result.stopped.append(f"{name} ({why})")
         except PvcError as e:
             result.failed.append(f"{name}: {e}")
+            result.unresolved[uuid] = (name, f"should not run here ({why}), stop failed: {e}")
 
     # libvirt's RPC overlaps calls from several threads on one connection; starts begin as
     # soon as each VM's XML arrived, while the others are still on their way.

@@ -417,5 +417,25 @@ def status(layout: Layout) -> dict[str, Any]:
     }
 
 
+PROCESS_ACTIONS = ("start", "stop", "restart")
+
+
+def process(layout: Layout, action: str, name: str) -> dict[str, Any]:
+    """Start, stop or restart one supervised program (e.g. stop a node's worker to see what
+    the cluster does without it). A stopped program stays stopped until started."""
+    programs = layout.supervisor.programs()
+    if not programs:
+        raise PvcError("no sandbox is running")
+    if name not in programs:
+        raise PvcError(f"no sandbox process {name!r} (one of {', '.join(sorted(programs))})")
+    if action not in PROCESS_ACTIONS:
+        raise PvcError(f"unknown action {action!r}")
+    if action in ("stop", "restart"):
+        layout.supervisor.stop_program(name)
+    if action in ("start", "restart"):
+        layout.supervisor.start_program(name)
+    return layout.supervisor.programs()[name]
+
+
 def flower_password(layout: Layout) -> str:
     return _read(layout.secret("flower.password")).strip()

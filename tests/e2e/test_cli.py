@@ -265,14 +265,8 @@ def test_vm_log_errors(pvc, tmp_path: Path) -> None:
 
 def test_a_node_without_a_worker_refuses_at_once(pvc) -> None:
     """Nobody would read the queue: the request fails now instead of waiting forever."""
-    import os
-    import signal
-    import sys
-
-    from pvc.sandbox import procs
     vm = next(v["name"] for v in pvc.json("vm", "list") if v["running_on"] == ["hv3"])
-    worker = pvc.json("sandbox", "status", "--port-offset", OFFSET)["processes"]["worker-hv3"]
-    os.killpg(worker["pid"], signal.SIGKILL)
+    pvc("sandbox", "process", "stop", "worker-hv3", "--port-offset", OFFSET)
     wait_until("hv3's workers to be seen gone",
                lambda: pvc.json("node", "info", "hv3")["workers"] == 0)
     before = pvc.json("vm", "info", vm)
@@ -280,10 +274,7 @@ def test_a_node_without_a_worker_refuses_at_once(pvc) -> None:
         f"error: node hv3 has no running worker (pvc-worker): it cannot act on {vm}"
     assert pvc.error("node", "flush", "hv3").startswith("error: node hv3 has no running worker")
     assert pvc.json("vm", "info", vm) == before
-    base = Path(SANDBOX_ENV["PVC_SANDBOX_DIR"])
-    procs.spawn([sys.executable, "-m", "workers.worker", "--config",
-                 str(base / "nodes" / "hv3" / "pvc.yaml")], base / "nodes" / "hv3" / "w2.log",
-                env={**os.environ, **SANDBOX_ENV})
+    pvc("sandbox", "process", "start", "worker-hv3", "--port-offset", OFFSET)
     wait_until("a new worker on hv3", lambda: pvc.json("node", "info", "hv3")["workers"] > 0)
     pvc("vm", "stop", vm, "--wait")
     pvc("vm", "start", vm, "--wait")
