@@ -122,6 +122,11 @@ def finish_output(record: dict[str, Any], fmt: str) -> None:
         if fmt == "text":
             click.echo(f"operation {record['id']} was cancelled", err=True)
         sys.exit(1)
+    if record["state"] == states.OpState.TERMINATED:
+        if fmt == "text":
+            click.echo(f"error: operation {record['id']} was terminated: {record.get('error')}",
+                       err=True)
+        sys.exit(1)
 
 
 def _line(record: dict[str, Any]) -> str:

@@ -64,6 +64,22 @@ def settings(cfg: Config) -> dict[str, Any]:
     }
 
 
+# Remote-control commands a pvc worker does not obey: they would stop, kill or re-route the
+# operations it runs behind the operation records' back (Flower's Terminate left a node
+# `flushing`). Inspection (ping, stats, active, registered, …) stays.
+REFUSED_COMMANDS = ("revoke", "revoke_by_stamped_headers", "terminate", "shutdown",
+                    "pool_restart", "pool_grow", "pool_shrink", "autoscale", "add_consumer",
+                    "cancel_consumer", "rate_limit", "time_limit")
+
+
+def refuse_remote_control() -> None:
+    """Called in a worker before it starts: those commands are then unknown to it."""
+    from celery.worker.control import Panel
+    for name in REFUSED_COMMANDS:
+        Panel.data.pop(name, None)
+        Panel.meta.pop(name, None)
+
+
 def configure(cfg: Config) -> Celery:
     app.conf.update(settings(cfg))
     return app

@@ -1,9 +1,15 @@
-"""The base of every pvc task: renews its broker lease while it runs and reports progress as
-Celery task state (so Flower shows it)."""
+"""The base of every pvc task: admits only pvc's own submissions, renews its broker lease while
+it runs, and reports progress as Celery task state and events (so Flower shows it).
+
+Admission: a task's arguments are (target id, operation id) and its record in ZooKeeper must
+name this task and this target. A message that does not (sent by hand, e.g. `celery call`) is
+refused with one log line; one for another node's operation (a worker consuming a foreign
+queue) is forwarded to that node's queue. Nothing runs on the wrong node.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from celery import Task
 
@@ -22,18 +28,57 @@ class PvcTask(Task):
     max_retries = 10
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        refusal = self.admit(args, kwargs)
+        if refusal:
+            log.warning("task %s [%s] %s", self.name, self.request.id, refusal)
+            return refusal
         # kombu's virtual transports keep the delivery tag in the message properties
         properties = getattr(self.request, "properties", None) or {}
         tag = properties.get("delivery_tag")
         with Lease(self.app.conf.broker_url, tag, LEASE_SECONDS):
             return super().__call__(*args, **kwargs)
 
-    def report(self, meta: dict[str, Any]) -> None:
+    def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Why this message must not run here ("" if it may)."""
+        if self.request.called_directly:
+            return ""
+        if kwargs or len(args) != 2 or not all(isinstance(a, str) for a in args):
+            return "refused: not a pvc submission (arguments must be target id, operation id)"
+        target_id, op_id = args
+        from tasks.context import node_context
+        ctx = node_context()
+        try:
+            op = ctx.cluster.operation(op_id)
+        except PvcError as e:
+            return f"refused: {e}"
+        if op.task != self.name or op.target_id != target_id:
+            return (f"refused: operation {op_id} is {op.kind} of {op.target}, not this "
+                    f"task ({self.name}) of {target_id}")
+        if op.node != ctx.name:
+            from pvc.operations.registry import queue_for
+            self.app.send_task(self.name, args=list(args), task_id=op_id,
+                               queue=queue_for(op.node))
+            return f"forwarded: operation {op_id} belongs to {op.node}, not {ctx.name}"
+        return ""
+
+    def reporter(self) -> Callable[[dict[str, Any]], None]:
         """Progress as Celery task state (result backend) and as a task event, which is what
-        Flower listens to: it shows the task in state PROGRESS with these fields."""
-        if self.request.id and not self.request.called_directly:
-            self.update_state(state="PROGRESS", meta=meta)
-            self.send_event("task-progress", **{k: v for k, v in meta.items() if k != "state"})
+        Flower listens to: it shows the task in state PROGRESS with these fields. Usable from
+        any thread of the task (a flush reports from its migration threads, where Celery's
+        task context does not reach): it carries the task's id and worker itself."""
+        task_id, hostname = self.request.id, self.request.hostname
+        if not task_id or self.request.called_directly:
+            return lambda meta: None
+
+        def report(meta: dict[str, Any]) -> None:
+            fields = {k: v for k, v in meta.items() if k != "state"}
+            try:
+                self.update_state(task_id=task_id, state="PROGRESS", meta=meta)
+                with self.app.events.default_dispatcher(hostname=hostname) as dispatcher:
+                    dispatcher.send("task-progress", uuid=task_id, **fields)
+            except Exception as e:   # progress is best effort; the record has it anyway
+                log.warning("task %s: progress not sent to Celery (%s)", task_id, e)
+        return report
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

@@ -16,7 +16,7 @@ from tasks.context import node_context
 
 def _define(spec: OperationKind) -> Any:
     def run(self: PvcTask, target_id: str, op_id: str) -> str:
-        return spec.executor()(node_context(), op_id, self.report)
+        return spec.executor()(node_context(), op_id, self.reporter())
 
     run.__name__ = spec.task.replace(".", "_")
     run.__doc__ = f"{spec.kind} (runs on {spec.runs_on.value})"

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from celery.signals import worker_process_init
 
-    from tasks.app import configure
+    from tasks.app import configure, refuse_remote_control
     from tasks.context import node_context
 
     app = configure(cfg)
+    refuse_remote_control()
 
     @worker_process_init.connect
     def _connect(**_kw: object) -> None:
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
 
     name = cfg.node.name
     app.worker_main([
-        "worker", "--queues", queue_for(name), "--hostname", f"{name}@%h",
+        # pvc.default: what was sent without a queue (by hand) is refused or forwarded there
+        "worker", "--queues", f"{queue_for(name)},pvc.default", "--hostname", f"{name}@%h",
         "--concurrency", str(cfg.node.worker_concurrency), "--pool", "prefork",
         "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ])

@@ -128,21 +128,25 @@ class OpState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TERMINATED = "terminated"    # its process was stopped by a signal while it ran
 
 
-OP_TERMINAL = frozenset({OpState.SUCCEEDED, OpState.FAILED, OpState.CANCELLED})
+OP_TERMINAL = frozenset({OpState.SUCCEEDED, OpState.FAILED, OpState.CANCELLED,
+                         OpState.TERMINATED})
 
 OP_TRANSITIONS: dict[OpState, frozenset[OpState]] = {
     OpState.QUEUED: frozenset({OpState.WAITING, OpState.RUNNING, OpState.FAILED,
                                OpState.CANCELLED, OpState.SUCCEEDED}),
-    OpState.WAITING: frozenset({OpState.RUNNING, OpState.FAILED, OpState.CANCELLED}),
+    OpState.WAITING: frozenset({OpState.RUNNING, OpState.FAILED, OpState.CANCELLED,
+                                OpState.TERMINATED}),
     # running -> running / waiting-for-lock: a redelivered task resumes after its worker died
     # (waiting for its lock again first, if it has one)
     OpState.RUNNING: frozenset({OpState.RUNNING, OpState.WAITING, OpState.SUCCEEDED,
-                                OpState.FAILED, OpState.CANCELLED}),
+                                OpState.FAILED, OpState.CANCELLED, OpState.TERMINATED}),
     OpState.SUCCEEDED: frozenset(),
     OpState.FAILED: frozenset(),
     OpState.CANCELLED: frozenset(),
+    OpState.TERMINATED: frozenset(),
 }
 
 

@@ -93,7 +93,12 @@ class Runner:
 
     def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> None:
         try:
-            if exc is not None and self.record is not None:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)) and self.record is not None:
+                self.record = finish(self.cluster, self.op_id, states.OpState.TERMINATED,
+                                     error="terminated by a signal to its worker while it "
+                                           "ran; what it held is released",
+                                     progress=self._take_pending())
+            elif exc is not None and self.record is not None:
                 error = str(exc) if isinstance(exc, PvcError) else f"internal error: {exc!r}"
                 self.fail(error)
                 if not isinstance(exc, PvcError):

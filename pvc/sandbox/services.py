@@ -241,6 +241,6 @@ def flower_spec(base: Path, port: int, user: str, password: str,
     conf = base / "flowerconfig.py"
     write_private(conf, f"basic_auth = [{user + ':' + password!r}]\n"
                         f"address = '127.0.0.1'\nport = {port}\npersistent = False\n")
-    cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", f"--conf={conf}"]
+    cmd = [sys.executable, "-m", "tasks.flower", f"--conf={conf}"]
     return ProcessSpec("flower", cmd, base / "flower.log", env={"PVC_CONFIG": str(client_config)},
                        cwd=base)

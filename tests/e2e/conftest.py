@@ -49,7 +49,9 @@ class Pvc:
         return {v["name"]: v for v in self.json("vm", "list")}
 
     def status(self) -> dict[str, Any]:
-        return self.json("sandbox", "status", "--port-offset", self.offset)
+        """The sandbox's status (its exit code says whether every process runs)."""
+        return json.loads(self("sandbox", "status", "--port-offset", self.offset, "--format",
+                               "json", ok=False).stdout)
 
 
 @contextmanager

@@ -171,9 +171,9 @@ def test_flower_lists_one_worker_per_node_and_requires_auth(pvc) -> None:
     req = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
     workers = json.load(urllib.request.urlopen(req, timeout=30))
     assert sorted(w.split("@")[0] for w in workers) == ["hv1", "hv2", "hv3"]
-    queues = {w.split("@")[0]: [q["name"] for q in info["active_queues"]]
+    queues = {w.split("@")[0]: sorted(q["name"] for q in info["active_queues"])
               for w, info in workers.items()}
-    assert queues == {f"hv{i}": [f"pvc.node.hv{i}"] for i in (1, 2, 3)}
+    assert queues == {f"hv{i}": ["pvc.default", f"pvc.node.hv{i}"] for i in (1, 2, 3)}
 
 
 def test_help_lists_every_command(pvc) -> None:
