@@ -22,6 +22,14 @@ def node_json(n: Any) -> dict[str, Any]:
     return {k: d.get(k) for k in FIELDS}
 
 
+def node_details(c: Any, n: Any) -> dict[str, Any]:
+    """One node in full: its fields, what it could not fix, and what runs there unknown."""
+    data = node_json(n)
+    data["unknown_domains"] = [d["name"] for d in c.unknown_domains([n])]
+    data["drift"] = {d.get("name", u): d.get("why", "") for u, d in n.drift.items()}
+    return data
+
+
 @click.group()
 def node() -> None:
     """Inspect the cluster's nodes."""
@@ -45,11 +53,12 @@ def list_(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def info(ctx: click.Context, name: str, fmt: str) -> None:
     """Show one node."""
-    data = node_json(cluster(ctx).node(name))
+    c = cluster(ctx)
+    data = node_details(c, c.node(name))
     if fmt == "json":
         emit_json(data)
     else:
-        pairs(data, FIELDS)
+        pairs(data, FIELDS + ["unknown_domains", "drift"])
 
 
 def _flush_command(kind: str, doc: str, name: str) -> click.Command:

@@ -63,14 +63,22 @@ def undefine(ctx: click.Context, ref: str, fmt: str) -> None:
 @click.option("--node", default="", help="Only VMs assigned to or running on this node.")
 @click.option("--state", default="", help="Only VMs in this state: start, stop, disable "
                                           "(desired) or running, stopped (observed).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list domains running on nodes that are not pvc VMs.")
 @format_option
 @click.pass_context
-def list_(ctx: click.Context, node: str, state: str, fmt: str) -> None:
-    """List VMs."""
+def list_(ctx: click.Context, node: str, state: str, show_all: bool, fmt: str) -> None:
+    """List VMs (with --all, also the domains pvc does not know that nodes run)."""
     c = cluster(ctx)
     if node and node not in c.node_names():
         raise click.BadParameter(f"no node named {node!r}", param_hint="--node")
-    rows = [v.to_json() for v in c.views(c.vms())]
+    nodes = c.nodes()
+    rows = [v.to_json() for v in c.views(c.vms(), nodes)]
+    if show_all:
+        rows += [{"name": d["name"], "uuid": d["uuid"], "state": "(not a pvc VM)",
+                  "observed": d["state"], "node": d["node"], "running_on": [d["node"]],
+                  "last_node": "", "memory": None, "vcpus": None, "operation": "",
+                  "known": False} for d in c.unknown_domains(nodes)]
     if node:
         rows = [r for r in rows if r["node"] == node or node in r["running_on"]]
     if state:

@@ -192,6 +192,8 @@ def merge(stored: dict[str, Any] | None, new: list[str], skipped: int, limit: in
     that were dropped before they could be published; at most `limit` lines and `max_bytes`
     bytes of JSON."""
     buf = dict(stored) if stored else empty_buffer(limit)
+    if skipped and limit > 1 and len(new) >= limit:
+        skipped, new = skipped + len(new) - limit + 1, new[-(limit - 1):]   # keep the marker
     if skipped:
         new = [dropped_marker(skipped)] + new
     last = int(buf["last_seq"]) + len(new)

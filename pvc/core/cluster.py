@@ -123,6 +123,15 @@ class Cluster:
             out.append(VmView(vm, [n.name for n in where], observed, busy.get(vm.uuid, "")))
         return out
 
+    def unknown_domains(self, nodes: list[Node] | None = None) -> list[dict[str, str]]:
+        """Domains the nodes run that are not pvc VMs (left alone by pvc; listed so they are
+        not invisible): name, uuid, node, state."""
+        nodes = self.nodes() if nodes is None else nodes
+        known = set(self.store.children(self.schema.vms))
+        return [{"name": d.get("name", uuid), "uuid": uuid, "node": n.name,
+                 "state": d.get("state", "")}
+                for n in nodes for uuid, d in sorted(n.domains.items()) if uuid not in known]
+
     # ------------------------------------------------------------------ nodes
     def node_names(self) -> list[str]:
         return self.store.children(self.schema.nodes)

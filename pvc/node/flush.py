@@ -364,8 +364,11 @@ def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = No
 def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:
     mig = ctx.config.cluster.migration
     nodes = ctx.cluster.nodes()
-    plan = plan_flush(node, ctx.cluster.vms(), set(ctx.hv.running()), nodes,
-                      mig.default_selector, mig.default_method)
+    vms, running = ctx.cluster.vms(), ctx.hv.running()
+    plan = plan_flush(node, vms, set(running), nodes, mig.default_selector,
+                      mig.default_method)
+    known = {vm.uuid for vm in vms}
+    strangers = sorted(d.name for u, d in running.items() if u not in known)
     job = NodeJob(ctx, run, [p.vm.name for p in plan])
     by_name = {n.name: n for n in nodes}
     run.progress(f"flushing {len(plan)} VMs", done=job.tally.done, total=job.total)
@@ -375,7 +378,9 @@ def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, st
     run_parallel(plan, lambda p: p.target or "(none)",
                  lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
     return job, (f"flushed {node}: {job.tally.count(Outcome.MOVED)} moved, "
-                 f"{job.tally.count(Outcome.PARKED)} shut down to start on unflush")
+                 f"{job.tally.count(Outcome.PARKED)} shut down to start on unflush"
+                 + (f"; {len(strangers)} domains pvc does not know still run there "
+                    f"({', '.join(strangers)})" if strangers else ""))
 
 
 def _unflush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:

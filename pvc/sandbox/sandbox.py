@@ -128,7 +128,8 @@ def cluster_config(layout: Layout, nodes: list[str]) -> ClusterConfig:
         redis=RedisConfig(port=layout.redis_port,
                           password_file=str(layout.secret("redis.password"))),
         migration=MigrationConfig(timeout=120.0),
-        operations=OperationsConfig(shutdown_timeout=15.0),
+        # short bounds: the sandbox shows recovery in seconds, not minutes
+        operations=OperationsConfig(shutdown_timeout=15.0, lost_after=10.0, drift_grace=5.0),
     )
 
 

@@ -44,12 +44,13 @@ def test_burst_beyond_the_buffer_is_marked_where_lines_were_dropped() -> None:
     lines, skipped = pending.take()
     assert (len(lines), skipped, lines[0]) == (100, 9_900, "line 9900")
     buf = merge(merge(None, ["old"], 0, 100), lines, skipped, limit=100)
-    assert buf["last_seq"] == 1 + 1 + 100               # old, the marker, the 100 kept
-    assert buffer.numbered(buf)[0] == (3, "line 9900")
-    assert buf["lines"][-1] == "line 9999"
-    marked = merge(merge(None, ["old"], 0, 200), lines, skipped, limit=200)
-    assert marked["lines"][1] == "[… 9900 lines dropped …]"
-    assert new_since(marked, 1)[1][0] == (2, "[… 9900 lines dropped …]")
+    # the marker stays visible: it takes the place of one more line
+    assert buf["lines"][0] == "[… 9901 lines dropped …]"
+    assert buf["lines"][1:] == [f"line {i}" for i in range(9_901, 10_000)]
+    assert (buf["first_seq"], buf["last_seq"]) == (2, 101)
+    roomy = merge(merge(None, ["old"], 0, 200), lines, skipped, limit=200)
+    assert roomy["lines"][:2] == ["old", "[… 9900 lines dropped …]"]
+    assert new_since(roomy, 1)[1][0] == (2, "[… 9900 lines dropped …]")
 
 
 def test_pending_is_bounded_in_bytes_as_well_as_lines() -> None:

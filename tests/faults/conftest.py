@@ -1,0 +1,178 @@
+"""The fault tier: a real sandbox (ZooKeeper, Redis, libvirtds, daemons, workers, tailers, all
+supervised), faults injected into its real processes (SIGSTOP, SIGKILL, restarts), and after
+each fault the same question: does every VM run exactly once (asked of every libvirtd), and is
+nothing stuck (no VM busy, no operation unfinished, the cluster healthy)?"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from pvc.hypervisor.adapter import LibvirtHypervisor
+from pvc.sandbox import sandbox as sb
+from tests.e2e.conftest import Pvc, sandbox, wait_until
+
+OFFSET = "1200"
+NAME = "test-faults"
+VMS = 24
+SETTLE_TIMEOUT = 90     # bound of every "nothing stays stuck" wait
+
+
+class Faults:
+    """The sandbox under test, and the faults to inject into it."""
+
+    def __init__(self, pvc: Pvc) -> None:
+        self.pvc = pvc
+        self.layout = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(OFFSET))
+        self.nodes = sb.State.load(self.layout).nodes  # type: ignore[union-attr]
+        self._hvs: dict[str, LibvirtHypervisor] = {}
+
+    # ---------------------------------------------------------------- processes
+    def pid(self, program: str) -> int:
+        return int(self.layout.supervisor.info(program)["pid"])
+
+    def signal(self, program: str, sig: int, group: bool = False) -> int:
+        pid = self.pid(program)
+        if group:
+            os.killpg(os.getpgid(pid), sig)
+        else:
+            os.kill(pid, sig)
+        return pid
+
+    @contextmanager
+    def paused(self, program: str) -> Iterator[int]:
+        """The program is stopped (SIGSTOP) inside the block, and continued after it."""
+        pid = self.signal(program, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def killed(self, program: str) -> None:
+        """SIGKILL to the program and its children; the supervisor starts it again."""
+        old = self.signal(program, signal.SIGKILL, group=True)
+        self.layout.supervisor.wait_restarted(program, old)
+
+    def restarts(self, program: str) -> int:
+        return int(self.layout.supervisor.programs()[program]["restarts"])
+
+    # ---------------------------------------------------------------- the truth
+    def hv(self, node: str) -> LibvirtHypervisor:
+        if node not in self._hvs:
+            lv = self.layout.libvirtd(node, self.nodes.index(node) + 1)
+            self._hvs[node] = LibvirtHypervisor(lv.uri("test")).connect()
+        return self._hvs[node]
+
+    def where(self) -> dict[str, list[str]]:
+        """Every domain by name, and the nodes whose libvirtd runs it (asked directly)."""
+        found: dict[str, list[str]] = {}
+        for node in self.nodes:
+            for dom in self.hv(node).running().values():
+                found.setdefault(dom.name, []).append(node)
+        return found
+
+    def vm_names(self, state: str = "start") -> list[str]:
+        return sorted(v["name"] for v in self.pvc.json("vm", "list") if v["state"] == state)
+
+    def problems(self) -> list[str]:
+        """What is still wrong: VMs not running exactly once, busy VMs, unfinished
+        operations, the cluster's own reasons for being degraded."""
+        where = self.where()
+        out = [f"{vm} runs on {where.get(vm, [])}" for vm in self.vm_names()
+               if len(where.get(vm, [])) != 1]
+        out += [f"{vm} runs on {nodes} but should not run"
+                for vm in self.vm_names("stop") + self.vm_names("disable")
+                if (nodes := where.get(vm))]
+        vms = self.pvc.json("vm", "list")
+        out += [f"{v['name']} busy with {v['operation']}" for v in vms if v["operation"]]
+        ops = self.pvc.json("task", "list", "--limit", "1000")
+        out += [f"operation {o['id']} {o['state']}" for o in ops
+                if o["state"] in ("queued", "waiting-for-lock", "running")]
+        status = json.loads(self.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+        return out + status["reasons"]
+
+    def settled(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Every VM runs exactly once and nothing is stuck (within the bound)."""
+        last: list[list[str]] = [[]]
+
+        def ok() -> bool:
+            last[0] = self.problems()
+            return not last[0]
+
+        try:
+            wait_until("the cluster to settle", ok, timeout)
+        except AssertionError:
+            raise AssertionError(f"still wrong after {timeout}s: {last[0]}") from None
+
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        """A connection to the sandbox's cluster, for watching it from the test."""
+        from pvc.core import config as configmod
+        from pvc.core.cluster import Cluster
+        c = Cluster.connect(configmod.load(self.layout.client_config))
+        try:
+            yield c
+        finally:
+            c.close()
+
+    def record(self, op_id: str) -> dict[str, Any]:
+        return self.pvc.json("task", "show", op_id)
+
+    def submit(self, *args: str) -> str:
+        """Run a command that submits an operation; returns the operation id."""
+        out = self.pvc(*args, "--format", "json").stdout
+        return str(json.loads(out)["id"])
+
+    def finished(self, op_id: str, timeout: float = SETTLE_TIMEOUT) -> dict[str, Any]:
+        res = self.pvc("task", "watch", op_id, "--wait-timeout", str(timeout), "--format",
+                       "json", ok=False, timeout=timeout + 30)
+        return json.loads(res.stdout) if res.stdout.strip() else self.record(op_id)
+
+    def log(self, program: str) -> str:
+        node = program.split("-", 1)[1]
+        role = program.split("-", 1)[0]
+        return (self.layout.node_dir(node) / f"{role}.log").read_text(errors="replace")
+
+    def redis(self, *args: str) -> str:
+        password = self.layout.secret("redis.password").read_text().strip()
+        return subprocess.run(["redis-cli", "-p", str(self.layout.redis_port), "--no-auth-warning",
+                               "-a", password, *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout
+
+    def close(self) -> None:
+        for hv in self._hvs.values():
+            hv.close()
+
+
+@pytest.fixture(scope="session")
+def faults() -> Iterator[Faults]:
+    with sandbox(NAME, OFFSET, "test", 3, VMS) as pvc:
+        f = Faults(pvc)
+        try:
+            f.settled()
+            yield f
+        finally:
+            f.close()
+
+
+@pytest.fixture
+def cluster_ok(faults: Faults) -> Iterator[Faults]:
+    """A test starts on a settled cluster and must leave it settled."""
+    faults.settled()
+    yield faults
+    faults.settled()
+
+
+def until(what: str, condition: Callable[[], Any], timeout: float = SETTLE_TIMEOUT) -> Any:
+    return wait_until(what, condition, timeout)
+
+
+def elapsed(t0: float) -> float:
+    return time.monotonic() - t0

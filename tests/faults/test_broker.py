@@ -1,0 +1,162 @@
+"""Broker and worker faults: Redis restarted with an operation queued, a message lost, a lost
+`vm stop` cancelled, a whole worker killed, foreign submissions and Flower's buttons."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from tests.faults.conftest import Faults, until
+
+pytestmark = pytest.mark.faults
+
+
+@contextmanager
+def worker_frozen(f: Faults, node: str) -> Iterator[None]:
+    """The worker's main process stops consuming (SIGSTOP); its pool processes stay
+    registered, so requests are accepted and wait in the queue."""
+    with f.paused(f"worker-{node}"):
+        yield
+
+
+def queued(f: Faults, node: str) -> list[str]:
+    return f.redis("LRANGE", f"pvc.node.{node}", "0", "-1").split("\n")
+
+
+def vm_on(f: Faults, node: str) -> str:
+    return next(vm for vm, nodes in sorted(f.where().items()) if nodes == [node])
+
+
+def test_redis_restarted_with_an_operation_queued(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    vm = vm_on(f, "hv1")
+    with worker_frozen(f, "hv1"):
+        op = f.submit("vm", "restart", vm)
+        assert any(op in m for m in queued(f, "hv1"))
+        f.pvc("sandbox", "process", "restart", "redis", "--port-offset", f.pvc.offset)
+        assert any(op in m for m in queued(f, "hv1"))     # the append-only file kept it
+    assert f.finished(op)["state"] == "succeeded"
+
+
+def test_a_lost_message_is_sent_again_by_the_primary(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    vm = vm_on(f, "hv2")
+    with worker_frozen(f, "hv2"):
+        op = f.submit("vm", "restart", vm)
+        f.redis("DEL", "pvc.node.hv2")                   # the message is lost
+        res = f.pvc("task", "watch", op, "--wait-timeout", "5", ok=False)
+        assert res.returncode == 3
+        assert "still queued: waiting for a worker of hv2" in res.stderr
+        assert f"stopped waiting after 5s: operation {op} is queued" in res.stderr
+        until("the primary to send it again", lambda: f.record(op)["resends"] == 1)
+    record = f.finished(op)
+    assert record["state"] == "succeeded"
+    assert "re-sent by the primary" in json.dumps(record["history"])
+
+
+def test_cancelling_a_lost_stop_restores_the_desired_state(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    vm = vm_on(f, "hv3")
+    with worker_frozen(f, "hv3"):
+        op = f.submit("vm", "stop", vm)
+        f.redis("DEL", "pvc.node.hv3")
+        assert f.pvc.json("vm", "info", vm)["state"] == "stop"
+        f.pvc("task", "cancel", op)
+        assert f.pvc.json("vm", "info", vm)["state"] == "start"   # as before the request
+    f.pvc("sandbox", "process", "restart", "node-hv3", "--port-offset", f.pvc.offset)
+    until("hv3's daemon back", lambda: f.pvc.json("node", "info", "hv3")["daemon_state"]
+          == "run")
+    assert f.where()[vm] == ["hv3"]                     # its restart destroyed nothing
+    assert f.record(op)["state"] == "cancelled"
+
+
+def test_a_whole_worker_killed_is_started_again(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    before = f.restarts("worker-hv1")
+    f.killed("worker-hv1")
+    assert f.restarts("worker-hv1") == before + 1
+    status = f.pvc.status()
+    assert status["processes"]["worker-hv1"]["restarts"] == before + 1
+    until("hv1's worker registered again",
+          lambda: f.pvc.json("node", "info", "hv1")["workers"] > 0)
+    vm = vm_on(f, "hv1")
+    f.pvc("vm", "restart", vm, "--wait", "--wait-timeout", "60")
+
+
+def test_foreign_submissions_are_refused_in_one_line(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    from celery import Celery
+
+    from pvc.core import config as configmod
+    from tasks.app import settings
+    app = Celery("intruder", set_as_current=False)
+    app.conf.update(settings(configmod.load(f.layout.client_config)))
+    result = app.send_task("pvc.vm.stop", args=["no-such-vm", "no-such-op"])   # pvc.default
+    assert result.get(timeout=30).startswith("refused: no operation 'no-such-op'")
+    logs = "".join(f.log(f"worker-{n}") for n in f.nodes)
+    assert "refused: no operation 'no-such-op'" in logs
+    assert "Traceback" not in logs
+
+
+def test_an_operation_consumed_by_another_nodes_worker_is_forwarded(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    vm = vm_on(f, "hv1")
+    with worker_frozen(f, "hv1"):
+        op = f.submit("vm", "restart", vm)
+        message = f.redis("LPOP", "pvc.node.hv1").strip()
+        f.redis("RPUSH", "pvc.node.hv2", message)       # hv2's worker gets hv1's operation
+        until("hv2's worker to forward it", lambda: f"forwarded: operation {op} belongs to "
+              "hv1" in f.log("worker-hv2"))
+    record = f.finished(op)
+    assert record["state"] == "succeeded" and record["node"] == "hv1"
+    assert f.where()[vm] == ["hv1"]
+
+
+def test_flower_reads_but_cannot_change_anything(cluster_ok: Faults) -> None:
+    f = cluster_ok
+    st = f.pvc.status()
+    password = open(st["flower"]["password_file"]).read().strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"pvc:{password}".encode()).decode()}
+
+    def call(path: str, method: str = "GET") -> int:
+        req = urllib.request.Request(st["flower"]["url"] + path, method=method, headers=auth,
+                                     data=b"" if method == "POST" else None)
+        try:
+            return urllib.request.urlopen(req, timeout=20).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert call("/api/tasks") == 200
+    changing = ("/api/task/revoke/x", "/api/task/async-apply/pvc.vm.stop",
+                "/api/task/send-task/pvc.vm.stop", "/api/worker/queue/add-consumer/hv2@x",
+                "/api/worker/shutdown/hv1@x", "/api/worker/pool/restart/hv1@x")
+    for path in changing:
+        assert call(path) == 404, path            # the handler is gone (it answered 405)
+        assert call(path, "POST") in (403, 404), path
+    assert call("/metrics") == 404
+
+
+def test_a_terminated_operation_is_recorded_and_releases_what_it_held(
+        cluster_ok: Faults) -> None:
+    """What Flower's Terminate did (SIGTERM to the pool process running the task), done by
+    hand: the record says `terminated`, the node's claim is free, nothing is stuck."""
+    f = cluster_ok
+    op = f.submit("node", "flush", "hv2", "--max-parallel", "1")
+    until("the flush under way", lambda: f.record(op)["progress"].get("done", 0) >= 1)
+    pool_pid = int(f.record(op)["worker"].rsplit(":", 1)[1])
+    os.kill(pool_pid, signal.SIGTERM)
+    record = f.finished(op)
+    assert record["state"] in ("terminated", "succeeded"), record   # it may have finished
+    if record["state"] == "terminated":
+        assert "terminated by a signal" in record["error"]
+    until("hv2 free", lambda: f.pvc.json("node", "info", "hv2") and not any(
+        v["operation"] for v in f.pvc.json("vm", "list")))
+    if f.pvc.json("node", "info", "hv2")["domain_state"] != "ready":
+        f.pvc("node", "unflush", "hv2", "--wait", "--wait-timeout", "120")
