@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -21,8 +22,11 @@ pytestmark = pytest.mark.faults
 @contextmanager
 def worker_frozen(f: Faults, node: str) -> Iterator[None]:
     """The worker's main process stops consuming (SIGSTOP); its pool processes stay
-    registered, so requests are accepted and wait in the queue."""
-    with f.paused(f"worker-{node}"):
+    registered, so requests are accepted and wait in the queue. Entered once Redis no longer
+    holds a blocking read of the frozen process (it would take the next message)."""
+    with f.paused(f"worker-{node}") as pid:
+        until("the frozen worker's pending read to expire",
+              lambda: f.redis_blocked_reads(pid) == 0, 10)
         yield
 
 
@@ -146,17 +150,31 @@ def test_flower_reads_but_cannot_change_anything(cluster_ok: Faults) -> None:
 def test_a_terminated_operation_is_recorded_and_releases_what_it_held(
         cluster_ok: Faults) -> None:
     """What Flower's Terminate did (SIGTERM to the pool process running the task), done by
-    hand: the record says `terminated`, the node's claim is free, nothing is stuck."""
+    hand in the middle of a flush: the record says `terminated`, the node's operation and
+    the VMs it claimed are free, every VM runs once."""
     f = cluster_ok
-    op = f.submit("node", "flush", "hv2", "--max-parallel", "1")
-    until("the flush under way", lambda: f.record(op)["progress"].get("done", 0) >= 1)
-    pool_pid = int(f.record(op)["worker"].rsplit(":", 1)[1])
-    os.kill(pool_pid, signal.SIGTERM)
+    libvirtd = f.pid("libvirtd-hv2")
+    caught = threading.Event()
+    with f.client() as c:
+        def on_hv3(domains: dict | None, _version: int | None) -> bool:
+            if domains is not None and len(domains) > before and not caught.is_set():
+                os.kill(libvirtd, signal.SIGSTOP)    # the flush stops after its first move
+                caught.set()
+            return not caught.is_set()
+
+        before = len(c.node("hv3").domains)
+        c.store.watch_data(c.schema.node_field("hv3", "domains"), on_hv3)
+        try:
+            op = f.submit("node", "flush", "hv2", "--max-parallel", "1")
+            assert caught.wait(60)
+            pool_pid = int(f.record(op)["worker"].rsplit(":", 1)[1])
+            os.kill(pool_pid, signal.SIGTERM)
+        finally:
+            os.kill(libvirtd, signal.SIGCONT)
     record = f.finished(op)
-    assert record["state"] in ("terminated", "succeeded"), record   # it may have finished
-    if record["state"] == "terminated":
-        assert "terminated by a signal" in record["error"]
-    until("hv2 free", lambda: f.pvc.json("node", "info", "hv2") and not any(
-        v["operation"] for v in f.pvc.json("vm", "list")))
-    if f.pvc.json("node", "info", "hv2")["domain_state"] != "ready":
-        f.pvc("node", "unflush", "hv2", "--wait", "--wait-timeout", "120")
+    assert record["state"] == "terminated", record
+    assert "terminated by a signal" in record["error"]
+    assert f.pvc.json("node", "info", "hv2")["domain_state"] == "flushing"
+    assert not any(v["operation"] for v in f.pvc.json("vm", "list"))
+    assert all(len(nodes) == 1 for nodes in f.where().values())
+    f.pvc("node", "unflush", "hv2", "--wait", "--wait-timeout", "120")
