@@ -4,15 +4,17 @@ from __future__ import annotations
 from bench import (
     bench_cli,
     bench_console,
+    bench_console_flood,
     bench_flush,
     bench_memory,
     bench_migration,
     bench_reconcile,
+    bench_recovery,
     bench_vm_start,
 )
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
-              bench_migration, bench_console]
+              bench_migration, bench_console, bench_recovery, bench_console_flood]
 
 
 def main() -> None:

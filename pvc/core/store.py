@@ -217,6 +217,11 @@ class SessionEvents:
                     fn(event)
                 except Exception:   # one listener's failure must not silence the others
                     log.exception("session listener failed on %s", event)
+            self._queue.task_done()
+
+    def delivered(self) -> None:
+        """Until every event so far reached every listener."""
+        self._queue.join()
 
 
 # ---------------------------------------------------------------------- the store

@@ -112,13 +112,20 @@ class ZkStore(Store):
     # ------------------------------------------------------------------ the retry helper
     def _call(self, method: str, path: str, *args: Any, **kw: Any) -> Any:
         """Run one kazoo call bounded by self.timeout, retrying connection loss until then."""
+        return self.retrying(method, path, lambda: getattr(self.zk, method + "_async")(
+            path, *args, **kw))
+
+    def retrying(self, method: str, path: str, send: Callable[[], Any]) -> Any:
+        """The retry helper: send() an async request and wait for its answer, again after a
+        lost connection (with back-off), all within self.timeout. A request whose answer was
+        lost may have been applied: callers send only reads, versioned writes and creates,
+        whose repetition fails cleanly (and update() then reads again)."""
         deadline = time.monotonic() + self.timeout
         delay = 0.02
         while True:
             remaining = deadline - time.monotonic()
             try:
-                async_result = getattr(self.zk, method + "_async")(path, *args, **kw)
-                return async_result.get(timeout=max(remaining, 0.001))
+                return send().get(timeout=max(remaining, 0.001))
             except _RETRYABLE:
                 if time.monotonic() + delay >= deadline:
                     raise self._unavailable(method, path) from None
@@ -253,20 +260,20 @@ class ZkTransaction(Transaction):
         self.store = store
 
     def _commit(self) -> None:
-        tx = self.store.zk.transaction()
-        for op in self.ops:
-            if op.op == "check":
-                tx.check(op.path, op.version)
-            elif op.op == "create":
-                tx.create(op.path, op.data, ephemeral=op.ephemeral)
-            elif op.op == "set":
-                tx.set_data(op.path, op.data, op.version)
-            else:
-                tx.delete(op.path, op.version)
-        try:
-            results = tx.commit_async().get(timeout=self.store.timeout)
-        except _LOST:
-            raise self.store._unavailable("transaction", self.ops[0].path) from None
+        def send() -> Any:
+            tx = self.store.zk.transaction()
+            for op in self.ops:
+                if op.op == "check":
+                    tx.check(op.path, op.version)
+                elif op.op == "create":
+                    tx.create(op.path, op.data, ephemeral=op.ephemeral)
+                elif op.op == "set":
+                    tx.set_data(op.path, op.data, op.version)
+                else:
+                    tx.delete(op.path, op.version)
+            return tx.commit_async()
+
+        results = self.store.retrying("transaction", self.ops[0].path, send)
         for op, result in zip(self.ops, results):
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
                 raise translate(result, op.path)

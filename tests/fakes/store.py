@@ -140,12 +140,14 @@ class MemoryStore(Store):
         self.session = SessionEvents()
 
     def expire(self) -> None:
-        """The session expires (ephemerals gone), then the client reconnects on a new one."""
+        """The session expires (ephemerals gone), then the client reconnects on a new one;
+        returns once every listener heard it."""
         self.session.state_changed("suspended")
         self.backend.expire(self._session)
         self.session.state_changed("lost")
         self._session = f"0x{next(self.backend._sessions):x}"
         self.session.state_changed("connected")
+        self.session.delivered()
 
     def _up(self) -> MemoryBackend:
         if not self.backend.available:

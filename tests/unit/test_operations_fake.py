@@ -132,3 +132,35 @@ def test_a_vm_reported_on_two_nodes_is_refused_until_resolved(fc: FakeCluster) -
     from pvc.vm import lifecycle
     with pytest.raises(Exception, match="runs on several nodes"):
         lifecycle.request(fc.client, "twin", "restart")
+
+
+def test_a_flush_whose_session_expires_stops_new_moves_and_fails_cleanly(
+        fc: FakeCluster) -> None:
+    """The flush lock went with the session: no move starts after it; the moves done stay
+    done, the others stay where they are, and nothing stays claimed."""
+    for i in range(4):
+        fc.define(f"v{i}", "hv1")
+    worker = fc.contexts["hv1"]
+    moved: list[str] = []
+
+    def expire_after_first(name: str) -> None:
+        moved.append(name)
+        if len(moved) == 1:
+            worker.store.expire()   # type: ignore[attr-defined]
+
+    fc.world.faults.before_migrate = expire_after_first
+    record = fc.run(flush.request(fc.client, "hv1", "flush", max_parallel=1))
+    assert record["state"] == OpState.FAILED
+    assert "lost the ZooKeeper session holding the flush lock" in record["error"]
+    assert "3 not moved" in record["error"] and "(hv1 stays flushing)" in record["error"]
+    assert moved == ["v0"]
+    assert all(fc.runs_once(f"v{i}") for i in range(4))
+    assert fc.client.busy() == {}
+    assert fc.client.store.children(fc.client.schema.vm_operations) == []
+
+
+def test_a_worker_registers_again_on_a_new_session(fc: FakeCluster) -> None:
+    worker = fc.contexts["hv2"]
+    assert fc.client.node("hv2").workers == 1
+    worker.store.expire()   # type: ignore[attr-defined]
+    assert fc.client.node("hv2").workers == 1
