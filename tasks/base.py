@@ -72,6 +72,9 @@ class PvcTask(Task):
 
         def report(meta: dict[str, Any]) -> None:
             fields = {k: v for k, v in meta.items() if k != "state"}
+            # Flower shows a task's `result` while it runs: make it the progress line
+            done = f"{meta['done']}/{meta['total']} done: " if meta.get("total") else ""
+            fields["result"] = f"{done}{meta.get('message', '')}"
             try:
                 self.update_state(task_id=task_id, state="PROGRESS", meta=meta)
                 with self.app.events.default_dispatcher(hostname=hostname) as dispatcher:

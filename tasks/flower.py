@@ -1,9 +1,10 @@
 """Flower for pvc: the dashboard, read-only.
 
 Flower can terminate, revoke and submit tasks, restart pools and move queues between workers;
-any of these can corrupt an operation (a terminated flush left its node `flushing`). pvc's
-Flower serves its pages and its reading API only: the handlers that change anything are
-removed before it starts, and so is /metrics (unauthenticated in Flower). The workers refuse
+any of these can corrupt an operation (a terminated flush left its node `flushing`). pvc runs
+Flower with its own `read_only` option (no buttons; its control API refuses) and, since that
+option leaves task submission open, removes every handler that changes anything before it
+starts, and /metrics (unauthenticated in Flower). The workers refuse
 the same remote-control commands themselves (tasks.app.refuse_remote_control), whoever
 sends them.
 

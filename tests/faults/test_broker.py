@@ -123,6 +123,17 @@ def test_an_operation_consumed_by_another_nodes_worker_is_forwarded(cluster_ok: 
     assert f.where()[vm] == ["hv1"]
 
 
+def flower_json(f: Faults, path: str) -> dict:
+    st = f.pvc.status()
+    password = open(st["flower"]["password_file"]).read().strip()
+    auth = "Basic " + base64.b64encode(f"pvc:{password}".encode()).decode()
+    req = urllib.request.Request(st["flower"]["url"] + path, headers={"Authorization": auth})
+    try:
+        return json.load(urllib.request.urlopen(req, timeout=20))
+    except urllib.error.HTTPError:
+        return {}
+
+
 def test_flower_reads_but_cannot_change_anything(cluster_ok: Faults) -> None:
     f = cluster_ok
     st = f.pvc.status()
@@ -167,6 +178,11 @@ def test_a_terminated_operation_is_recorded_and_releases_what_it_held(
         try:
             op = f.submit("node", "flush", "hv2", "--max-parallel", "1")
             assert caught.wait(60)
+            # per-VM progress reaches Celery from the flush's threads: Flower shows it
+            shown = until("Flower to show the flush's progress", lambda: (
+                info := flower_json(f, f"/api/task/info/{op}")).get("state") == "PROGRESS"
+                and info)
+            assert shown["name"] == "pvc.node.flush" and " done: " in shown["result"]
             pool_pid = int(f.record(op)["worker"].rsplit(":", 1)[1])
             os.kill(pool_pid, signal.SIGTERM)
         finally:
