@@ -42,6 +42,21 @@ def status_data(c: Any) -> dict[str, Any]:
 @cluster.command()
 @format_option
 @click.pass_context
+def secure(ctx: click.Context, fmt: str) -> None:
+    """Give every znode of the cluster the cluster's ACL (after setting
+    cluster.zookeeper.auth_file on a cluster that had none): only that identity can then
+    read or write pvc's state."""
+    c = connect(ctx)
+    changed = c.store.secure(c.schema.root)
+    if fmt == "json":
+        emit_json({"root": c.schema.root, "changed": changed})
+    else:
+        click.echo(f"{changed} znodes under {c.schema.root} now carry the cluster's ACL")
+
+
+@cluster.command()
+@format_option
+@click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Nodes, VMs and operations, counted by state."""
     data = status_data(connect(ctx))

@@ -27,6 +27,7 @@ class Services:
         self.pids: dict[str, int] = {}
         self.libvirtds: dict[str, object] = {}
         self.redis_password_file = base / "secrets" / "redis.password"
+        self.zk_auth_file = base / "secrets" / "zookeeper.auth"
 
     @property
     def zk_hosts(self) -> str:
@@ -67,6 +68,7 @@ def services() -> Iterator[Services]:
     s = Services(SERVICES_DIR)
     try:
         password = svc.write_secret(s.redis_password_file)
+        svc.write_secret(s.zk_auth_file, f"pvc:{uuid.uuid4().hex}")
         s.pids["zookeeper"] = svc.start_zookeeper(SERVICES_DIR / "zookeeper", ZK_PORT)
         s.pids["redis"] = svc.start_redis(SERVICES_DIR / "redis", REDIS_PORT, password)
         yield s
@@ -80,7 +82,7 @@ def make_config(services: Services, root: str, node: str = "", kind: str = "test
     cluster = ClusterConfig(
         name="test", coordinators=["hv1", "hv2", "hv3"],
         zookeeper=ZooKeeperConfig(hosts=services.zk_hosts, root=root, timeout=5.0,
-                                  session_timeout=2.0),
+                                  session_timeout=2.0, auth_file=str(services.zk_auth_file)),
         redis=RedisConfig(port=REDIS_PORT, password_file=str(services.redis_password_file)))
     if not node:
         return Config(cluster=cluster)

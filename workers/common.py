@@ -27,6 +27,9 @@ def load_config(description: str, argv: list[str] | None = None) -> Config:
         sys.exit(f"error: {e}")
     for warning in cfg.warnings:
         logging.getLogger("pvc").warning("%s: %s", cfg.source, warning)
+    if cfg.exposed_secrets:
+        sys.exit(f"error: {cfg.source} holds a secret and is readable by others: "
+                 f"chmod 600 {cfg.source}")
     if not cfg.is_node:
         sys.exit(f"error: {cfg.source}: node.name is not set; a node process needs a node "
                  "configuration")

@@ -27,7 +27,7 @@ class Cluster:
         not patient: it says at once that ZooKeeper does not answer."""
         zk = config.cluster.zookeeper
         timeout = zk.timeout + zk.session_timeout if patient else zk.timeout
-        store = ZkStore(zk.hosts, timeout, zk.session_timeout).connect()
+        store = ZkStore(zk.hosts, timeout, zk.session_timeout, config.zookeeper_auth()).connect()
         cluster = cls(store, Schema(zk.root), config)
         try:
             cluster.ensure_schema()

@@ -9,7 +9,10 @@ scalars, then validated like the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,9 @@ MIGRATION_METHODS = ("live", "shutdown", "none")
 
 
 def meta(help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-         secret: bool = False) -> dict[str, Any]:
-    return {"help": help, "choices": choices, "minimum": minimum, "secret": secret}
+         maximum: float | None = None, secret: bool = False) -> dict[str, Any]:
+    return {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
+            "secret": secret}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -43,12 +47,15 @@ class ZooKeeperConfig:
     timeout: float = _f(5.0, "seconds any single ZooKeeper call may take", minimum=0.1)
     session_timeout: float = _f(10.0, "session timeout; a dead daemon is seen dead after it",
                                 minimum=1.0)
+    auth_file: str = _f("", "file (mode 0600) holding `user:password`: pvc authenticates "
+                            "with it and every znode it creates is readable and writable by "
+                            "that identity only (empty: no authentication, open znodes)")
 
 
 @dataclass(frozen=True)
 class RedisConfig:
     host: str = _f("127.0.0.1", "Redis host (Celery broker and results)")
-    port: int = _f(6379, "Redis port", minimum=1)
+    port: int = _f(6379, "Redis port", minimum=1, maximum=65535)
     password: str = _f("", "Redis password (keep the file mode 0600)", secret=True)
     password_file: str = _f("", "file holding the Redis password, instead of `password`")
     broker_db: int = _f(0, "database number of the broker", minimum=0)
@@ -126,10 +133,19 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     source: str = field(default="", metadata={"internal": True})
     warnings: tuple[str, ...] = field(default=(), metadata={"internal": True})
+    exposed_secrets: bool = field(default=False, metadata={"internal": True})
 
     @property
     def is_node(self) -> bool:
         return bool(self.node.name)
+
+    def zookeeper_auth(self) -> tuple[str, str] | None:
+        """(user, password) of the cluster's ZooKeeper identity, if configured."""
+        path = self.cluster.zookeeper.auth_file
+        if not path:
+            return None
+        user, _, password = Path(path).read_text().strip().partition(":")
+        return user, password
 
     def redis_password(self) -> str:
         redis = self.cluster.redis
@@ -210,8 +226,14 @@ def _check_field(tp: Any, md: Mapping[str, Any], value: Any, path: str, errors: 
         allowed = ", ".join(repr(c) for c in md["choices"])
         errors.append(f"{path}: {value!r} is not one of {allowed}")
         return _INVALID
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(f"{path}: {value!r} is not a finite number")
+        return _INVALID
     if md.get("minimum") is not None and value < md["minimum"]:
         errors.append(f"{path}: {value!r} is below the minimum {md['minimum']}")
+        return _INVALID
+    if md.get("maximum") is not None and value > md["maximum"]:
+        errors.append(f"{path}: {value!r} is above the maximum {md['maximum']}")
         return _INVALID
     return value
 
@@ -245,10 +267,16 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     redis = cfg.cluster.redis
     if redis.password and redis.password_file:
         errors.append("cluster.redis: set password or password_file, not both")
-    if redis.password_file and not Path(redis.password_file).is_file():
-        errors.append(f"cluster.redis.password_file: {redis.password_file} does not exist")
-    if not cfg.cluster.zookeeper.root.startswith("/"):
-        errors.append("cluster.zookeeper.root: must start with '/'")
+    _check_secret_file("cluster.redis.password_file", redis.password_file, errors)
+    zk = cfg.cluster.zookeeper
+    _check_secret_file("cluster.zookeeper.auth_file", zk.auth_file, errors,
+                       lambda text: ":" in text.strip() and not text.strip().startswith(":"),
+                       "must hold user:password")
+    for problem in _host_list_problems(zk.hosts):
+        errors.append(f"cluster.zookeeper.hosts: {problem}")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", zk.root) or "/.." in zk.root:
+        errors.append("cluster.zookeeper.root: must be an absolute path below '/' "
+                      "(e.g. /pvc)")
     name = cfg.node.name
     if name and not _valid_name(name):
         errors.append(f"node.name: {name!r} must be letters, digits, '-' or '_'")
@@ -257,6 +285,42 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     for i, c in enumerate(cfg.cluster.coordinators):
         if not _valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
+
+
+def _check_secret_file(key: str, path: str, errors: list[str],
+                       valid: Callable[[str], bool] | None = None, what: str = "") -> None:
+    """A secret file exists, only its owner can read it, and it holds what it should."""
+    if not path:
+        return
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text()
+    except FileNotFoundError:
+        errors.append(f"{key}: {path} does not exist")
+        return
+    except (OSError, UnicodeDecodeError) as e:
+        errors.append(f"{key}: cannot read {path} ({getattr(e, 'strerror', None) or e})")
+        return
+    if mode & 0o077:
+        errors.append(f"{key}: {path} is readable by others (mode {mode & 0o777:o}); "
+                      f"chmod 600 {path}")
+    if valid is not None and not valid(text):
+        errors.append(f"{key}: {path} {what}")
+
+
+def _host_list_problems(hosts: str) -> list[str]:
+    """host:port[,host:port…] with ports in 1-65535."""
+    if not hosts.strip():
+        return ["empty: name at least one host:port"]
+    problems = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host:
+            problems.append(f"{entry.strip()!r} is not host:port")
+        elif not port.isdigit() or not 1 <= int(port) <= 65535:
+            problems.append(f"{entry.strip()!r}: port must be 1-65535")
+    return problems
 
 
 def _valid_name(name: str) -> bool:
@@ -321,30 +385,88 @@ def parse(data: Any, source: str = "", environ: Mapping[str, str] | None = None)
     return dataclasses.replace(cfg, source=source, warnings=tuple(warnings))
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (PyYAML keeps the last silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=True)   # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _mapping_without_duplicates)
+
+
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML configuration file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: not a configuration file (larger than 1 MiB)")
+        text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"configuration file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p} is a directory, not a configuration file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (it is not UTF-8)") from None
     except OSError as e:
         raise ConfigError(f"cannot read configuration file {p}: {e.strerror}") from None
+    if not text.strip():
+        raise ConfigError(f"{p}: the file is empty")
+    if "\0" in text:
+        raise ConfigError(f"{p}: not a text file (it holds NUL bytes)")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)   # noqa: S506 (a safe loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
-    return parse(data, str(p), environ)
+    if data is None:
+        raise ConfigError(f"{p}: the file holds no settings (only comments)")
+    cfg = parse(data, str(p), environ)
+    secrets = _inline_secrets(cfg)
+    if secrets and p.stat().st_mode & 0o077:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        cfg = dataclasses.replace(cfg, warnings=cfg.warnings + (
+            f"{p} holds a secret ({', '.join(secrets)}) and is readable by others (mode "
+            f"{mode:o}): chmod 600 {p}",), exposed_secrets=True)
+    return cfg
+
+
+def _inline_secrets(cfg: Config) -> list[str]:
+    """Keys whose secret is written in the file itself."""
+    found = []
+
+    def walk(obj: Any, path: str) -> None:
+        for f in dataclasses.fields(obj):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, _join(path, f.name))
+            elif f.metadata.get("secret") and value:
+                found.append(_join(path, f.name))
+    walk(cfg, "")
+    return found
 
 
 def dump(cfg: Config) -> dict[str, Any]:
     """The configuration as plain data (for writing a file)."""
     data = dataclasses.asdict(cfg)
-    data.pop("source", None)
-    data.pop("warnings", None)
+    for internal in ("source", "warnings", "exposed_secrets"):
+        data.pop(internal, None)
     return data
 
 

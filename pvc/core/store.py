@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from pvc.core.errors import Conflict, NotFound
+from pvc.core.errors import Conflict, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,23 @@ class NotEmpty(Conflict, StoreError):
     """The znode has children."""
 
 
+class NotAllowed(Unavailable, StoreError):
+    """ZooKeeper refused: this client is not the cluster's identity."""
+
+
 # What each store error says: one line that names the object, never a bare kazoo error.
 ERROR_TEXT: dict[type[StoreError], str] = {
     NoNode: "{path} does not exist",
     NodeExists: "{path} already exists",
     VersionConflict: "{path} was changed concurrently",
     NotEmpty: "{path} has children",
+    NotAllowed: "ZooKeeper refused access to {path}: the cluster's identity "
+                "(cluster.zookeeper.auth_file) is missing or wrong",
 }
+
+
+# The errors of a write that lost a race with another writer.
+RACES = (NoNode, NodeExists, VersionConflict, NotEmpty)
 
 
 def store_error(kind: type[StoreError], path: str) -> StoreError:
@@ -296,6 +306,10 @@ class Store(ABC):
     def lock(self, path: str, identifier: str) -> ClusterLock: ...
 
     @abstractmethod
+    def secure(self, path: str) -> int:
+        """Give path and everything below it the cluster's ACL; how many znodes changed."""
+
+    @abstractmethod
     def lock_contenders(self, path: str) -> list[str]:
         """Identifiers of a lock's holder (first) and its queue, in order."""
 
@@ -388,7 +402,7 @@ class Store(ABC):
                 tx.ops.insert(0, TxOp("set", path, encode(new), current.version))
             try:
                 tx.commit()
-            except StoreError:
+            except RACES:
                 continue   # a write lost a race: read again, decide again
             return Versioned(new, current.version + 1)
         raise store_error(VersionConflict, path)

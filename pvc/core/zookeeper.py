@@ -20,6 +20,7 @@ from kazoo.exceptions import (
     KazooException,
     LockTimeout,
     NodeExistsError,
+    NoAuthError,
     NoNodeError,
     NotEmptyError,
     OperationTimeoutError,
@@ -29,11 +30,13 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.security import make_digest_acl
 
 from pvc.core.errors import Conflict, Unavailable
 from pvc.core.store import (
     NodeExists,
     NoNode,
+    NotAllowed,
     NotEmpty,
     SessionEvents,
     Store,
@@ -53,6 +56,7 @@ KAZOO_ERRORS: dict[type[Exception], type[StoreError]] = {
     NodeExistsError: NodeExists,
     BadVersionError: VersionConflict,
     NotEmptyError: NotEmpty,
+    NoAuthError: NotAllowed,
 }
 _RETRYABLE = (ConnectionLoss, OperationTimeoutError)
 _UNAVAILABLE = (KazooTimeoutError, SessionExpiredError, ConnectionClosedError)
@@ -75,13 +79,18 @@ def backoff(delay: float) -> float:
 class ZkStore(Store):
     """A connection to the cluster state in ZooKeeper."""
 
-    def __init__(self, hosts: str, timeout: float = 5.0, session_timeout: float = 10.0) -> None:
+    def __init__(self, hosts: str, timeout: float = 5.0, session_timeout: float = 10.0,
+                 auth: tuple[str, str] | None = None) -> None:
+        """auth: (user, password) of the cluster's identity: the session authenticates with
+        it (digest) and every znode it creates is readable and writable by it only."""
         self.hosts = hosts
         self.timeout = timeout
+        self.acl = [make_digest_acl(auth[0], auth[1], all=True)] if auth else None
         self.zk = KazooClient(hosts=hosts, timeout=session_timeout,
                               connection_retry={"max_tries": -1, "delay": 0.05,
                                                 "max_delay": 1.0},
-                              command_retry=None)
+                              command_retry=None, default_acl=self.acl,
+                              auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None)
         self.session = SessionEvents()
         # kazoo calls this on its own thread; it only records the state (no ZooKeeper calls)
         self.zk.add_listener(lambda state: self.session.state_changed(str(state).lower()))
@@ -220,6 +229,24 @@ class ZkStore(Store):
     # ------------------------------------------------------------------ recipes
     def lock(self, path: str, identifier: str) -> "ZkLock":
         return ZkLock(Lock(self.zk, path, identifier))
+
+    def secure(self, path: str) -> int:
+        """Give path and every znode below it the cluster's ACL (for a cluster created before
+        it had one). Returns how many znodes were changed."""
+        if self.acl is None:
+            raise Conflict("no ZooKeeper identity configured (cluster.zookeeper.auth_file)")
+        changed = 0
+        todo = [path]
+        while todo:
+            current = todo.pop()
+            acls, stat = self.retrying("get_acls", current,
+                                       lambda p=current: self.zk.get_acls_async(p))
+            if list(acls) != self.acl:
+                self.retrying("set_acls", current, lambda p=current, v=stat.aversion:
+                              self.zk.set_acls_async(p, self.acl, v))
+                changed += 1
+            todo += [f"{current.rstrip('/')}/{c}" for c in self.children(current)]
+        return changed
 
     def lock_contenders(self, path: str) -> list[str]:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -124,7 +125,8 @@ def node_names(count: int) -> list[str]:
 def cluster_config(layout: Layout, nodes: list[str]) -> ClusterConfig:
     return ClusterConfig(
         name="sandbox", coordinators=nodes[:3],
-        zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{layout.zk_port}", session_timeout=4.0),
+        zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{layout.zk_port}", session_timeout=4.0,
+                                  auth_file=str(layout.secret("zookeeper.auth"))),
         redis=RedisConfig(port=layout.redis_port,
                           password_file=str(layout.secret("redis.password"))),
         migration=MigrationConfig(timeout=120.0),
@@ -222,6 +224,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         say(f"[{time.monotonic() - t0:5.1f}s] {msg}")
 
     redis_pw = services.write_secret(layout.secret("redis.password"))
+    services.write_secret(layout.secret("zookeeper.auth"), f"pvc:{secrets.token_urlsafe(18)}")
     flower_pw = services.write_secret(layout.secret("flower.password"))
     for port, what in ((layout.zk_port, "ZooKeeper"), (layout.redis_port, "Redis"),
                        (layout.flower_port, "Flower")):

@@ -278,3 +278,19 @@ def test_a_node_without_a_worker_refuses_at_once(pvc) -> None:
     wait_until("a new worker on hv3", lambda: pvc.json("node", "info", "hv3")["workers"] > 0)
     pvc("vm", "stop", vm, "--wait")
     pvc("vm", "start", vm, "--wait")
+
+
+def test_the_sandbox_zookeeper_keeps_strangers_out(pvc) -> None:
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
+    zk = KazooClient(hosts=pvc.status()["zookeeper"])
+    zk.start(timeout=10)
+    try:
+        with pytest.raises(NoAuthError):
+            zk.get_children("/pvc/vms")
+        with pytest.raises(NoAuthError):
+            zk.create("/pvc/vms/intruder", b"{}")
+    finally:
+        zk.stop()
+        zk.close()
+    assert pvc.json("cluster", "status")["vms"]["total"] > 0     # pvc itself is let in

@@ -249,6 +249,9 @@ class MemoryStore(Store):
             kids = b.children_of(path)
         deliver(kids)
 
+    def secure(self, path: str) -> int:
+        return 0   # the memory store has no ACLs
+
     def lock(self, path: str, identifier: str) -> "MemoryLock":
         return MemoryLock(self, path, identifier)
 

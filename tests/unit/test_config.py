@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_sample_config_is_valid(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "pw").chmod(0o600)
     text = (ROOT / "config" / "pvc.sample.yaml").read_text()
     path = tmp_path / "pvc.yaml"
     path.write_text(text.replace("/etc/pvc/redis.password", str(tmp_path / "pw")))
@@ -79,7 +80,8 @@ def test_semantic_checks() -> None:
     with pytest.raises(ConfigError) as err:
         config.parse({"node": {"name": "bad name"}, "cluster": {"zookeeper": {"root": "pvc"}}},
                      environ={})
-    assert "cluster.zookeeper.root: must start with '/'" in err.value.problems
+    assert ("cluster.zookeeper.root: must be an absolute path below '/' (e.g. /pvc)"
+            in err.value.problems)
     assert any(p.startswith("node.name:") for p in err.value.problems)
 
 
@@ -119,3 +121,53 @@ def test_console_log_lines_moved_to_cluster_and_the_old_key_still_works() -> Non
                          "node": {"console_log_lines": 42}}, environ={})
     assert both.cluster.console_log_lines == 7            # the new place wins
     assert config.parse({"cluster": {"console_log_lines": 7}}, environ={}).warnings == ()
+
+
+def write(tmp_path: Path, text: str | bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / "pvc.yaml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "the file is empty"),
+    ("   \n# only a comment\n", "holds no settings"),
+    (b"\x89PNG\r\n\x1a\n\xff\xfe", "not a text file (it is not UTF-8)"),
+    ("cluster:\n  name: a\ncluster:\n  name: b\n", "duplicate key 'cluster'"),
+    ("cluster:\n  zookeeper:\n    timeout: .nan\n", "is not a finite number"),
+    ("cluster:\n  zookeeper:\n    timeout: .inf\n", "is not a finite number"),
+    ("cluster:\n  redis:\n    port: 70000\n", "above the maximum 65535"),
+    ("cluster:\n  redis:\n    port: 0\n", "below the minimum 1"),
+    ("cluster:\n  zookeeper:\n    hosts: ''\n", "hosts: empty"),
+    ("cluster:\n  zookeeper:\n    hosts: 'zk1:99999'\n", "port must be 1-65535"),
+])
+def test_bad_files_are_one_clear_error(tmp_path: Path, text: str | bytes,
+                                       expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, text), environ={})
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_inline_secret_in_a_readable_file_is_flagged(tmp_path: Path) -> None:
+    path = write(tmp_path, "cluster:\n  redis:\n    password: hunter2\n", mode=0o644)
+    cfg = config.load(path, environ={})
+    assert cfg.exposed_secrets
+    assert "holds a secret (cluster.redis.password) and is readable by others" in \
+        cfg.warnings[0]
+    path.chmod(0o600)
+    assert not config.load(path, environ={}).exposed_secrets
+
+
+def test_secret_files_must_be_private_and_well_formed(tmp_path: Path) -> None:
+    auth = tmp_path / "zk.auth"
+    auth.write_text("no-colon-here\n")
+    auth.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        config.parse({"cluster": {"zookeeper": {"auth_file": str(auth)}}}, environ={})
+    assert any("readable by others" in p for p in err.value.problems)
+    assert any("must hold user:password" in p for p in err.value.problems)
+    auth.write_text("pvc:s3cret\n")
+    auth.chmod(0o600)
+    cfg = config.parse({"cluster": {"zookeeper": {"auth_file": str(auth)}}}, environ={})
+    assert cfg.zookeeper_auth() == ("pvc", "s3cret")
