@@ -233,7 +233,10 @@ class LibvirtHypervisor:
         dom = self._lookup(uuid)
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
                  | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+        # the destination's QEMU listens on its migration address only (libvirt's default is
+        # every address), and the source dials that address
         params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}",
+                                  libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: address,
                                   libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
         if bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)

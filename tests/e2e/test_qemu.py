@@ -2,15 +2,17 @@
 worker is killed mid-way."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import LineReader, Pvc, sandbox, wait_until
+from tests.e2e.conftest import LineReader, Pvc, sandbox, sandbox_processes, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +55,38 @@ def test_live_migration_keeps_the_guest_running(pvc) -> None:
     assert where(pvc)["demo1"] == ["hv2"]
     pvc("vm", "unmigrate", "demo1", "--wait")
     assert where(pvc)["demo1"] == ["hv1"]
+
+
+def listening(pids: set[int]) -> list[tuple[str, int]]:
+    """(address:port, pid) of every TCP listener owned by one of pids."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        for pid in map(int, re.findall(r"pid=(\d+)", line)):
+            if pid in pids:
+                found.append((line.split()[3], pid))
+    return found
+
+
+def test_nothing_the_sandbox_started_listens_on_every_address(pvc) -> None:
+    """Checked while a live migration runs (the receiving QEMU listens then)."""
+    home = where(pvc)["demo3"][0]
+    other = "hv2" if home != "hv2" else "hv1"
+    op = json.loads(pvc("vm", "migrate", "demo3", "--target", other, "--bandwidth", "8",
+                        "--format", "json").stdout)["id"]
+    lo, hi = 49200 + int(pvc.offset), 49200 + int(pvc.offset) + 100
+
+    def incoming() -> list[tuple[str, int]]:
+        pids = set(sandbox_processes(pvc.env["PVC_SANDBOX_DIR"]))
+        found = listening(pids)
+        return found if any(lo <= int(a.rsplit(":", 1)[1]) < hi for a, _ in found) else []
+
+    found = wait_until("the receiving QEMU to listen", incoming, 60)
+    assert pvc.json("task", "show", op)["state"] == "running"
+    wildcard = [(a, p) for a, p in found if a.startswith(("0.0.0.0:", "*:", "[::]:"))]
+    assert wildcard == [], wildcard
+    pvc("task", "watch", op, timeout=300)
+    assert where(pvc)["demo3"] == [other]
 
 
 def test_follow_continues_across_a_live_migration(pvc) -> None:
