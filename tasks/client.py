@@ -20,6 +20,9 @@ def client_app(cfg: Config) -> Any:
     # The CLI follows operations in ZooKeeper, never through Celery results: no backend, so a
     # Redis outage fails the send at once instead of retrying a result subscription.
     conf.pop("result_backend")
+    # A CLI process sends no events: each would be one more "worker" name in Flower's event
+    # state (and one more label in its metrics).
+    conf["task_send_sent_event"] = False
     key = conf["broker_url"]
     if key not in _apps:
         app = Celery("pvc-client", set_as_current=False)

@@ -136,6 +136,7 @@ def flower_json(f: Faults, path: str) -> dict:
 
 def test_flower_reads_but_cannot_change_anything(cluster_ok: Faults) -> None:
     f = cluster_ok
+    f.pvc("vm", "restart", vm_on(f, "hv1"), "--wait")   # a CLI process submits a task
     st = f.pvc.status()
     password = open(st["flower"]["password_file"]).read().strip()
     auth = {"Authorization": "Basic " + base64.b64encode(f"pvc:{password}".encode()).decode()}
@@ -156,6 +157,8 @@ def test_flower_reads_but_cannot_change_anything(cluster_ok: Faults) -> None:
         assert call(path) == 404, path            # the handler is gone (it answered 405)
         assert call(path, "POST") in (403, 404), path
     assert call("/metrics") == 404
+    workers = flower_json(f, "/workers?json=1")["data"]
+    assert sorted(w["hostname"].split("@")[0] for w in workers) == f.nodes   # no CLI process
 
 
 def test_a_terminated_operation_is_recorded_and_releases_what_it_held(
