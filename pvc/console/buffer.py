@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -70,7 +71,11 @@ def _pieces(raw: bytes) -> list[str]:
 class FileCursor:
     """Follows one log file like `tail -F`: survives the file not existing yet, truncation
     (a VM restarted with append='off') and replacement (rotation: the old file is read to its
-    end before the new one is opened)."""
+    end before the new one is opened).
+
+    The tailer runs as root and publishes what it reads: it opens only a regular file owned by
+    root (virtlogd) or by itself, never through a symbolic link (O_NOFOLLOW), so a guest's log
+    path pointed at /etc/shadow publishes nothing."""
 
     def __init__(self, path: str, inode: int | None = None, offset: int = 0) -> None:
         self.path = path
@@ -79,14 +84,23 @@ class FileCursor:
         self._file: BinaryIO | None = None
         self._head = b""         # the file's first bytes, to recognise it after a truncation
         self.events: list[str] = []
+        self.refused = ""        # why the file at path is not read, while it is not
 
     def read(self) -> bytes:
         """Everything new since the last read ("" if nothing)."""
         chunks = []
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             return b""
+        refusal = _refusal(st)
+        if refusal:
+            if self._file is not None:
+                chunks.append(self._drain())    # what the real file still had
+                self._close()
+            self._refuse(refusal)
+            return b"".join(chunks)
+        self.refused = ""
         if self._file is not None and self.inode != st.st_ino:
             chunks.append(self._drain())            # rotated: finish the old file first
             self._close()
@@ -110,7 +124,12 @@ class FileCursor:
         return self._file.read(len(self._head)) == self._head
 
     def _open(self, st: os.stat_result) -> None:
-        self._file = open(self.path, "rb")
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        refusal = _refusal(os.fstat(fd))     # what was opened, not what was looked at
+        if refusal:
+            os.close(fd)
+            raise PermissionError(refusal)
+        self._file = os.fdopen(fd, "rb")
         if self.inode != st.st_ino:     # a file this cursor never read: from its start
             self.inode, self.offset = st.st_ino, 0
         self._head = self._file.read(min(self.offset, HEAD_BYTES))
@@ -135,8 +154,27 @@ class FileCursor:
             self._file.close()
             self._file = None
 
+    def _refuse(self, why: str) -> None:
+        if why != self.refused:       # said once, not at every change of the file
+            self.refused = why
+            self.events.append(f"refused: {why}")
+
     def close(self) -> None:
         self._close()
+
+
+TRUSTED_OWNERS = frozenset({0, os.geteuid()})   # virtlogd (root), or this tailer
+
+
+def _refusal(st: os.stat_result) -> str:
+    """Why a console log must not be read ("" if it may)."""
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_uid not in TRUSTED_OWNERS:
+        return f"it is owned by uid {st.st_uid}, not by root"
+    return ""
 
 
 @dataclass

@@ -142,3 +142,18 @@ def test_follows_as_vms_come_and_go(setup) -> None:
     cluster.store.put(domains, {vm.uuid: {"name": "web", "state": "running"}})
     buf = buffer_at(cluster, vm, 2)                       # followed again: resumes its cursor
     assert buffer.numbered(buf) == [(1, "x"), (2, "not followed")]
+
+
+def test_a_log_that_is_a_link_to_a_secret_is_never_published(setup, tmp_path) -> None:
+    cluster, vm, log, start, _ = setup
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$notforyou:19000:0:99999:7:::\n")
+    log.symlink_to(secret)
+    tailer = start()
+    assert tailer.wait_following(vm.uuid, True, 10)
+    secret.write_text("root:$6$stillnot:19000:0:99999:7:::\nmore\n")   # inotify fires
+    log.unlink()
+    log.write_text("honest line\n")                                    # a real log again
+    buf = cluster.store.wait_for(cluster.schema.vm_console(vm.uuid),
+                                 lambda b: bool(b) and "honest line" in b["lines"], 20)
+    assert not any("root:" in line for line in buf["lines"])

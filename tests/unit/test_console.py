@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from pvc.console import buffer
 from pvc.console.buffer import FileCursor, LineSplitter, Pending, merge, new_since
 
@@ -117,3 +119,43 @@ def test_cursor_resumes_at_its_offset(tmp_path: Path) -> None:
         f.write(b"d\n")
     assert resumed.read() == b"d\n"
     assert resumed.read() == b""
+
+
+def test_cursor_never_follows_a_link_or_reads_a_special_file(tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash:19000::::::\n")
+    log = tmp_path / "vm.log"
+    log.symlink_to(secret)
+    cur = FileCursor(str(log))
+    assert cur.read() == b""
+    assert cur.events == ["refused: it is a symbolic link"]
+    assert cur.read() == b"" and len(cur.events) == 1            # said once
+    log.unlink()
+    os.mkfifo(log)
+    assert cur.read() == b"" and cur.events[-1] == "refused: it is not a regular file"
+    log.unlink()
+    log.write_bytes(b"real line\n")
+    assert cur.read() == b"real line\n"                          # a real file again
+
+
+def test_cursor_refuses_a_link_swapped_in_after_it_looked(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The check is made on what was opened (O_NOFOLLOW), not only on what was looked at."""
+    secret = tmp_path / "shadow"
+    secret.write_text("secret\n")
+    log = tmp_path / "vm.log"
+    log.write_text("")
+    real_lstat = os.lstat
+
+    def swap_after_lstat(path: str, *a: object, **kw: object) -> os.stat_result:
+        st = real_lstat(path)
+        if path == str(log) and log.is_file() and not log.is_symlink():
+            log.unlink()
+            log.symlink_to(secret)
+        return st
+
+    monkeypatch.setattr(os, "lstat", swap_after_lstat)
+    cur = FileCursor(str(log))
+    with pytest.raises(OSError):
+        cur.read()
