@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -17,11 +18,24 @@ format_option = click.option("--format", "fmt", type=click.Choice(["text", "json
                              default="text", show_default=True, help="Output format.")
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds in a range (click's FloatRange lets nan and inf through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
 def wait_timeout_option(also_timeout: bool = True) -> Any:
     """--wait-timeout (and --timeout, where the command has no other use for it)."""
     names = ["--wait-timeout", "--timeout"] if also_timeout else ["--wait-timeout"]
     return click.option(
-        *names, "wait_timeout", type=click.FloatRange(min=0.1, max=86400 * 7), default=None,
+        *names, "wait_timeout", type=Seconds(min=0.1, max=86400 * 7), default=None,
         metavar="SECONDS",
         help="With --wait: stop waiting after this long (the operation goes on; exit 3).")
 

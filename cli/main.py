@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pvc.core.errors import PvcError
+from pvc.core.store import RACES
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger().addHandler(logging.NullHandler())
     try:
         rc: Any = cli.main(args=argv, prog_name="pvc", standalone_mode=False)
+    except RACES as e:   # a race the command did not expect: never show a znode path
+        logging.getLogger("pvc").debug("store error: %s", e)
+        click.echo("error: the cluster changed while the command ran (another command or "
+                   "node acted at the same moment); nothing was changed, try again", err=True)
+        sys.exit(1)
     except PvcError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

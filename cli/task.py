@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from cli.common import cluster, emit_json, format_option, stamp, table, wait_timeout_option
+from pvc.core.states import OpState
 
 COLUMNS = [("id", "ID"), ("kind", "KIND"), ("target", "TARGET"), ("node", "NODE"),
            ("state", "STATE"), ("created_at", "CREATED"), ("requested_by", "BY"),
@@ -16,8 +17,10 @@ def task() -> None:
 
 
 @task.command(name="list")
-@click.option("--limit", default=50, show_default=True, help="Newest records to show.")
-@click.option("--state", default="", help="Only records in this state.")
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=50,
+              show_default=True, help="Newest records to show.")
+@click.option("--state", type=click.Choice([s.value for s in OpState]), default=None,
+              help="Only records in this state.")
 @format_option
 @click.pass_context
 def list_(ctx: click.Context, limit: int, state: str, fmt: str) -> None:

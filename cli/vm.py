@@ -5,11 +5,23 @@ from typing import Any
 
 import click
 
-from cli.common import cluster, emit_json, format_option, pairs, stamp, table, wait_timeout_option
+from cli.common import (
+    Seconds,
+    cluster,
+    emit_json,
+    format_option,
+    pairs,
+    stamp,
+    table,
+    wait_timeout_option,
+)
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
 from pvc.vm import definition
 
+# What `vm list --state` filters on: the desired states and what hypervisors report.
+VM_LIST_STATES = ["start", "stop", "disable", "running", "stopped", "paused", "stopping",
+                  "crashed", "suspended", "unknown"]
 LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
                 ("observed", "OBSERVED"), ("node", "NODE"), ("last_node", "LAST NODE"),
                 ("memory", "MEM MiB"), ("vcpus", "VCPUS"), ("operation", "OPERATION")]
@@ -21,7 +33,7 @@ def vm() -> None:
 
 
 @vm.command()
-@click.argument("xmlfile", type=click.File("r"))
+@click.argument("xmlfile", type=click.File("rb"))
 @click.option("--node", default="", help="Node to run it on (default: chosen at start).")
 @click.option("--autostart", is_flag=True, help="Start it when its node is unflushed.")
 @click.option("--selector", type=click.Choice(SELECTORS), default=None,
@@ -35,7 +47,8 @@ def vm() -> None:
 def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selector: str | None,
            node_limit: str, migration_method: str | None, fmt: str) -> None:
     """Define a VM from a libvirt domain XML file. It is stored, stopped."""
-    xml = xmlfile.read()
+    from pvc.vm import domxml
+    xml = domxml.decode(xmlfile.read(domxml.MAX_XML_BYTES + 1))
     defined = definition.define(cluster(ctx), xml, node=node, autostart=autostart,
                                      selector=selector or "",
                                      node_limit=[n.strip() for n in node_limit.split(",")],
@@ -61,8 +74,9 @@ def undefine(ctx: click.Context, ref: str, fmt: str) -> None:
 
 @vm.command(name="list")
 @click.option("--node", default="", help="Only VMs assigned to or running on this node.")
-@click.option("--state", default="", help="Only VMs in this state: start, stop, disable "
-                                          "(desired) or running, stopped (observed).")
+@click.option("--state", type=click.Choice(VM_LIST_STATES), default=None,
+              help="Only VMs in this state: desired (start, stop, disable) or observed "
+                   "(running, stopped, paused, …).")
 @click.option("--all", "show_all", is_flag=True,
               help="Also list domains running on nodes that are not pvc VMs.")
 @format_option
@@ -142,10 +156,11 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     @click.option("--method", type=click.Choice(["live", "shutdown"]), default=None,
                   help="Migration method (default: the VM's, else the cluster's).")
     @click.option("--force-live", is_flag=True, help="Fail rather than fall back to shutdown.")
-    @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+    @click.option("--timeout", type=Seconds(min=1, max=86400), default=None, metavar="SECONDS",
                   help="Abort a live migration still running after this long (default: the "
                        "configured limit).")
-    @click.option("--bandwidth", type=click.IntRange(min=1), default=None, metavar="MIB_S",
+    @click.option("--bandwidth", type=click.IntRange(min=1, max=1024 ** 2), default=None,
+                  metavar="MIB_S",
                   help="Cap a live migration's network use (default: the configured limit).")
     @click.option("--wait", is_flag=True, help="Wait until it is done.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")

@@ -5,7 +5,7 @@ import time
 import uuid as uuidlib
 from typing import Any
 
-from pvc.core import health, states
+from pvc.core import health, names, states
 from pvc.core.config import Config
 from pvc.core.errors import NotFound, SchemaTooNew
 from pvc.core.models import VM, Node, Operation, VmView
@@ -57,7 +57,7 @@ class Cluster:
         """A VM's UUID from its name or UUID."""
         uuid = _as_uuid(ref)
         if uuid is None:
-            found = self.store.get_text(self.schema.vm_name(ref)) if _plain_name(ref) else None
+            found = self.store.get_text(self.schema.vm_name(names.check("VM", ref)))
             if found is None:
                 raise NotFound(f"no VM named {ref!r}")
             return found
@@ -161,13 +161,14 @@ class Cluster:
         return nodes
 
     def node(self, name: str) -> Node:
-        found = self.nodes([name])
+        found = self.nodes([names.check("node", name)])
         if not found:
             raise NotFound(f"no node named {name!r}")
         return found[0]
 
     # ------------------------------------------------------------------ operations
     def operation(self, op_id: str) -> Operation:
+        names.check("operation", op_id, names.OPERATION_ID)
         data = self.store.get_json(self.schema.operation(op_id), None)
         if data is None:
             raise NotFound(f"no operation {op_id!r}")
@@ -200,10 +201,6 @@ def _as_uuid(ref: str) -> str | None:
         return str(uuidlib.UUID(ref)) if len(ref) in (32, 36) else None
     except ValueError:
         return None
-
-
-def _plain_name(ref: str) -> bool:
-    return bool(ref) and "/" not in ref
 
 
 def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:

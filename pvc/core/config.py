@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from pvc.core import names
 from pvc.core.errors import ConfigError
 
 ENV_PREFIX = "PVC_"
@@ -278,12 +279,12 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
         errors.append("cluster.zookeeper.root: must be an absolute path below '/' "
                       "(e.g. /pvc)")
     name = cfg.node.name
-    if name and not _valid_name(name):
+    if name and not names.valid_name(name):
         errors.append(f"node.name: {name!r} must be letters, digits, '-' or '_'")
     if cfg.cluster.console_log_bytes > 512 * 1024:
         errors.append("cluster.console_log_bytes: at most 524288 (ZooKeeper's node size)")
     for i, c in enumerate(cfg.cluster.coordinators):
-        if not _valid_name(c):
+        if not names.valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
 
 
@@ -321,10 +322,6 @@ def _host_list_problems(hosts: str) -> list[str]:
         elif not port.isdigit() or not 1 <= int(port) <= 65535:
             problems.append(f"{entry.strip()!r}: port must be 1-65535")
     return problems
-
-
-def _valid_name(name: str) -> bool:
-    return bool(name) and all(ch.isalnum() or ch in "-_." for ch in name) and name[0].isalnum()
 
 
 # ---------------------------------------------------------------------------- environment

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -97,13 +98,14 @@ class ZkStore(Store):
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "ZkStore":
+        started = time.monotonic()
         try:
             self.zk.start(timeout=self.timeout)
         except (KazooTimeoutError, KazooException) as e:
-            self.zk.stop()
-            self.zk.close()
-            raise Unavailable(f"cannot reach ZooKeeper at {self.hosts} "
-                              f"(no answer within {self.timeout:g}s)") from e
+            # kazoo's stop waits for its connection thread's back-off: not the caller's time
+            threading.Thread(target=self.close, name="zk-close", daemon=True).start()
+            raise Unavailable(f"cannot reach ZooKeeper at {self.hosts} (no answer in "
+                              f"{time.monotonic() - started:.1f}s)") from e
         return self
 
     def close(self) -> None:
@@ -239,14 +241,18 @@ class ZkStore(Store):
         todo = [path]
         while todo:
             current = todo.pop()
-            acls, stat = self.retrying("get_acls", current,
-                                       lambda p=current: self.zk.get_acls_async(p))
-            if list(acls) != self.acl:
-                self.retrying("set_acls", current, lambda p=current, v=stat.aversion:
-                              self.zk.set_acls_async(p, self.acl, v))
+            if self._secure_one(current):
                 changed += 1
             todo += [f"{current.rstrip('/')}/{c}" for c in self.children(current)]
         return changed
+
+    def _secure_one(self, path: str) -> bool:
+        acls, stat = self.retrying("get_acls", path, lambda: self.zk.get_acls_async(path))
+        if list(acls) == self.acl:
+            return False
+        self.retrying("set_acls", path,
+                      lambda: self.zk.set_acls_async(path, self.acl, stat.aversion))
+        return True
 
     def lock_contenders(self, path: str) -> list[str]:
         try:

@@ -377,8 +377,10 @@ def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, st
     parallel, per_target = limits(run, mig.max_parallel, mig.per_source, mig.per_target)
     run_parallel(plan, lambda p: p.target or "(none)",
                  lambda p: _flush_one(job, p, node, by_name), parallel, per_target)
+    parked = job.tally.names(Outcome.PARKED)
     return job, (f"flushed {node}: {job.tally.count(Outcome.MOVED)} moved, "
-                 f"{job.tally.count(Outcome.PARKED)} shut down to start on unflush"
+                 f"{len(parked)} shut down to start on unflush"
+                 + (f" ({', '.join(parked)}: no room elsewhere)" if parked else "")
                  + (f"; {len(strangers)} domains pvc does not know still run there "
                     f"({', '.join(strangers)})" if strangers else ""))
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from pvc.core import states
 from pvc.core.cluster import Cluster
-from pvc.core.errors import Conflict, Unavailable
+from pvc.core.errors import Conflict, NotFound, Unavailable
+from pvc.core.store import NoNode
 from pvc.core.models import VM, Node, Operation
 from pvc.operations import records
 
@@ -52,6 +53,8 @@ def commit_vm(cluster: Cluster, vm: VM, version: int, op: Operation, busy: bool)
         tx.create(cluster.schema.vm_operation(vm.uuid), op.id)
     try:
         tx.commit()
+    except NoNode:
+        raise NotFound(f"VM {vm.name} was undefined meanwhile; nothing was changed") from None
     except Conflict:
         raise Conflict(f"VM {vm.name} changed while submitting (another command won); "
                        "nothing was changed, try again") from None

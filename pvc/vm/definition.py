@@ -7,9 +7,9 @@ from typing import Iterable
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
-from pvc.core.errors import Conflict, InvalidInput, NotFound
+from pvc.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from pvc.core.models import VM
-from pvc.core.store import NodeExists
+from pvc.core.store import NodeExists, NoNode
 from pvc.vm import domxml
 
 
@@ -20,6 +20,7 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
     its nodes first registered: `allow_unknown_nodes`)."""
     facts, stored_xml = domxml.parse(xml)
+    _fits_somewhere(cluster, facts)
     node_limit = [n for n in node_limit if n]
     _check_choices(selector, migration_method)
     known = set(cluster.node_names())
@@ -38,8 +39,11 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
     try:
         tx.commit()
+    except NoNode:
+        raise Unavailable("the cluster's state is not initialised (no VMs section); "
+                          "start a node daemon first") from None
     except NodeExists as e:
-        if cluster.schema.vm_name(vm.name) in str(e):
+        if e.path == cluster.schema.vm_name(vm.name):
             raise Conflict(f"a VM named {vm.name!r} already exists") from None
         raise Conflict(f"a VM with UUID {vm.uuid} already exists") from None
     return vm
@@ -64,10 +68,20 @@ def undefine(cluster: Cluster, ref: str) -> VM:
     tx.delete(cluster.schema.vm_name(vm.name))
     try:
         tx.commit()
+    except NoNode:
+        raise NotFound(f"VM {vm.name} was undefined meanwhile") from None
     except Conflict:
         raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
     return vm
 
+
+
+def _fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:
+    """Refuse a VM no node could ever host (once nodes have registered)."""
+    nodes = [n for n in cluster.nodes() if n.enable_hypervisor and n.mem_total]
+    if nodes and facts.memory_mib > max(n.mem_total for n in nodes):
+        raise InvalidInput(f"VM {facts.name} needs {facts.memory_mib} MiB of memory; the "
+                           f"largest node has {max(n.mem_total for n in nodes)} MiB")
 
 
 def _check_choices(selector: str, method: str) -> None:

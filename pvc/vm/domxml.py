@@ -5,18 +5,43 @@ it had none); `for_node` produces what a particular node's hypervisor actually r
 """
 from __future__ import annotations
 
-import re
+import math
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import defusedxml.ElementTree as defused
+from defusedxml import DefusedXmlException
+
+from pvc.core import names
 from pvc.core.errors import InvalidInput
 
 _UNITS_TO_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
                  "m": 1024, "mib": 1024, "mb": 1000 * 1000 / 1024, "g": 1024 ** 2,
                  "gib": 1024 ** 2, "gb": 1000 ** 3 / 1024, "t": 1024 ** 3, "tib": 1024 ** 3}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAX_XML_BYTES = 256 * 1024      # it is stored in ZooKeeper, whose nodes hold 1 MiB at most
+MAX_MEMORY_MIB = 16 * 1024 ** 3  # 16 PiB: more than any machine; a typo, not a VM
+MAX_VCPUS = 4096                 # libvirt's and QEMU's ceiling
+
+
+def decode(raw: bytes) -> str:
+    """A definition file's bytes as text: UTF-8, of a size ZooKeeper can hold."""
+    if len(raw) > MAX_XML_BYTES:
+        raise InvalidInput(f"domain XML is {_size(len(raw))}; the limit is "
+                           f"{_size(MAX_XML_BYTES)} (VM definitions are kept in ZooKeeper)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"domain XML is not UTF-8 text (byte {e.start} is "
+                           f"{raw[e.start:e.start + 1]!r})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 ** 2:.1f} MiB" if n >= 1024 ** 2 else f"{n // 1024} KiB"
+
+
+
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,7 @@ def parse(xml: str) -> tuple[DomainFacts, str]:
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InvalidInput("domain XML has no <name>")
-    if not _NAME_RE.match(name):
+    if not names.valid_name(name):
         raise InvalidInput(f"domain name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
     if _looks_like_uuid(name):
         raise InvalidInput(f"domain name {name!r} looks like a UUID; VMs are found by either")
@@ -68,10 +93,15 @@ def facts(xml: str) -> DomainFacts:
 
 
 def _root(xml: str) -> ET.Element:
+    if len(xml.encode("utf-8", "surrogatepass")) > MAX_XML_BYTES:
+        decode(xml.encode("utf-8", "surrogatepass"))    # says how large, and the limit
     try:
-        root = ET.fromstring(xml)
+        root = defused.fromstring(xml)
     except ET.ParseError as e:
         raise InvalidInput(f"malformed domain XML: {e}") from None
+    except DefusedXmlException as e:
+        raise InvalidInput(f"domain XML refused: {type(e).__name__} "
+                           "(entities and DTDs are not allowed)") from None
     if root.tag != "domain":
         raise InvalidInput(f"not a libvirt domain definition: root element is <{root.tag}>")
     return root
@@ -88,9 +118,14 @@ def _memory_mib(root: ET.Element) -> int:
         kib = float((el.text or '').strip()) * _UNITS_TO_KIB[unit]
     except ValueError:
         raise InvalidInput(f"domain XML <memory> is not a number: {el.text!r}") from None
-    if kib <= 0:
-        raise InvalidInput("domain XML <memory> must be positive")
-    return max(1, int(round(kib / 1024)))
+    if not math.isfinite(kib) or kib <= 0:
+        raise InvalidInput(f"domain XML <memory> must be a positive number, not "
+                           f"{(el.text or '').strip()!r}")
+    mib = max(1, int(round(kib / 1024)))
+    if mib > MAX_MEMORY_MIB:
+        raise InvalidInput(f"domain XML <memory> is {mib} MiB, more than any machine has "
+                           f"(limit {MAX_MEMORY_MIB} MiB)")
+    return mib
 
 
 def _vcpus(root: ET.Element) -> int:
@@ -101,6 +136,8 @@ def _vcpus(root: ET.Element) -> int:
         raise InvalidInput(f"domain XML <vcpu> is not a whole number: {text!r}") from None
     if n < 1:
         raise InvalidInput("domain XML <vcpu> must be at least 1")
+    if n > MAX_VCPUS:
+        raise InvalidInput(f"domain XML <vcpu> is {n}; at most {MAX_VCPUS}")
     return n
 
 

@@ -64,8 +64,10 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
         return vm.node            # nothing runs: no node needs to act
     else:
         assigned = next((n for n in nodes if n.name == vm.node), None)
-        # its node may not take VMs now (flushed, down): place it elsewhere
-        target = vm.node if assigned and assigned.is_target() else _place(cluster, vm, nodes)
+        # its node may not take VMs now (flushed, down, full): place it elsewhere
+        roomy = assigned and placement.free_memory(assigned, placement.Plan()) >= vm.memory
+        target = vm.node if assigned and assigned.is_target() and roomy else \
+            _place(cluster, vm, nodes)
     node = next((n for n in nodes if n.name == target), None)
     if node is None:
         raise NotFound(f"VM {vm.name} is assigned to unknown node {target!r}")
