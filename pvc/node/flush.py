@@ -380,7 +380,7 @@ def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, st
     parked = job.tally.names(Outcome.PARKED)
     return job, (f"flushed {node}: {job.tally.count(Outcome.MOVED)} moved, "
                  f"{len(parked)} shut down to start on unflush"
-                 + (f" ({', '.join(parked)}: no room elsewhere)" if parked else "")
+                 + (f" ({', '.join(parked)})" if parked else "")
                  + (f"; {len(strangers)} domains pvc does not know still run there "
                     f"({', '.join(strangers)})" if strangers else ""))
 

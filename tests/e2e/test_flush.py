@@ -225,7 +225,8 @@ def test_whole_cluster_flushed_one_after_another(pvc) -> None:
     for node in ("hv1", "hv2"):
         pvc("node", "flush", node, "--wait")
     out = pvc("node", "flush", "hv3", "--wait").stdout
-    assert out.strip() == "flushed hv3: 0 moved, 9 shut down to start on unflush"
+    parked = ", ".join(sorted(home))
+    assert out.strip() == f"flushed hv3: 0 moved, 9 shut down to start on unflush ({parked})"
     vms = pvc.vms()
     assert all(v["state"] == "stop" and v["autostart"] and v["running_on"] == []
                for v in vms.values())

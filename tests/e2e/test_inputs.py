@@ -78,7 +78,7 @@ def test_start_checks_the_nodes_memory_and_a_flush_names_what_it_parks(pvc: Pvc,
         assert "cannot place VM big3" in pvc.error("vm", "start", "big3")
         on_hv1 = next(n for n in big[:3] if pvc.json("vm", "info", n)["node"] == "hv1")
         out = pvc("node", "flush", "hv1", "--wait").stdout
-        assert f"shut down to start on unflush ({on_hv1}: no room elsewhere)" in out
+        assert f"1 shut down to start on unflush ({on_hv1})" in out
         pvc("node", "unflush", "hv1", "--wait")
         assert pvc.json("vm", "info", on_hv1)["running_on"] == ["hv1"]
     finally:

@@ -111,6 +111,8 @@ def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> N
     definition.define(cluster, demo_xml("web1"), node="hv1", allow_unknown_nodes=True)
     cluster.store.put(cluster.schema.node_field("hv1", "daemon_state"), "run")
     cluster.store.put(cluster.schema.node("hv1"), {"enable_hypervisor": True})
+    cluster.store.put(cluster.schema.node_field("hv1", "resources"),
+                      {"mem_total": 4096, "mem_free": 4096})
     cluster.store.create(cluster.schema.node_alive("hv1"), "x", ephemeral=True)
     cluster.store.create(cluster.schema.node_worker("hv1", "w1"), "", ephemeral=True,
                          makepath=True)
