@@ -169,7 +169,8 @@ class NodeDaemon:
         if not self.config.node.enable_hypervisor:
             return
         assert self.ctx is not None
-        result = reconcile.reconcile(self.ctx, self.restarts.refusal)
+        state = self.ctx.store.get_text(self.ctx.schema.node_field(self.name, "domain_state"))
+        result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state))
         for uuid in result.started_uuids:
             self.restarts.started(uuid)
         if result.started or result.stopped or result.failed:
@@ -205,6 +206,13 @@ class NodeDaemon:
                 said = f"{getattr(duty, '__name__', 'a primary duty')} failed: {e}"
             if said:
                 log.info(said)
+
+    def _may_start(self, vm: VM, state: str | None) -> str:
+        """Why this daemon must not start vm on its own now ("" if it may): a node that is
+        being flushed (or is flushed) takes no VMs, and a crash loop is not fed."""
+        if state not in (None, DomainState.READY):
+            return f"this node is {state}"
+        return self.restarts.refusal(vm)
 
     def _publish_drift(self, unresolved: dict[str, tuple[str, str]]) -> None:
         """What this node could not make match, and since when (written only on change)."""

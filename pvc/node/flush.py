@@ -160,12 +160,19 @@ class Planned:
 
 def plan_flush(me: str, vms: list[VM], running_here: set[str], nodes: list[Node],
                default_selector: str, default_method: str) -> list[Planned]:
-    """A target for every VM running on `me`, spreading them with a shared Plan."""
+    """A target for every VM running on `me`, spreading them with a shared Plan; and for
+    every VM an earlier attempt of this flush was moving when its worker died (it left `me`,
+    should run, runs nowhere): its move is finished by starting it on its target."""
     by_name = {n.name: n for n in nodes}
     source = by_name.get(me)
     plan = placement.Plan()
     out: list[Planned] = []
-    for vm in sorted((v for v in vms if v.uuid in running_here), key=lambda v: v.name):
+    running_anywhere = {u for n in nodes if n.daemon_state == DaemonState.RUN
+                        for u in n.domains} | running_here
+    interrupted = {v.uuid for v in vms if v.last_node == me and v.node != me
+                   and v.state == VmState.START and v.uuid not in running_anywhere}
+    for vm in sorted((v for v in vms if v.uuid in running_here | interrupted),
+                     key=lambda v: v.name):
         method = resolve_method("", vm, default_method)
         if method == "none":
             out.append(Planned(vm, None, "none", "migration method none"))

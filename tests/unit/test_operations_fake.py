@@ -164,3 +164,19 @@ def test_a_worker_registers_again_on_a_new_session(fc: FakeCluster) -> None:
     assert fc.client.node("hv2").workers == 1
     worker.store.expire()   # type: ignore[attr-defined]
     assert fc.client.node("hv2").workers == 1
+
+
+def test_a_resumed_flush_finishes_a_move_its_dead_worker_left_half_done(
+        fc: FakeCluster) -> None:
+    """The first attempt shut v0 down on hv1 and died before starting it on hv2: the next
+    attempt starts it there (it runs nowhere, should run, and left hv1 with this flush)."""
+    vms = [fc.define(f"v{i}", "hv1") for i in range(2)]
+    fc.client.store.update_json(fc.client.schema.vm(vms[0].uuid),
+                                lambda d: {**d, "node": "hv2", "last_node": "hv1"})
+    fc.contexts["hv1"].hv.destroy(vms[0].uuid)
+    fc.client.store.wait_for(fc.client.schema.node_field("hv1", "domains"),
+                             lambda d: vms[0].uuid not in (d or {}), 5)
+    record = fc.run(flush.request(fc.client, "hv1", "flush"))
+    assert record["state"] == OpState.SUCCEEDED, record
+    assert fc.world.where("v0") == ["fake://hv2"]
+    assert fc.runs_once("v1") and fc.world.where("v1") != ["fake://hv1"]
