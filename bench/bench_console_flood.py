@@ -34,9 +34,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _ruok(port: int) -> bool:
+def _ruok(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with socket.create_connection((host, port), timeout=5) as s:
             s.sendall(b"ruok")
             return s.recv(4) == b"imok"
     except OSError:
@@ -77,7 +77,7 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         writes = sum(a - b for a, b in zip(versions(), before))
         sizes = [len(c.store.get(p).value) for p in paths]
-        alive = _ruok(layout.zk_port)
+        alive = _ruok(layout.net.host_address, layout.zk_port)
         c.close()
     record("console flood: 10 guests × 200 KB/s for 60 s", {
         "ZooKeeper alive at the end": alive,

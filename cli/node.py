@@ -32,7 +32,8 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
 
 @click.group()
 def node() -> None:
-    """Inspect the cluster's nodes."""
+    """The cluster's nodes: list and inspect them, flush/unflush for maintenance, and move
+    the primary coordinator role (primary/secondary)."""
 
 
 @node.command(name="list")
@@ -115,6 +116,32 @@ flush = _flush_command("flush", "Move every VM off NODE, under the cluster flush
 unflush = _flush_command("unflush", "Bring NODE's VMs back and make it ready again.",
                          "unflush")
 ready = _flush_command("unflush", "Same as unflush.", "ready")
+
+
+def _role_command(name: str, doc: str) -> click.Command:
+    @click.argument("node_name", metavar="NODE")
+    @click.option("--wait", is_flag=True, help="Wait until the switchover is done.")
+    @click.option("--reason", default="", help="Why (kept in the operation record).")
+    @wait_timeout_option()
+    @format_option
+    @click.pass_context
+    def command(ctx: click.Context, node_name: str, wait: bool, reason: str,
+                wait_timeout: float | None, fmt: str) -> None:
+        from cli.ops import run_request
+        from pvc.coordinator import switchover
+        c = cluster(ctx)
+        req = (switchover.request(c, node_name, reason) if name == "primary" else
+               switchover.request_secondary(c, node_name, reason))
+        run_request(ctx, req, wait, fmt, wait_timeout)
+
+    command.__doc__ = doc
+    return node.command(name=name)(command)
+
+
+primary = _role_command("primary", "Make NODE the primary coordinator: the floating IP, the "
+                                   "primary-only services and the database leader move to it.")
+secondary = _role_command("secondary", "Hand NODE's primary role to another running "
+                                       "coordinator.")
 
 
 @node.command()

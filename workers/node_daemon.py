@@ -10,6 +10,7 @@ from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.node.daemon import NodeDaemon
 from pvc.operations import sweep
+from pvc.operations.requests import abandon
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-node")
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config("pvc node daemon", argv)
     daemon = NodeDaemon(cfg)
     daemon.duties.append(lost_operations(cfg))
+    if cfg.cluster.database.enabled:
+        daemon.duties.append(database_follows(cfg))
     stop_on_signals(daemon.stop, log)
     try:
         daemon.start()
@@ -41,6 +44,24 @@ def lost_operations(cfg: Config) -> Callable[[Cluster], str]:
     def lost(cluster: Cluster) -> str:
         return sweep.lost_operations(cluster, broker, ops.lost_after, ops.max_resends)
     return lost
+
+
+def database_follows(cfg: Config) -> Callable[[Cluster], str]:
+    """The primary's duty: the database leader follows the primary (a `db.switchover`)."""
+    from pvc.coordinator import switchover
+    from tasks.client import submit
+
+    def follow(cluster: Cluster) -> str:
+        req = switchover.database_follows(cluster, cfg, cfg.node.name)
+        if req is None:
+            return ""
+        try:
+            submit(cfg, req.op)
+        except PvcError as e:
+            abandon(cluster, req.op, f"not submitted: {e}")
+            return f"could not ask for the database leader to follow: {e}"
+        return f"the database leader follows the primary: operation {req.op.id}"
+    return follow
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ scalars, then validated like the file.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -92,9 +93,24 @@ class OperationsConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    enabled: bool = _f(False, "the DNS aggregator's PostgreSQL runs under Patroni on the "
+                              "coordinators (a member per coordinator, named after it)")
+    scope: str = _f("pvc", "Patroni's cluster name (its namespace in ZooKeeper)")
+    patroni_port: int = _f(8008, "Patroni's REST API port on each coordinator's cluster "
+                                 "address", minimum=1, maximum=65535)
+    postgres_port: int = _f(5432, "PostgreSQL's port on each coordinator's cluster address",
+                            minimum=1, maximum=65535)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = _f("pvc", "cluster name")
     coordinators: list[str] = _f([], "node names taking part in the primary election")
+    floating_ip: str = _f("", "the cluster's floating address (CIDR, e.g. 10.0.0.250/24), held "
+                              "by the primary coordinator on its cluster_interface")
+    handoff_delay: float = _f(2.0, "seconds the old primary keeps the floating IP after the new "
+                                   "one announced it (ARP caches settle)", minimum=0.0)
     console_log_lines: int = _f(1000, "lines of console kept per VM (the buffer follows the "
                                       "VM from node to node)", minimum=1)
     console_log_bytes: int = _f(128 * 1024, "most bytes of console kept per VM (at most "
@@ -106,6 +122,7 @@ class ClusterConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,10 @@ class NodeConfig:
     migration_uri: str = _f("", "libvirt URI other nodes use to reach this one (default: "
                                 "libvirt_uri)")
     migration_address: str = _f("127.0.0.1", "address QEMU live-migration traffic goes to")
+    cluster_interface: str = _f("", "interface on the cluster network (the floating IP goes "
+                                    "there while this node is the primary)")
+    cluster_address: str = _f("", "this node's address on the cluster network (Patroni, "
+                                  "PowerDNS; default: migration_address)")
     domain_type: str = _f("", "force every guest's <domain type> (e.g. qemu for TCG); empty: "
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
@@ -273,6 +294,14 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     _check_secret_file("cluster.zookeeper.auth_file", zk.auth_file, errors,
                        lambda text: ":" in text.strip() and not text.strip().startswith(":"),
                        "must hold user:password")
+    if cfg.cluster.floating_ip:
+        try:
+            iface = ipaddress.ip_interface(cfg.cluster.floating_ip)
+            if iface.network.prefixlen == iface.max_prefixlen:
+                errors.append("cluster.floating_ip: give the prefix length (e.g. /24)")
+        except ValueError:
+            errors.append(f"cluster.floating_ip: {cfg.cluster.floating_ip!r} is not an "
+                          "address with a prefix length (e.g. 10.0.0.250/24)")
     for problem in _host_list_problems(zk.hosts):
         errors.append(f"cluster.zookeeper.hosts: {problem}")
     if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", zk.root) or "/.." in zk.root:

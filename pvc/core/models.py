@@ -69,6 +69,7 @@ class Node:
     libvirt_uri: str = ""
     migration_uri: str = ""
     migration_address: str = ""
+    cluster_address: str = ""        # on the cluster network (its Patroni member's address)
     domain_type: str = ""            # forced <domain type> of its guests ("" = as defined)
     console_log_directory: str = ""
     vms: int = 0                     # running domains

@@ -31,6 +31,9 @@ Three kinds of state are kept apart, each with one writer:
 | /operations/ID/executor             | in flight | the executing task (ephemeral lease)         |
 | /locks/flush                        | in flight | kazoo lock recipe (flush and unflush)        |
 | /primary                            | observed  | coordinator daemons (ephemeral election)     |
+| /handoff                            | in flight | a switchover: its operation creates it, the  |
+|                                     |           | old and new primary's daemons advance its    |
+|                                     |           | phase (pvc.coordinator.role.HANDOFF)         |
 
 A daemon refuses to run against a stored schema version newer than `VERSION`.
 """
@@ -84,6 +87,10 @@ class Schema:
     @property
     def primary(self) -> str:
         return self._p("primary")
+
+    @property
+    def handoff(self) -> str:
+        return self._p("handoff")
 
     # ---- VMs
     @property

@@ -23,6 +23,9 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from pvc.coordinator.floating import FloatingIP
+from pvc.coordinator.role import CoordinatorRole
+from pvc.coordinator.services import PrimaryServices
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
@@ -53,6 +56,8 @@ class NodeDaemon:
         self.restarts = CrashLoopGuard(config.node.restart_limit, config.node.restart_window)
         # primary-only housekeeping, in order: each returns what it did as a sentence
         self.duties: list[Callable[[Cluster], str]] = [self._prune, sweep.stale_claims]
+        self.services = PrimaryServices()          # primary-only services register here
+        self.role: CoordinatorRole | None = None
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -70,9 +75,14 @@ class NodeDaemon:
         self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
                   else CoordinatorState.CLIENT)
         self._put("daemon_state", DaemonState.RUN)
-        self._tick(publish=False)   # the reconcile just published domains and resources
         if self.coordinator:
-            ctx.store.watch_raw(ctx.schema.primary, lambda _d, _v: self._wake.set())
+            self.role = CoordinatorRole(
+                ctx.cluster, self.name, self.services, FloatingIP.of(self.config),
+                lambda state: self._put("coordinator_state", state),
+                self.config.cluster.handoff_delay, self._alive)
+            for path in (ctx.schema.primary, ctx.schema.handoff):
+                ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
+        self._tick(publish=False)   # the reconcile just published domains and resources
         ctx.store.on_session(self._on_session)
         log.info("node %s is running", self.name)
 
@@ -92,6 +102,7 @@ class NodeDaemon:
             "libvirt_uri": n.libvirt_uri,
             "migration_uri": n.migration_uri or n.libvirt_uri,
             "migration_address": n.migration_address,
+            "cluster_address": n.cluster_address or n.migration_address,
             "domain_type": n.domain_type,
             "console_log_directory": n.console_log_directory,
             "coordinator": self.coordinator,
@@ -154,8 +165,8 @@ class NodeDaemon:
         if self._drift.is_set():
             self._drift.clear()
             self._fix_drift()
-        if self.coordinator:
-            self._elect()
+        if self.role is not None:
+            self.role.step()
 
     def _resync(self) -> None:
         """After the session expired: what was ephemeral is re-created, what changed meanwhile
@@ -192,8 +203,10 @@ class NodeDaemon:
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
             self._fix_drift()
-        if self.coordinator and self._elect():
-            self._primary_duties()
+        if self.role is not None:
+            self.role.step()
+            if self.role.is_primary:
+                self._primary_duties()
 
     def _primary_duties(self) -> None:
         """Cluster housekeeping, done by the primary coordinator only: prune old records,
@@ -230,20 +243,9 @@ class NodeDaemon:
         pruned = records.prune(cluster, keep)
         return f"pruned {pruned} old operation records (keeping {keep})" if pruned else ""
 
-    def _elect(self) -> bool:
-        """Coordinators race to create the ephemeral primary znode; the winner is primary.
-        True if this node is the primary."""
-        ctx = self.ctx
-        assert ctx is not None
-        try:
-            ctx.store.create(ctx.schema.primary, self.name, ephemeral=True)
-            log.info("%s is now the primary coordinator", self.name)
-        except NodeExists:
-            pass
-        holder = ctx.store.get_text(ctx.schema.primary)
-        self._put("coordinator_state", CoordinatorState.PRIMARY if holder == self.name
-                  else CoordinatorState.SECONDARY)
-        return holder == self.name
+    def _alive(self, node: str) -> bool:
+        assert self.ctx is not None
+        return self.ctx.store.exists(self.ctx.schema.node_alive(node))
 
     def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
         log.debug("domain %s: %s", name, event)
@@ -264,8 +266,11 @@ class NodeDaemon:
             return
         try:
             self._put("daemon_state", DaemonState.STOP)
-            if self.coordinator and ctx.store.get_text(ctx.schema.primary) == self.name:
+            if self.role is not None and self.role.holder() == self.name:
                 self._put("coordinator_state", CoordinatorState.RELINQUISH)
+                self.services.stop_all()
+                if self.role.floating is not None:
+                    self.role.floating.release()
                 ctx.store.delete(ctx.schema.primary)
                 self._put("coordinator_state", CoordinatorState.SECONDARY)
             ctx.store.delete(ctx.schema.node_alive(self.name))

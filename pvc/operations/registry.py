@@ -76,6 +76,10 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
                   Progress.ITEMS),
     OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE,
                   "pvc.node.flush:execute_unflush", Progress.ITEMS),
+    OperationKind("node.primary", "pvc.node.primary", RunsOn.NODE,
+                  "pvc.coordinator.switchover:execute"),
+    OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE,
+                  "pvc.coordinator.switchover:execute_db"),
 )}
 
 BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, NotFound, Unavailable
-from pvc.core.store import NoNode
 from pvc.core.models import VM, Node, Operation
+from pvc.core.store import NoNode
 from pvc.operations import records
 
 

@@ -255,6 +255,17 @@ class Runner:
         self.record = Operation.from_json(data)
         return self.record
 
+    def note(self, text: str) -> None:
+        """A step worth keeping in the record's history (e.g. each phase of a switchover)."""
+        def add(op: dict[str, Any]) -> dict[str, Any]:
+            op["history"].append([time.time(), op["state"], text])
+            op["message"] = text
+            return op
+
+        self.record = Operation.from_json(self.cluster.store.update_json(
+            self.cluster.schema.operation(self.op_id), add))
+        self.report({"state": "PROGRESS", "message": text})
+
     def running(self, note: str = "started") -> Operation:
         assert self.record is not None
         if self.record.attempts > 1:

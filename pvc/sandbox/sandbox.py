@@ -19,7 +19,7 @@ import secrets
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +35,8 @@ from pvc.core.config import (
 )
 from pvc.core.errors import PvcError
 from pvc.core.states import DaemonState
-from pvc.sandbox import guest, procs, services
+from pvc.network import ip
+from pvc.sandbox import guest, network, procs, services
 from pvc.sandbox.services import Libvirtd
 from pvc.sandbox.supervisor import Supervisor
 from pvc.vm import definition
@@ -91,6 +92,10 @@ class Layout:
     def supervisor(self) -> Supervisor:
         return Supervisor(self.dir)
 
+    @property
+    def net(self) -> network.ClusterNet:
+        return network.ClusterNet(self.dir, self.port_offset)
+
 
 @dataclass
 class State:
@@ -123,11 +128,13 @@ def node_names(count: int) -> list[str]:
 
 
 def cluster_config(layout: Layout, nodes: list[str]) -> ClusterConfig:
+    net = layout.net
     return ClusterConfig(
-        name="sandbox", coordinators=nodes[:3],
-        zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{layout.zk_port}", session_timeout=4.0,
+        name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
+        zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
+                                  session_timeout=4.0,
                                   auth_file=str(layout.secret("zookeeper.auth"))),
-        redis=RedisConfig(port=layout.redis_port,
+        redis=RedisConfig(host=net.host_address, port=layout.redis_port,
                           password_file=str(layout.secret("redis.password"))),
         migration=MigrationConfig(timeout=120.0),
         # short bounds: the sandbox shows recovery in seconds, not minutes
@@ -140,7 +147,9 @@ def node_config(layout: Layout, cluster: ClusterConfig, name: str, index: int,
     lv = layout.libvirtd(name, index)
     node = NodeConfig(name=name, libvirt_uri=lv.uri(kind), domain_type=kind,
                       console_log_directory=str(layout.console_dir(name)),
-                      keepalive_interval=2.0)
+                      keepalive_interval=2.0,
+                      migration_address=layout.net.node_address(index),
+                      cluster_interface=network.CLUSTER_LINK)
     return Config(cluster=cluster, node=node)
 
 
@@ -231,6 +240,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         if not procs.port_free(port):
             raise procs.StartFailed(f"port {port} ({what}) is already in use")
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
+    layout.net.up(names)
+    step(f"cluster network {layout.net.cidr(0)}: a network namespace per node")
     cluster = cluster_config(layout, names)
     client = Config(cluster=cluster)
     configmod.write(client, layout.client_config)
@@ -251,11 +262,11 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     for n in names:   # slow to start: launch them first, wait later
         start(f"libvirtd-{n}")
     services.wait_zookeeper(layout.zk_port, start("zookeeper"),
-                            layout.dir / "zookeeper" / "stdout.log")
-    step(f"ZooKeeper on 127.0.0.1:{layout.zk_port}")
+                            layout.dir / "zookeeper" / "stdout.log", layout.net.host_address)
+    step(f"ZooKeeper on {layout.net.host_address}:{layout.zk_port}")
     services.wait_redis(layout.dir / "redis", layout.redis_port, start("redis"))
-    step(f"Redis on 127.0.0.1:{layout.redis_port} (password in {layout.secret('redis.password')}, "
-         "append-only file on)")
+    step(f"Redis on {layout.net.host_address}:{layout.redis_port} (password in "
+         f"{layout.secret('redis.password')}, append-only file on)")
     for n, lv in libvirtds.items():
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
     step(f"{len(names)} libvirtd ({kind}) up")
@@ -284,16 +295,21 @@ NODE_ROLES = {"node": "workers.node_daemon", "worker": "workers.worker",
 def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
            flower_pw: str) -> list[services.ProcessSpec]:
     """Every program of the sandbox, as supervisord runs them."""
-    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port),
-             services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw),
+    net = layout.net
+    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port,
+                                     net.host_address),
+             services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw,
+                                 ("127.0.0.1", net.host_address)),
              services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
                                   flower_pw, layout.client_config)]
-    for n, lv in libvirtds.items():
-        specs.append(services.libvirtd_spec(lv, f"libvirtd-{n}"))
+    for n, lv in libvirtds.items():   # a node's processes live in its network namespace
+        libvirtd = services.libvirtd_spec(lv, f"libvirtd-{n}")
+        specs.append(replace(libvirtd, command=ip.in_netns(net.ns(n), libvirtd.command)))
         cfg = str(layout.node_config(n))
         for role, module in NODE_ROLES.items():
             specs.append(services.ProcessSpec(
-                f"{role}-{n}", [sys.executable, "-m", module, "--config", cfg],
+                f"{role}-{n}",
+                ip.in_netns(net.ns(n), [sys.executable, "-m", module, "--config", cfg]),
                 layout.node_dir(n) / f"{role}.log"))
     return specs
 
@@ -388,6 +404,10 @@ def _stop_all(layout: Layout, state: State, say: Say) -> None:
         services.stop_virtlogd(layout.libvirtd(n, state.nodes.index(n) + 1))
     if "supervisord" in state.pids:
         sup.shutdown(state.pids["supervisord"])
+    try:
+        layout.net.down()
+    except PvcError as e:
+        say(f"could not remove the cluster network: {e}")
     strays = procs.processes_mentioning(str(layout.dir) + "/")
     for pid in strays:
         say(f"stopping stray process {pid}")
@@ -413,8 +433,11 @@ def status(layout: Layout) -> dict[str, Any]:
         "demo_vms": state.demo_vms,
         "started": state.started,
         "client_config": str(layout.client_config),
-        "zookeeper": f"127.0.0.1:{layout.zk_port}",
-        "redis": f"127.0.0.1:{layout.redis_port}",
+        "zookeeper": f"{layout.net.host_address}:{layout.zk_port}",
+        "redis": f"{layout.net.host_address}:{layout.redis_port}",
+        "network": {"subnet": layout.net.cidr(0), "floating_ip": layout.net.floating_ip,
+                    "namespaces": {n: layout.net.ns(n) for n in state.nodes},
+                    "client_namespace": layout.net.client},
         "flower": {"url": f"http://127.0.0.1:{layout.flower_port}", "user": FLOWER_USER,
                    "password_file": str(layout.secret("flower.password"))},
         "processes": programs,

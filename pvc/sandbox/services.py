@@ -67,8 +67,8 @@ def start_zookeeper(base: Path, port: int) -> int:
     return pid
 
 
-def wait_zookeeper(port: int, pid: int | None, log: Path) -> None:
-    procs.wait_until("ZooKeeper", lambda: _zk_ok(port), 30, pid, log)
+def wait_zookeeper(port: int, pid: int | None, log: Path, host: str = "127.0.0.1") -> None:
+    procs.wait_until("ZooKeeper", lambda: _zk_ok(port, host), 30, pid, log)
 
 
 # ZooKeeper's heap and its largest znode: a console buffer is capped well below jute.maxbuffer
@@ -77,13 +77,13 @@ ZOOKEEPER_HEAP_MB = 256
 JUTE_MAXBUFFER = 1024 * 1024
 
 
-def zookeeper_spec(base: Path, port: int) -> ProcessSpec:
+def zookeeper_spec(base: Path, port: int, address: str = "127.0.0.1") -> ProcessSpec:
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     (base / "log").mkdir(exist_ok=True)
     (base / "zoo.cfg").write_text(
         "tickTime=500\ninitLimit=10\nsyncLimit=5\n"
-        f"dataDir={data}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        f"dataDir={data}\nclientPort={port}\nclientPortAddress={address}\n"
         "admin.enableServer=false\nmaxClientCnxns=0\n"
         "4lw.commands.whitelist=ruok,stat,srvr,mntr,envi,conf,isro\n"
         "minSessionTimeout=1000\nmaxSessionTimeout=30000\n")
@@ -104,10 +104,10 @@ def zookeeper_spec(base: Path, port: int) -> ProcessSpec:
     return ProcessSpec("zookeeper", cmd, base / "stdout.log")
 
 
-def _zk_ok(port: int) -> bool:
+def _zk_ok(port: int, host: str = "127.0.0.1") -> bool:
     import socket
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection((host, port), timeout=0.5) as s:
             s.sendall(b"ruok")
             return s.recv(4) == b"imok"
     except OSError:
@@ -128,12 +128,14 @@ def wait_redis(base: Path, port: int, pid: int | None) -> None:
     procs.wait_until("Redis", lambda: procs.port_open(port), 15, pid, base / "redis.log")
 
 
-def redis_spec(base: Path, port: int, password: str) -> ProcessSpec:
+def redis_spec(base: Path, port: int, password: str,
+               addresses: tuple[str, ...] = ("127.0.0.1",)) -> ProcessSpec:
     """Redis with an append-only file written at every command: a queued operation's message
     survives a Redis restart (pvc's sweep re-sends what is lost anyway)."""
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "redis.conf"
-    write_private(conf, f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nsave \"\"\n"
+    write_private(conf, f"bind {' '.join(addresses)}\nport {port}\nprotected-mode yes\n"
+                        "save \"\"\n"
                         "appendonly yes\nappendfsync always\n"
                         f"dir {base}\nlogfile {base}/redis.log\nrequirepass {password}\n")
     return ProcessSpec("redis", ["redis-server", str(conf)], base / "stdout.log")

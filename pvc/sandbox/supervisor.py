@@ -69,8 +69,20 @@ class Supervisor:
 
     def start_program(self, name: str) -> int:
         """Start a program and return its PID once supervisord has it running."""
-        self._rpc().supervisor.startProcess(name, True)
+        try:
+            self._rpc().supervisor.startProcess(name, True)
+        except xmlrpc.client.Fault as e:
+            raise procs.StartFailed(f"{name} did not start ({e.faultString}){self._tail(name)}")
         return int(self.info(name)["pid"])
+
+    def _tail(self, name: str) -> str:
+        """The last line its log has, to say why."""
+        try:
+            log = Path(self.info(name)["stdout_logfile"])
+            lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
+            return f": {lines[-1][:200]}" if lines else ""
+        except (OSError, KeyError, xmlrpc.client.Fault):
+            return ""
 
     def stop_program(self, name: str) -> None:
         try:

@@ -35,7 +35,7 @@ class FakeCluster:
         self.cluster_config = ClusterConfig(
             name="fake", coordinators=self.names[:3],
             migration=MigrationConfig(**{"timeout": 5.0, **migration}),
-            operations=OperationsConfig(shutdown_timeout=1.0))
+            operations=OperationsConfig(shutdown_timeout=1.0), handoff_delay=0.05)
         self.client = self.cluster()
         self.contexts: dict[str, NodeContext] = {}
         self.daemons: dict[str, NodeDaemon] = {}

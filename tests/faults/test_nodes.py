@@ -106,6 +106,6 @@ def test_a_chatty_guest_cannot_flood_zookeeper(cluster_ok: Faults) -> None:
         buf = until("the flood published", published)
         assert len(json.dumps(buf, separators=(",", ":"))) <= c.config.cluster.console_log_bytes
         assert buf["size_limited"] or any("lines dropped" in x for x in buf["lines"])
-    with socket.create_connection(("127.0.0.1", f.layout.zk_port), timeout=5) as s:
+    with socket.create_connection((f.layout.net.host_address, f.layout.zk_port), timeout=5) as s:
         s.sendall(b"ruok")
         assert s.recv(4) == b"imok"

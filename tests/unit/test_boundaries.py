@@ -9,15 +9,18 @@ PACKAGES = ("pvc", "tasks", "workers", "cli")
 
 # Each subpackage of pvc/ and the subpackages it may import (besides itself). Imports made only
 # for type hints (under `if TYPE_CHECKING:`) do not count: they load nothing.
-# Layers, bottom up: core → hypervisor → operations → vm → node / console → sandbox.
+# Layers, bottom up: core → hypervisor, network → operations → vm, coordinator → node,
+# console → sandbox.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "hypervisor": {"core"},
+    "network": {"core"},
     "operations": {"core"},
     "vm": {"core", "operations"},
-    "node": {"core", "hypervisor", "operations", "vm"},
+    "coordinator": {"core", "network", "operations"},
+    "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
     "console": {"core", "vm"},
-    "sandbox": {"core", "hypervisor", "vm"},
+    "sandbox": {"core", "hypervisor", "network", "vm"},
 }
 
 

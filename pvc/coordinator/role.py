@@ -1,0 +1,251 @@
+"""A coordinator's part in the cluster: the primary election, the switchover handoff, the
+floating IP and the primary-only services. Driven by its node daemon's loop (never from a
+ZooKeeper callback).
+
+Exactly one primary: the ephemeral /primary znode, created by the daemon of the node that holds
+the role (its session: a dead primary's znode goes with it, and the others elect a new one).
+
+A switchover (`pvc node primary NODE`, pvc.coordinator.switchover) is a handoff through the
+phases of HANDOFF, each advanced by whoever it names, in the seed's order:
+
+    requested ─old─▶ services-stopped ─new─▶ ip-taken ─old─▶ released ─new─▶ primary-taken
+              ─task─▶ database-moved ─new─▶ done
+
+The old primary stops its services, the new one takes the floating IP (gratuitous ARP), the old
+one waits `handoff_delay` (ARP caches settle) and lets the IP and /primary go, the new one takes
+/primary, the operation moves the database leader, the new primary starts its services.
+While a handoff is in flight only its target may take a free /primary (as long as its daemon
+lives); a handoff that stops moving for HANDOFF_STALE seconds is abandoned and each side goes
+back to what it was.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable
+
+from pvc.coordinator.floating import FloatingIP
+from pvc.coordinator.services import PrimaryServices
+from pvc.core.cluster import Cluster
+from pvc.core.errors import PvcError
+from pvc.core.states import CoordinatorState
+from pvc.core.store import KEEP, NodeExists, NoNode, Transaction
+
+log = logging.getLogger(__name__)
+HANDOFF_STALE = 30.0
+
+
+class Phase(StrEnum):
+    REQUESTED = "requested"
+    SERVICES_STOPPED = "services-stopped"
+    IP_TAKEN = "ip-taken"
+    RELEASED = "released"
+    PRIMARY_TAKEN = "primary-taken"
+    DATABASE_MOVED = "database-moved"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Step:
+    actor: str          # "old", "new" or "task"
+    then: Phase
+
+
+HANDOFF: dict[Phase, Step] = {
+    Phase.REQUESTED: Step("old", Phase.SERVICES_STOPPED),
+    Phase.SERVICES_STOPPED: Step("new", Phase.IP_TAKEN),
+    Phase.IP_TAKEN: Step("old", Phase.RELEASED),
+    Phase.RELEASED: Step("new", Phase.PRIMARY_TAKEN),
+    Phase.PRIMARY_TAKEN: Step("task", Phase.DATABASE_MOVED),
+    Phase.DATABASE_MOVED: Step("new", Phase.DONE),
+}
+
+
+def advance(cluster: Cluster, expected: Phase, note: str = "") -> bool:
+    """Move the handoff from `expected` to its next phase (compare-and-set); False if it is
+    not (or no longer) in `expected`."""
+    moved = [False]
+
+    def step(record: Any, _tx: Transaction) -> Any:
+        if not record or record.get("phase") != expected:
+            return KEEP
+        nxt = HANDOFF[expected].then
+        record["phase"] = nxt
+        record["changed"] = time.time()
+        record.setdefault("history", []).append([time.time(), nxt, note])
+        moved[0] = True
+        return record
+
+    try:
+        cluster.store.update(cluster.schema.handoff, step)
+    except NoNode:
+        return False
+    return moved[0]
+
+
+class CoordinatorRole:
+    def __init__(self, cluster: Cluster, name: str, services: PrimaryServices,
+                 floating: FloatingIP | None, set_state: Callable[[str], None],
+                 handoff_delay: float, alive: Callable[[str], bool],
+                 on_primary: Callable[[], None] = lambda: None) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.services = services
+        self.floating = floating
+        self.set_state = set_state
+        self.handoff_delay = handoff_delay
+        self.alive = alive                 # is a node's daemon alive?
+        self.on_primary = on_primary       # called when this node became the primary
+        self.is_primary = False
+
+    # ------------------------------------------------------------------ reading
+    def holder(self) -> str | None:
+        return self.cluster.store.get_text(self.cluster.schema.primary)
+
+    def handoff(self) -> dict[str, Any] | None:
+        return self.cluster.store.get_json(self.cluster.schema.handoff, None)
+
+    # ------------------------------------------------------------------ the loop's entry
+    def step(self) -> None:
+        """Everything this coordinator must do now: its part of a handoff, the election when
+        the role is free, keeping the primary's floating IP."""
+        record = self.handoff()
+        if record:
+            self._handoff(record)
+        holder = self.holder()
+        if holder is None:
+            self._elect(record)
+        elif holder == self.name:
+            if not self.is_primary:       # e.g. a restarted daemon found its own znode
+                self._become_primary(record, by_election=True)
+            elif self.floating is not None and not self._in_handoff(record, "old"):
+                self.floating.take()      # keep it (idempotent)
+        elif self.is_primary:             # it went elsewhere without a handoff (session)
+            self._become_secondary()
+
+    # ------------------------------------------------------------------ election
+    def _elect(self, record: dict[str, Any] | None) -> None:
+        target = record.get("to") if record else None
+        if target and target != self.name and self.alive(target):
+            return   # a handoff to a living node: the role is its to take
+        try:
+            self.cluster.store.create(self.cluster.schema.primary, self.name, ephemeral=True)
+        except NodeExists:
+            return
+        log.info("%s won the primary election", self.name)
+        self._become_primary(record, by_election=True)
+
+    def _become_primary(self, record: dict[str, Any] | None, by_election: bool) -> None:
+        self.set_state(CoordinatorState.TAKEOVER)
+        if self.floating is not None:
+            self.floating.take()
+        self.is_primary = True
+        if record and record.get("to") == self.name and by_election:
+            # an election won in the middle of a handoff to this node: the operation goes on
+            # with the database step
+            for phase in (Phase.SERVICES_STOPPED, Phase.IP_TAKEN, Phase.RELEASED):
+                advance(self.cluster, phase, f"{self.name} won the election")
+            return
+        failed = self.services.start_all()
+        if failed:
+            log.warning("primary services that did not start: %s", "; ".join(failed))
+        self.set_state(CoordinatorState.PRIMARY)
+        self.on_primary()
+
+    def _become_secondary(self) -> None:
+        self.services.stop_all()
+        if self.floating is not None:
+            self.floating.release()
+        self.is_primary = False
+        self.set_state(CoordinatorState.SECONDARY)
+
+    # ------------------------------------------------------------------ handoff
+    def _in_handoff(self, record: dict[str, Any] | None, side: str) -> bool:
+        if not record:
+            return False
+        return record.get("from" if side == "old" else "to") == self.name
+
+    def _handoff(self, record: dict[str, Any]) -> None:
+        phase = Phase(record["phase"])
+        if phase == Phase.DONE:
+            return
+        side = "old" if record.get("from") == self.name else \
+            "new" if record.get("to") == self.name else ""
+        if not side:
+            return
+        if time.time() - float(record.get("changed", 0)) > HANDOFF_STALE and \
+                phase in (Phase.REQUESTED, Phase.SERVICES_STOPPED, Phase.IP_TAKEN):
+            self._abandon(record, side)
+            return
+        step = HANDOFF.get(phase)
+        if step is None or step.actor != side:
+            return
+        try:
+            ACTIONS[(side, phase)](self)
+        except PvcError as e:
+            log.warning("switchover step %s (%s) failed: %s", phase, side, e)
+            return
+        advance(self.cluster, phase, f"{self.name}: {HANDOFF[phase].then}")
+
+    def _stop_services(self) -> None:
+        self.set_state(CoordinatorState.RELINQUISH)
+        self.services.stop_all()
+
+    def _take_ip(self) -> None:
+        self.set_state(CoordinatorState.TAKEOVER)
+        if self.floating is not None:
+            self.floating.take()
+
+    def _release(self) -> None:
+        time.sleep(self.handoff_delay)   # the seed's rule: neighbours' ARP caches settle
+        if self.floating is not None:
+            self.floating.release()
+        self.is_primary = False
+        try:
+            self.cluster.store.delete(self.cluster.schema.primary)
+        except NoNode:
+            pass
+        self.set_state(CoordinatorState.SECONDARY)
+
+    def _take_primary(self) -> None:
+        try:
+            self.cluster.store.create(self.cluster.schema.primary, self.name, ephemeral=True)
+        except NodeExists:
+            if self.holder() != self.name:
+                raise PvcError("the primary role was taken by another node meanwhile")
+        self.is_primary = True
+
+    def _start_services(self) -> None:
+        failed = self.services.start_all()
+        if failed:
+            log.warning("primary services that did not start: %s", "; ".join(failed))
+        self.set_state(CoordinatorState.PRIMARY)
+
+    def _abandon(self, record: dict[str, Any], side: str) -> None:
+        """The handoff stopped moving (its operation or the other side died): go back."""
+        log.warning("switchover %s stalled at %s; going back", record.get("op"),
+                    record.get("phase"))
+        try:
+            self.cluster.store.delete(self.cluster.schema.handoff)
+        except NoNode:
+            pass
+        self.after_abandon(side)
+
+    def after_abandon(self, side: str) -> None:
+        if self.holder() == self.name:          # still the primary: serve again
+            self.is_primary = False
+            self._become_primary(None, by_election=False)
+        elif side == "new" and self.floating is not None:
+            self.floating.release()
+            self.set_state(CoordinatorState.SECONDARY)
+
+
+ACTIONS: dict[tuple[str, Phase], Callable[[CoordinatorRole], None]] = {
+    ("old", Phase.REQUESTED): CoordinatorRole._stop_services,
+    ("new", Phase.SERVICES_STOPPED): CoordinatorRole._take_ip,
+    ("old", Phase.IP_TAKEN): CoordinatorRole._release,
+    ("new", Phase.RELEASED): CoordinatorRole._take_primary,
+    ("new", Phase.DATABASE_MOVED): CoordinatorRole._start_services,
+}
