@@ -22,9 +22,9 @@ def status_data(c: Any) -> dict[str, Any]:
     primary = c.store.get_text(c.schema.primary) or ""
     from pvc.node.flush import lock_status
     lock = lock_status(c)
-    database = _database(c, nodes, primary)
-    if database.get("problem"):
-        reasons.append(database["problem"])
+    from pvc.coordinator.switchover import database_status
+    database = database_status(c.config, nodes, primary)
+    reasons += database.pop("problems", [])
     return {
         "name": c.config.cluster.name,
         "zookeeper": c.config.cluster.zookeeper.hosts,
@@ -42,30 +42,6 @@ def status_data(c: Any) -> dict[str, Any]:
         "healthy": not reasons,
         "reasons": reasons,
     }
-
-
-def _database(c: Any, nodes: list[Any], primary: str) -> dict[str, Any]:
-    """The database's leader and members as Patroni reports them; a problem line if the
-    leader is not the primary (or the database does not answer)."""
-    from pvc.coordinator.switchover import patroni_for
-    from pvc.core.errors import PvcError
-    patroni = patroni_for(c.config, nodes)
-    if patroni is None:
-        return {}
-    try:
-        view = patroni.cluster()
-    except PvcError as e:
-        return {"error": str(e), "problem": f"database: {e}"}
-    data: dict[str, Any] = view.to_json()
-    mine = view.member(primary)
-    if mine is None or not mine.healthy:
-        data["problem"] = (f"database: the primary's member ({primary or 'none'}) is "
-                           f"{mine.state if mine else 'missing'}; the leader stays "
-                           f"{view.leader or 'nobody'}")
-    elif view.leader != primary:
-        data["problem"] = (f"database: the leader is {view.leader or 'nobody'}, not the "
-                           f"primary {primary} (it follows at the primary's next keepalive)")
-    return data
 
 
 @cluster.command()

@@ -20,13 +20,15 @@ def sandbox() -> None:
 @click.option("--hypervisor", "kind", type=click.Choice(["qemu", "test"]), default="qemu",
               show_default=True, help="qemu: real tiny guests (TCG); test: libvirt's test "
                                       "driver, cheap, for hundreds of VMs.")
+@click.option("--database/--no-database", default=True, show_default=True,
+              help="PostgreSQL under Patroni on the coordinators (the DNS aggregator's).")
 @click.option("--port-offset", default=0, hidden=True, help="Shift every port (tests).")
-def up(nodes: int, vms: int | None, kind: str, port_offset: int) -> None:
+def up(nodes: int, vms: int | None, kind: str, database: bool, port_offset: int) -> None:
     """Start the sandbox and return when it is usable."""
     from pvc.sandbox import sandbox as sb
     layout = sb.default_layout(port_offset)
     state, started = sb.up(layout, nodes=nodes, vms=vms, kind=kind,
-                           say=lambda m: click.echo(m, err=True))
+                           say=lambda m: click.echo(m, err=True), database=database)
     if not started:
         click.echo(f"the sandbox is already running ({state.hypervisor}, "
                    f"{len(state.nodes)} nodes, in {layout.dir}); nothing changed. "

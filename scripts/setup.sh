@@ -9,7 +9,7 @@ ROOT=$(pwd)
 
 PACKAGES=(
     zookeeper libslf4j-java liblog4j1.2-java default-jre-headless
-    redis-server
+    redis-server postgresql-15
     libvirt-dev pkg-config libvirt-daemon-system qemu-system-x86
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
     python3-venv python3-dev gcc

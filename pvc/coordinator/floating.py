@@ -22,10 +22,11 @@ class FloatingIP:
             return cls(config.cluster.floating_ip, config.node.cluster_interface)
         return None
 
-    def take(self) -> bool:
-        """Hold the address and announce it; False if it was held already."""
+    def take(self, announce: bool = False) -> bool:
+        """Hold the address and announce it (when it was added, or `announce`); False if it
+        was held already."""
         added = ip.add_address(self.interface, self.cidr)
-        if added:
+        if added or announce:
             try:
                 ip.gratuitous_arp(self.interface, self.cidr)
             except ip.NetworkError as e:   # the address is here; neighbours learn it later

@@ -15,8 +15,9 @@ The old primary stops its services, the new one takes the floating IP (gratuitou
 one waits `handoff_delay` (ARP caches settle) and lets the IP and /primary go, the new one takes
 /primary, the operation moves the database leader, the new primary starts its services.
 While a handoff is in flight only its target may take a free /primary (as long as its daemon
-lives); a handoff that stops moving for HANDOFF_STALE seconds is abandoned and each side goes
-back to what it was.
+lives); a handoff that stops moving for HANDOFF_STALE seconds, or whose new primary's daemon
+is gone before the old one let go, is abandoned and each side goes back to what it was. If the
+old primary dies instead, its /primary goes with its session and the target wins the election.
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ class CoordinatorRole:
         self.on_primary = on_primary       # called when this node became the primary
         self.is_primary = False
 
+    def forget_stale(self) -> None:
+        """At a daemon's start: a /primary in this node's name is an earlier process's (its
+        session has not expired yet); let it go now rather than serve on a dead session. The
+        floating IP an earlier process left here goes too (the election takes it again)."""
+        if self.holder() == self.name:
+            try:
+                self.cluster.store.delete(self.cluster.schema.primary)
+            except NoNode:
+                pass
+        if self.floating is not None:
+            self.floating.release()
+
     # ------------------------------------------------------------------ reading
     def holder(self) -> str | None:
         return self.cluster.store.get_text(self.cluster.schema.primary)
@@ -120,10 +133,18 @@ class CoordinatorRole:
         elif holder == self.name:
             if not self.is_primary:       # e.g. a restarted daemon found its own znode
                 self._become_primary(record, by_election=True)
-            elif self.floating is not None and not self._in_handoff(record, "old"):
-                self.floating.take()      # keep it (idempotent)
+            elif not self._in_handoff(record, "old"):
+                self._serve(record)
         elif self.is_primary:             # it went elsewhere without a handoff (session)
             self._become_secondary()
+
+    def _serve(self, record: dict[str, Any] | None) -> None:
+        """The primary keeps its floating IP, and once no handoff is in flight its services
+        run (again, after a handoff that was abandoned once they had stopped)."""
+        if self.floating is not None:
+            self.floating.take()          # idempotent
+        if record is None and not self.services.active:
+            self._start_services()
 
     # ------------------------------------------------------------------ election
     def _elect(self, record: dict[str, Any] | None) -> None:
@@ -140,19 +161,24 @@ class CoordinatorRole:
     def _become_primary(self, record: dict[str, Any] | None, by_election: bool) -> None:
         self.set_state(CoordinatorState.TAKEOVER)
         if self.floating is not None:
-            self.floating.take()
+            self.floating.take(announce=True)   # even if held: ARP caches may point elsewhere
         self.is_primary = True
-        if record and record.get("to") == self.name and by_election:
-            # an election won in the middle of a handoff to this node: the operation goes on
-            # with the database step
-            for phase in (Phase.SERVICES_STOPPED, Phase.IP_TAKEN, Phase.RELEASED):
-                advance(self.cluster, phase, f"{self.name} won the election")
-            return
+        if record and record.get("to") == self.name and by_election and \
+                self._join_handoff(record):
+            return   # the operation goes on with the database step; services start after it
         failed = self.services.start_all()
         if failed:
             log.warning("primary services that did not start: %s", "; ".join(failed))
         self.set_state(CoordinatorState.PRIMARY)
         self.on_primary()
+
+    def _join_handoff(self, record: dict[str, Any]) -> bool:
+        """An election won in the middle of a handoff to this node (the old primary died):
+        skip the old side's steps. False if the handoff is gone meanwhile."""
+        for phase in (Phase.REQUESTED, Phase.SERVICES_STOPPED, Phase.IP_TAKEN):
+            advance(self.cluster, phase, f"{self.name} won the election")
+        current = self.handoff()
+        return current is not None and current.get("op") == record.get("op")
 
     def _become_secondary(self) -> None:
         self.services.stop_all()
@@ -175,8 +201,7 @@ class CoordinatorRole:
             "new" if record.get("to") == self.name else ""
         if not side:
             return
-        if time.time() - float(record.get("changed", 0)) > HANDOFF_STALE and \
-                phase in (Phase.REQUESTED, Phase.SERVICES_STOPPED, Phase.IP_TAKEN):
+        if phase in BEFORE_RELEASE and self._stalled(record, side):
             self._abandon(record, side)
             return
         step = HANDOFF.get(phase)
@@ -188,6 +213,13 @@ class CoordinatorRole:
             log.warning("switchover step %s (%s) failed: %s", phase, side, e)
             return
         advance(self.cluster, phase, f"{self.name}: {HANDOFF[phase].then}")
+
+    def _stalled(self, record: dict[str, Any], side: str) -> bool:
+        """The handoff stopped moving, or (seen from the old primary) the new one's daemon is
+        gone: waiting longer would leave the cluster without a serving primary."""
+        if time.time() - float(record.get("changed", 0)) > HANDOFF_STALE:
+            return True
+        return side == "old" and not self.alive(str(record.get("to")))
 
     def _stop_services(self) -> None:
         self.set_state(CoordinatorState.RELINQUISH)
@@ -241,6 +273,9 @@ class CoordinatorRole:
             self.floating.release()
             self.set_state(CoordinatorState.SECONDARY)
 
+
+# Until the old primary has let go, the handoff can be abandoned and each side go back.
+BEFORE_RELEASE = (Phase.REQUESTED, Phase.SERVICES_STOPPED, Phase.IP_TAKEN)
 
 ACTIONS: dict[tuple[str, Phase], Callable[[CoordinatorRole], None]] = {
     ("old", Phase.REQUESTED): CoordinatorRole._stop_services,

@@ -31,7 +31,10 @@ class PrimaryServices:
         self.services.append(service)
 
     def start_all(self) -> list[str]:
-        """Start every service; the failures, each as one line (the others still start)."""
+        """Start every service; the failures, each as one line (the others still start).
+        Nothing to do when they serve already."""
+        if self.active:
+            return []
         failed = []
         for svc in self.services:
             try:

@@ -63,6 +63,14 @@ class NodeDaemon:
     def start(self) -> None:
         self.ctx = ctx = self.ctx or NodeContext(self.config)
         self._put("daemon_state", DaemonState.INIT)
+        if self.coordinator:
+            self.role = CoordinatorRole(
+                ctx.cluster, self.name, self.services, FloatingIP.of(self.config),
+                lambda state: self._put("coordinator_state", state),
+                self.config.cluster.handoff_delay, self._alive)
+            self.role.forget_stale()   # before this process counts as the node's daemon
+        self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
+                  else CoordinatorState.CLIENT)
         self._register()
         if self.config.node.enable_hypervisor:
             ctx.hv.on_lifecycle(self._on_domain_event)
@@ -72,14 +80,8 @@ class NodeDaemon:
             log.info("hypervisor disabled on %s: runs no VMs, never a target", self.name)
         if ctx.store.get_text(ctx.schema.node_field(self.name, "domain_state")) is None:
             self._put("domain_state", DomainState.READY)
-        self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
-                  else CoordinatorState.CLIENT)
         self._put("daemon_state", DaemonState.RUN)
-        if self.coordinator:
-            self.role = CoordinatorRole(
-                ctx.cluster, self.name, self.services, FloatingIP.of(self.config),
-                lambda state: self._put("coordinator_state", state),
-                self.config.cluster.handoff_delay, self._alive)
+        if self.role is not None:
             for path in (ctx.schema.primary, ctx.schema.handoff):
                 ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
         self._tick(publish=False)   # the reconcile just published domains and resources

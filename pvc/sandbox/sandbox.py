@@ -27,6 +27,7 @@ from pvc.core import config as configmod
 from pvc.core.config import (
     ClusterConfig,
     Config,
+    DatabaseConfig,
     MigrationConfig,
     NodeConfig,
     OperationsConfig,
@@ -105,6 +106,7 @@ class State:
     started: float
     pids: dict[str, int] = field(default_factory=dict)
     demo_vms: list[str] = field(default_factory=list)
+    database: bool = False
 
     def save(self, layout: Layout) -> None:
         services.write_private(layout.state_file, json.dumps(asdict(self), indent=2))
@@ -127,9 +129,10 @@ def node_names(count: int) -> list[str]:
     return [f"hv{i}" for i in range(1, count + 1)]
 
 
-def cluster_config(layout: Layout, nodes: list[str]) -> ClusterConfig:
+def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> ClusterConfig:
     net = layout.net
     return ClusterConfig(
+        database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}"),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
         zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
                                   session_timeout=4.0,
@@ -195,7 +198,7 @@ def running_state(layout: Layout) -> State | None:
 
 
 def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu",
-       say: Say = print) -> tuple[State, bool]:
+       say: Say = print, database: bool = True) -> tuple[State, bool]:
     """Start the sandbox. Returns (state, started): started False if it was already up."""
     if kind not in KINDS:
         raise PvcError(f"unknown hypervisor kind {kind!r} (one of {', '.join(KINDS)})")
@@ -212,10 +215,11 @@ def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu
         guest.build()
     if layout.dir.exists():
         shutil.rmtree(layout.dir)
-    layout.dir.mkdir(parents=True, mode=0o700)
+    layout.dir.mkdir(parents=True)
+    layout.dir.chmod(0o711)   # others may pass (the postgres user to its data), not look
     names = node_names(nodes)
     state = State(hypervisor=kind, nodes=names, port_offset=layout.port_offset,
-                  started=time.time())
+                  started=time.time(), database=database)
     try:
         _start_all(layout, state, vms, say)
     except BaseException:
@@ -242,7 +246,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
     layout.net.up(names)
     step(f"cluster network {layout.net.cidr(0)}: a network namespace per node")
-    cluster = cluster_config(layout, names)
+    cluster = cluster_config(layout, names, state.database)
     client = Config(cluster=cluster)
     configmod.write(client, layout.client_config)
     for i, n in enumerate(names):
@@ -250,7 +254,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         configmod.write(node_config(layout, cluster, n, i + 1, kind), layout.node_config(n))
 
     sup = layout.supervisor
-    sup.write(_specs(layout, libvirtds, redis_pw, flower_pw))
+    sup.write(_specs(layout, libvirtds, redis_pw, flower_pw,
+                     cluster.coordinators if state.database else []))
     state.pids["supervisord"] = sup.start()
     state.save(layout)
 
@@ -267,9 +272,15 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     services.wait_redis(layout.dir / "redis", layout.redis_port, start("redis"))
     step(f"Redis on {layout.net.host_address}:{layout.redis_port} (password in "
          f"{layout.secret('redis.password')}, append-only file on)")
+    if state.database:
+        for n in cluster.coordinators:
+            start(f"patroni-{n}")
     for n, lv in libvirtds.items():
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
     step(f"{len(names)} libvirtd ({kind}) up")
+    if state.database:
+        _wait_database(layout, cluster)
+        step(f"PostgreSQL under Patroni on {', '.join(cluster.coordinators)}")
 
     state.demo_vms = _define_demo_vms(client, names, vm_count, kind)
     state.save(layout)
@@ -293,7 +304,7 @@ NODE_ROLES = {"node": "workers.node_daemon", "worker": "workers.worker",
 
 
 def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
-           flower_pw: str) -> list[services.ProcessSpec]:
+           flower_pw: str, database_on: list[str]) -> list[services.ProcessSpec]:
     """Every program of the sandbox, as supervisord runs them."""
     net = layout.net
     specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port,
@@ -311,7 +322,39 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
                 f"{role}-{n}",
                 ip.in_netns(net.ns(n), [sys.executable, "-m", module, "--config", cfg]),
                 layout.node_dir(n) / f"{role}.log"))
+    if database_on:
+        passwords = {who: secrets.token_urlsafe(12) for who in
+                     ("superuser", "replication", "rewind")}
+        db_dir = layout.dir / "db"
+        db_dir.mkdir(exist_ok=True)
+        db_dir.chmod(0o711)
+        for n in database_on:
+            index = list(libvirtds).index(n) + 1
+            spec = services.patroni_spec(
+                db_dir / n, n, net.node_address(index), net.cidr(0),
+                f"{net.host_address}:{layout.zk_port}", f"pvc{layout.port_offset}",
+                8008, 5432, passwords)
+            specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
     return specs
+
+
+def _wait_database(layout: Layout, cluster: ClusterConfig) -> None:
+    """Until Patroni has a leader and every member runs (a replica streams)."""
+    from pvc.coordinator.patroni import Patroni
+    patroni = Patroni([f"http://{layout.net.node_address(i + 1)}:8008"
+                       for i in range(len(cluster.coordinators))], timeout=2)
+
+    def ready() -> bool:
+        try:
+            view = patroni.cluster()
+        except PvcError:
+            return False
+        return bool(view.leader) and len(view.members) == len(cluster.coordinators) and \
+            all(m.healthy for m in view.members)
+
+    first = cluster.coordinators[0]
+    procs.wait_until("the database (Patroni)", ready, 90, None,
+                     layout.dir / "db" / first / "patroni.out")
 
 
 def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
@@ -369,7 +412,8 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "redis", "zookeeper")
+STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "patroni-", "redis",
+              "zookeeper")
 
 
 def down(layout: Layout, say: Say = print) -> bool:

@@ -247,3 +247,51 @@ def flower_spec(base: Path, port: int, user: str, password: str,
     cmd = [sys.executable, "-m", "tasks.flower", f"--conf={conf}"]
     return ProcessSpec("flower", cmd, base / "flower.log", env={"PVC_CONFIG": str(client_config)},
                        cwd=base)
+
+
+# ------------------------------------------------------------------------------ Patroni
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def patroni_spec(base: Path, name: str, address: str, subnet: str, zk_hosts: str, scope: str,
+                 rest_port: int, pg_port: int, passwords: dict[str, str]) -> ProcessSpec:
+    """One Patroni member (PostgreSQL 15 from Debian, Patroni from the venv), run as the
+    postgres user (initdb refuses root) on the node's cluster address."""
+    import pwd
+
+    import yaml
+    pg = pwd.getpwnam("postgres")
+    base.mkdir(parents=True, exist_ok=True)
+    os.chown(base, pg.pw_uid, pg.pw_gid)
+    base.chmod(0o700)
+    auth = {"superuser": {"username": "postgres", "password": passwords["superuser"]},
+            "replication": {"username": "replicator", "password": passwords["replication"]},
+            "rewind": {"username": "rewind_user", "password": passwords["rewind"]}}
+    config = {
+        "scope": scope, "namespace": "/service/", "name": name,
+        "log": {"level": "INFO", "dir": str(base)},
+        "restapi": {"listen": f"{address}:{rest_port}", "connect_address": f"{address}:{rest_port}"},
+        "zookeeper": {"hosts": zk_hosts.split(",")},
+        "bootstrap": {
+            "dcs": {"ttl": 20, "loop_wait": 2, "retry_timeout": 4,
+                    "maximum_lag_on_failover": 1048576,
+                    "postgresql": {"use_pg_rewind": True, "parameters": {
+                        "max_connections": 30, "shared_buffers": "16MB", "wal_level": "replica",
+                        "hot_standby": "on", "max_wal_senders": 5, "max_replication_slots": 5,
+                        "wal_keep_size": "64MB"}}},
+            "initdb": [{"encoding": "UTF8"}, "data-checksums", {"auth": "scram-sha-256"}],
+            "pg_hba": ["local all all trust",
+                       f"host replication replicator {subnet} scram-sha-256",
+                       f"host all all {subnet} scram-sha-256"]},
+        "postgresql": {"listen": f"{address}:{pg_port}", "connect_address": f"{address}:{pg_port}",
+                       "data_dir": str(base / "data"), "bin_dir": str(POSTGRES_BIN),
+                       "pgpass": str(base / "pgpass"), "authentication": auth,
+                       "parameters": {"unix_socket_directories": str(base)}},
+    }
+    conf = base / "patroni.yml"
+    write_private(conf, yaml.safe_dump(config, sort_keys=False))
+    os.chown(conf, pg.pw_uid, pg.pw_gid)
+    patroni = str(Path(sys.executable).with_name("patroni"))
+    return ProcessSpec(f"patroni-{name}", ["runuser", "-u", "postgres", "--", patroni, str(conf)],
+                       base / "patroni.out")

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from pvc.sandbox import sandbox as sb
 from tests.e2e.conftest import LineReader, Pvc, sandbox, sandbox_processes, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -57,14 +58,17 @@ def test_live_migration_keeps_the_guest_running(pvc) -> None:
     assert where(pvc)["demo1"] == ["hv1"]
 
 
-def listening(pids: set[int]) -> list[tuple[str, int]]:
-    """(address:port, pid) of every TCP listener owned by one of pids."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+def listening(pids: set[int], namespaces: list[str]) -> list[tuple[str, int]]:
+    """(address:port, pid) of every TCP listener owned by one of pids, in this network
+    namespace and in the sandbox's (its nodes run in their own)."""
     found = []
-    for line in out.splitlines():
-        for pid in map(int, re.findall(r"pid=(\d+)", line)):
-            if pid in pids:
-                found.append((line.split()[3], pid))
+    for ns in [None, *namespaces]:
+        cmd = ["ss", "-ltnpH"] if ns is None else ["ip", "netns", "exec", ns, "ss", "-ltnpH"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            for pid in map(int, re.findall(r"pid=(\d+)", line)):
+                if pid in pids:
+                    found.append((line.split()[3], pid))
     return found
 
 
@@ -75,15 +79,20 @@ def test_nothing_the_sandbox_started_listens_on_every_address(pvc) -> None:
     op = json.loads(pvc("vm", "migrate", "demo3", "--target", other, "--bandwidth", "8",
                         "--format", "json").stdout)["id"]
     lo, hi = 49200 + int(pvc.offset), 49200 + int(pvc.offset) + 100
+    net = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(pvc.offset)).net
+    namespaces = [net.ns(n) for n in ("hv1", "hv2")]
 
     def incoming() -> list[tuple[str, int]]:
         pids = set(sandbox_processes(pvc.env["PVC_SANDBOX_DIR"]))
-        found = listening(pids)
-        return found if any(lo <= int(a.rsplit(":", 1)[1]) < hi for a, _ in found) else []
+        found = listening(pids, namespaces)
+        return [(a, p) for a, p in found if lo <= int(a.rsplit(":", 1)[1]) < hi]
 
     found = wait_until("the receiving QEMU to listen", incoming, 60)
     assert pvc.json("task", "show", op)["state"] == "running"
-    wildcard = [(a, p) for a, p in found if a.startswith(("0.0.0.0:", "*:", "[::]:"))]
+    # the receiving QEMU listens on the target's cluster address only
+    assert {a.rsplit(":", 1)[0] for a, _ in found} == {net.node_address(int(other[2:]))}
+    everything = listening(set(sandbox_processes(pvc.env["PVC_SANDBOX_DIR"])), namespaces)
+    wildcard = [(a, p) for a, p in everything if a.startswith(("0.0.0.0:", "*:", "[::]:"))]
     assert wildcard == [], wildcard
     pvc("task", "watch", op, timeout=300)
     assert where(pvc)["demo3"] == [other]

@@ -30,7 +30,7 @@ class Faults:
 
     def __init__(self, pvc: Pvc) -> None:
         self.pvc = pvc
-        self.layout = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(OFFSET))
+        self.layout = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(pvc.offset))
         self.nodes = sb.State.load(self.layout).nodes  # type: ignore[union-attr]
         self._hvs: dict[str, LibvirtHypervisor] = {}
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from pvc.coordinator import switchover
+from pvc.coordinator import role, switchover
 from pvc.core.states import OpState
 from tests.fakes.cluster import FakeCluster
 
@@ -97,21 +97,77 @@ def test_when_the_primary_stops_another_is_elected(fc: FakeCluster) -> None:
     assert len(primaries(fc)) == 1 and primaries(fc) != [old]
 
 
-def test_a_new_primary_that_died_before_taking_over_leaves_the_old_one(fc: FakeCluster) -> None:
+def wait_state(fc: FakeCluster, node: str, state: str) -> None:
+    fc.client.store.wait_for(fc.client.schema.node_field(node, "coordinator_state"),
+                             lambda v: v == state, 5,
+                             decode=lambda d: d.decode() if d else None)
+
+
+def crash(fc: FakeCluster, name: str) -> None:
+    """A daemon dies: it acts no more and its session's ephemeral znodes go (no clean exit)."""
+    daemon = fc.daemons[name]
+    daemon.stop()
+    assert daemon.ctx is not None
+    fc.backend.expire(daemon.ctx.store.session_id)
+
+
+def test_a_new_primary_that_hangs_before_taking_over_leaves_the_old_one(
+        fc: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     old = fc.client.store.get_text(fc.client.schema.primary)
     new = next(n for n in fc.names if n != old)
     req = switchover.request(fc.client, new)
-    fc.daemons[new].stop()            # its daemon no longer takes part (it hangs)
-    import pvc.coordinator.role as role
-    saved = role.HANDOFF_STALE
-    role.HANDOFF_STALE = 0.5          # the stall bound, shortened for the test
-    try:
-        import pvc.coordinator.switchover as sw
-        sw.HANDOFF_STALE, sw.WAIT_MARGIN = 0.5, 1.0
-        record = fc.run(req)
-    finally:
-        role.HANDOFF_STALE = saved
-        sw.HANDOFF_STALE = saved
+    fc.daemons[new].stop()            # its daemon no longer takes part (it hangs, alive)
+    monkeypatch.setattr(role, "HANDOFF_STALE", 0.5)   # the stall bound, shortened for the test
+    monkeypatch.setattr(switchover, "HANDOFF_STALE", 0.5)
+    monkeypatch.setattr(switchover, "WAIT_MARGIN", 1.0)
+    record = fc.run(req)
     assert record["state"] == OpState.FAILED
     assert "stalled" in record["error"] or "abandoned" in record["error"]
     assert fc.client.store.get_text(fc.client.schema.primary) == old
+    wait_state(fc, old, "primary")    # it serves again: its services were stopped
+    assert fc.daemons[old].services.active
+
+
+def test_a_new_primary_that_dies_is_given_up_without_waiting_for_the_stall_bound(
+        fc: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = fc.client.store.get_text(fc.client.schema.primary)
+    new = next(n for n in fc.names if n != old)
+    req = switchover.request(fc.client, new)
+    crash(fc, new)
+    # the daemons' stall bound never runs out here; the operation's own runs out in 5 s and
+    # would say "stalled": only the old primary noticing the dead daemon says "abandoned"
+    monkeypatch.setattr(role, "HANDOFF_STALE", 3600.0)
+    monkeypatch.setattr(switchover, "HANDOFF_STALE", 5.0)
+    monkeypatch.setattr(switchover, "WAIT_MARGIN", 0.0)
+    record = fc.run(req)
+    assert record["state"] == OpState.FAILED
+    assert "abandoned" in record["error"], record["error"]
+    assert fc.client.store.get_text(fc.client.schema.primary) == old
+    assert primaries(fc) == [old] and fc.daemons[old].services.active
+    assert not fc.client.store.exists(fc.client.schema.handoff)
+
+
+def test_the_old_primary_dying_mid_switchover_leaves_the_target_primary(
+        fc: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(role, "HANDOFF_STALE", 3600.0)   # no help from the stall bound
+    events: list[str] = []
+    lock = threading.Lock()
+    for name, d in fc.daemons.items():
+        d.services.register(Recorder(name, events, lock))
+    old = fc.client.store.get_text(fc.client.schema.primary)
+    new = next(n for n in fc.names if n != old)
+    fc.daemons[old].stop()            # it will not stop its services: it dies first
+    req = switchover.request(fc.client, new)
+    result: list[dict] = []
+    runner = threading.Thread(target=lambda: result.append(fc.run(req)))
+    runner.start()
+    fc.client.store.wait_for(fc.client.schema.handoff, lambda v: bool(v), 5)
+    crash(fc, old)
+    runner.join(30)
+    record = result[0]
+    assert record["state"] == OpState.SUCCEEDED, record
+    assert fc.client.store.get_text(fc.client.schema.primary) == new
+    fc.settled()
+    assert [n for n in primaries(fc) if n != old] == [new]
+    assert events == [f"{new} start"]
+    assert not fc.client.store.exists(fc.client.schema.handoff)

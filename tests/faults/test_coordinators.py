@@ -1,0 +1,245 @@
+"""Coordinators on a sandbox with its database (Patroni + PostgreSQL on each coordinator, in
+the nodes' network namespaces): the switchover an operator asks for, and the faults around it —
+the primary's daemon dies, a Patroni member goes down, either side dies mid-switchover. After
+each: exactly one primary, the floating IP on it alone, the database leader on it, every VM
+running exactly once, nothing stuck."""
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any, Iterator
+
+import pytest
+
+from pvc.network import ip
+from tests.e2e.conftest import sandbox
+from tests.faults.conftest import Faults, until
+
+pytestmark = pytest.mark.faults
+
+OFFSET = "1300"
+NAME = "test-coordinators"
+
+
+@pytest.fixture(scope="module")
+def coord() -> Iterator[Faults]:
+    with sandbox(NAME, OFFSET, "test", 3, 6, database=True) as pvc:
+        f = Faults(pvc)
+        try:
+            f.settled()
+            yield f
+        finally:
+            f.close()
+
+
+@pytest.fixture
+def c(coord: Faults) -> Iterator[Faults]:
+    """A test starts with one settled primary and must leave it so."""
+    settled(coord)
+    yield coord
+    settled(coord)
+
+
+# ------------------------------------------------------------------------------ the truth
+
+def status(f: Faults) -> dict[str, Any]:
+    return json.loads(f.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+
+
+def fip(f: Faults) -> str:
+    return f.layout.net.floating_ip
+
+
+def holders_of_the_ip(f: Faults) -> list[str]:
+    """The nodes whose namespace has the floating IP on its cluster interface (asked of the
+    kernel, not of pvc)."""
+    net = f.layout.net
+    return [n for n in f.nodes if ip.has_address("cl0", fip(f), netns=net.ns(n))]
+
+
+def primaries(f: Faults) -> list[str]:
+    return [n["name"] for n in f.pvc.json("node", "list") if n["coordinator_state"] == "primary"]
+
+
+def answering_node(f: Faults) -> str:
+    """The node whose interface answers the floating IP, as a client on the cluster network
+    sees it: ping it from the client namespace, then match the neighbour entry's MAC."""
+    net = f.layout.net
+    address = fip(f).split("/")[0]
+    ping = subprocess.run(ip.in_netns(net.client, ["ping", "-c", "1", "-W", "2", address]),
+                          capture_output=True, text=True, timeout=10)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    neigh = ip.run("neigh", "show", address, netns=net.client)
+    mac = neigh.split("lladdr")[1].split()[0]
+    owners = [n for n in f.nodes if mac in ip.run("link", "show", "cl0", netns=net.ns(n))]
+    assert len(owners) == 1, (neigh, owners)
+    return owners[0]
+
+
+def one_primary_everywhere(f: Faults) -> str | None:
+    """The primary if pvc, the kernel and the database agree on exactly one node (None while
+    they do not)."""
+    st = status(f)
+    primary = st["primary"]
+    if not primary or primaries(f) != [primary] or holders_of_the_ip(f) != [primary]:
+        return None
+    if st["database"].get("leader") != primary or not st["healthy"]:
+        return None
+    return primary
+
+
+def settled(f: Faults) -> str:
+    primary = until("exactly one primary, with the floating IP and the database leader",
+                    lambda: one_primary_everywhere(f))
+    f.settled()
+    return primary
+
+
+def other(f: Faults, node: str) -> str:
+    return next(n for n in f.nodes if n != node)
+
+
+# ------------------------------------------------------------------------------ switchover
+
+def test_the_primary_holds_the_floating_ip_and_the_database_leader(c: Faults) -> None:
+    primary = one_primary_everywhere(c)
+    assert primary is not None
+    st = status(c)
+    assert st["floating_ip"] == fip(c)
+    assert {m["name"] for m in st["database"]["members"]} == set(c.nodes)
+    assert answering_node(c) == primary
+    states = {n["name"]: n["coordinator_state"] for n in c.pvc.json("node", "list")}
+    assert sorted(states.values()) == ["primary", "secondary", "secondary"]
+
+
+def test_switchover_moves_the_ip_and_the_database_leader(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    assert old is not None
+    new = other(c, old)
+    res = c.pvc("node", "primary", new, "--wait", "--format", "json")
+    record = json.loads(res.stdout)
+    assert record["state"] == "succeeded", record
+    assert f"{new} is the primary (was {old})" in record["message"]
+    assert f"database leader moved from {old} to {new}" in record["message"]
+    # the phases, in the seed's order, in the operation record
+    phases = [line.split()[1] for line in (h[2] for h in record["history"])
+              if line.startswith("switchover: ")]
+    assert phases == ["requested", "services-stopped", "ip-taken", "released",
+                      "primary-taken", "database-moved", "done"]
+    st = status(c)
+    assert st["primary"] == new and st["database"]["leader"] == new and st["healthy"]
+    assert holders_of_the_ip(c) == [new]
+    assert answering_node(c) == new
+
+
+def test_secondary_hands_the_role_on(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    record = json.loads(c.pvc("node", "secondary", str(old), "--wait", "--format",
+                              "json").stdout)
+    assert record["state"] == "succeeded", record
+    assert status(c)["primary"] not in ("", old)
+
+
+def test_a_second_switchover_is_refused_while_one_runs(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    assert old is not None
+    first, second = [n for n in c.nodes if n != old][:2]
+    op = c.submit("node", "primary", first)
+    line = c.pvc.error("node", "primary", second)
+    assert "in progress" in line or "already has operation" in line, line
+    assert c.finished(op)["state"] == "succeeded"
+
+
+# ------------------------------------------------------------------------------ faults
+
+def test_the_primarys_daemon_dying_elects_another_and_the_database_follows(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    assert old is not None
+    with c.paused(f"node-{old}"):        # hung: its session expires, it is dead
+        new = until("another primary", lambda: (p := status(c)["primary"]) not in ("", old)
+                    and p)
+        until("the floating IP on the new primary", lambda: new in holders_of_the_ip(c))
+        until("the database leader follows",
+              lambda: status(c)["database"].get("leader") == new)
+        assert answering_node(c) == new
+    # the old daemon wakes on an expired session: it lets the role and the IP go
+    assert settled(c) == new
+    assert c.pvc.json("node", "info", old)["coordinator_state"] == "secondary"
+
+
+def test_a_killed_primary_daemon_leaves_exactly_one_primary(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    c.killed(f"node-{old}")             # SIGKILL; the supervisor starts it again at once
+    settled(c)
+
+
+def test_the_primarys_database_member_down(c: Faults) -> None:
+    primary = one_primary_everywhere(c)
+    assert primary is not None
+    c.pvc("sandbox", "process", "stop", f"patroni-{primary}", "--port-offset", OFFSET)
+    try:
+        reasons = until("the cluster says its database is degraded", lambda: [
+            r for r in status(c)["reasons"] if r.startswith("database: the primary's member")])
+        assert primary in reasons[0]
+        until("Patroni elects another leader",
+              lambda: status(c)["database"].get("leader") not in ("", primary))
+        # the primary stays where it is; the database cannot follow it meanwhile
+        assert status(c)["primary"] == primary and holders_of_the_ip(c) == [primary]
+    finally:
+        c.pvc("sandbox", "process", "start", f"patroni-{primary}", "--port-offset", OFFSET)
+    # back and healthy: pvc moves the leader back to the primary's member
+    assert settled(c) == primary
+
+
+def test_a_replica_member_down_is_reported(c: Faults) -> None:
+    primary = one_primary_everywhere(c)
+    assert primary is not None
+    replica = other(c, primary)
+    c.pvc("sandbox", "process", "stop", f"patroni-{replica}", "--port-offset", OFFSET)
+    try:
+        until("the cluster says a member is down", lambda: any(
+            r.startswith(f"database: member {replica} is") for r in status(c)["reasons"]))
+        assert status(c)["database"]["leader"] == primary
+    finally:
+        c.pvc("sandbox", "process", "start", f"patroni-{replica}", "--port-offset", OFFSET)
+    assert settled(c) == primary
+
+
+def test_the_old_primary_dying_mid_switchover(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    assert old is not None
+    new = other(c, old)
+    with c.paused(f"node-{old}"):        # it cannot stop its services or let the IP go
+        op = c.submit("node", "primary", new)
+        record = c.finished(op)
+        assert record["state"] == "succeeded", record
+        assert status(c)["primary"] == new and new in holders_of_the_ip(c)
+    assert settled(c) == new
+
+
+def test_the_new_primary_dying_mid_switchover(c: Faults) -> None:
+    old = one_primary_everywhere(c)
+    assert old is not None
+    new = other(c, old)
+    with c.paused(f"node-{new}"):        # its worker takes the operation; its daemon hangs
+        op = c.submit("node", "primary", new)
+        record = c.finished(op)
+        assert record["state"] == "failed", record
+        assert "abandoned" in record["error"] or "stalled" in record["error"], record
+        until("the old primary serves again",
+              lambda: c.pvc.json("node", "info", old)["coordinator_state"] == "primary")
+        assert status(c)["primary"] == old and holders_of_the_ip(c) == [old]
+    assert settled(c) == old
+
+
+def test_the_database_leader_moved_behind_pvcs_back_comes_back(c: Faults) -> None:
+    primary = one_primary_everywhere(c)
+    assert primary is not None
+    from pvc.coordinator.patroni import Patroni
+    net = c.layout.net
+    patroni = Patroni([f"http://{net.node_address(c.nodes.index(n) + 1)}:8008" for n in c.nodes])
+    elsewhere = other(c, primary)
+    patroni.switchover(elsewhere)           # as patronictl would: pvc is not asked
+    assert status(c)["database"]["leader"] == elsewhere
+    assert settled(c) == primary
+
