@@ -5,6 +5,7 @@ from bench import (
     bench_cli,
     bench_console,
     bench_console_flood,
+    bench_coordinators,
     bench_flush,
     bench_memory,
     bench_migration,
@@ -14,7 +15,8 @@ from bench import (
 )
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
-              bench_migration, bench_console, bench_recovery, bench_console_flood]
+              bench_migration, bench_console, bench_recovery, bench_console_flood,
+              bench_coordinators]
 
 
 def main() -> None:

@@ -146,11 +146,13 @@ class Faults:
                                "-a", password, *args], capture_output=True, text=True,
                               check=True, timeout=10).stdout
 
-    def redis_blocked_reads(self, pid: int) -> int:
-        """How many of process pid's Redis connections are blocked in a read (BRPOP): a
-        message arriving now would be handed to it even while the process is stopped."""
-        ss = subprocess.run(["ss", "-tnpH", "dst", f"127.0.0.1:{self.layout.redis_port}"],
-                            capture_output=True, text=True, check=True).stdout
+    def redis_blocked_reads(self, pid: int, node: str) -> int:
+        """How many of process pid's Redis connections (from node's network namespace) are
+        blocked in a read (BRPOP): a message arriving now would be handed to it even while
+        the process is stopped."""
+        redis = f"{self.layout.net.host_address}:{self.layout.redis_port}"
+        ss = subprocess.run(["ip", "netns", "exec", self.layout.net.ns(node), "ss", "-tnpH",
+                             "dst", redis], capture_output=True, text=True, check=True).stdout
         mine = {line.split()[3] for line in ss.splitlines() if f"pid={pid}," in line}
         return sum(1 for client in self.redis("CLIENT", "LIST").splitlines()
                    if _field(client, "addr") in mine and "b" in _field(client, "flags"))
