@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cli.common import cluster as connect
-from cli.common import emit_json, format_option
+from cli.common import emit_json, format_option, stamp
 
 
 @click.group()
@@ -20,6 +20,7 @@ def status_data(c: Any) -> dict[str, Any]:
     nodes, ops = snap["nodes"], snap["operations"]
     views = c.views(snap["vms"], nodes)
     primary = c.store.get_text(c.schema.primary) or ""
+    from pvc.node import power
     from pvc.node.flush import lock_status
     lock = lock_status(c)
     from pvc.coordinator.switchover import database_status
@@ -39,6 +40,7 @@ def status_data(c: Any) -> dict[str, Any]:
                 "observed": dict(Counter(v.observed for v in views))},
         "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
         "flush_lock": {"holder": lock.holder, "queue": lock.queue},
+        "shutdown": power.cluster_shutdown(c),
         "healthy": not reasons,
         "reasons": reasons,
     }
@@ -59,6 +61,33 @@ def secure(ctx: click.Context, fmt: str) -> None:
         click.echo(f"{changed} znodes under {c.schema.root} now carry the cluster's ACL")
 
 
+@cluster.command(name="shutdown")
+@click.option("--reason", default="", help="Why (shown by cluster status).")
+@click.option("--cancel", is_flag=True, help="The cluster is not going down after all.")
+@format_option
+@click.pass_context
+def shutdown_(ctx: click.Context, reason: str, cancel: bool, fmt: str) -> None:
+    """Prepare a whole-cluster shutdown: from now on a node that stops (pvc-flush.service)
+    shuts its VMs down where they are instead of moving them to nodes that stop next, and
+    each node's unflush at boot starts its own again. The first node that boots ends it."""
+    from pvc.node import power
+    c = connect(ctx)
+    if cancel:
+        ended = power.end_cluster_shutdown(c)
+        data: dict[str, Any] = {"shutdown": None, "changed": ended}
+        text = ("the whole-cluster shutdown is called off: nodes that stop move their VMs "
+                "again" if ended else "no whole-cluster shutdown was under way; nothing changed")
+    else:
+        record = power.begin_cluster_shutdown(c, reason)
+        data = {"shutdown": record, "changed": True}
+        text = ("the whole cluster is going down: stop the nodes in any order; each shuts its "
+                "VMs down where they are, and starts them again when it boots")
+    if fmt == "json":
+        emit_json(data)
+    else:
+        click.echo(text)
+
+
 @cluster.command()
 @format_option
 @click.pass_context
@@ -71,6 +100,10 @@ def status(ctx: click.Context, fmt: str) -> None:
     click.echo(f"cluster {data['name']} ({data['zookeeper']}): "
                f"{'healthy' if data['healthy'] else 'DEGRADED'}, primary {data['primary'] or '-'}"
                + (f", floating IP {data['floating_ip']}" if data["floating_ip"] else ""))
+    if data["shutdown"]:
+        s = data["shutdown"]
+        click.echo(f"  shutdown    the whole cluster is going down (since {stamp(s['since'])}, "
+                   f"by {s['by']}{': ' + s['reason'] if s.get('reason') else ''})")
     db = data["database"]
     if db.get("members"):
         members = ", ".join(f"{m['name']} {m['role']} {m['state']}"

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("cli.task", "task", "Operation records: list, show."),
     "config": ("cli.config_cmd", "config", "Configuration files: validate."),
     "sandbox": ("cli.sandbox", "sandbox", "A whole local test cluster: up, down, status."),
+    "system": ("cli.system", "system", "This node under systemd: install, boot, shutdown."),
 }
 
 

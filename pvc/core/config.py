@@ -142,6 +142,9 @@ class NodeConfig:
     domain_type: str = _f("", "force every guest's <domain type> (e.g. qemu for TCG); empty: "
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
+    stop_budget: float = _f(900.0, "seconds this node's stop may take with pvc-flush.service: "
+                                   "the flush, then shutting down cleanly what could not "
+                                   "move (the unit's TimeoutStopSec)", minimum=60.0)
     keepalive_interval: float = _f(5.0, "seconds between keepalives", minimum=0.1)
     restart_limit: int = _f(3, "times a VM that should run and died is started again within "
                                "restart_window before it is left stopped", minimum=0)

@@ -92,6 +92,11 @@ class Schema:
     def handoff(self) -> str:
         return self._p("handoff")
 
+    @property
+    def cluster_shutdown(self) -> str:
+        """Set while the whole cluster is going down (nodes stop without moving VMs)."""
+        return self._p("shutdown")
+
     # ---- VMs
     @property
     def vms(self) -> str:

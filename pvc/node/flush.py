@@ -119,9 +119,11 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:
 # ---------------------------------------------------------------------- request side
 
 def request(cluster: Cluster, node: str, kind: str, reason: str = "",
-            max_parallel: int = 0) -> Request:
+            max_parallel: int = 0, park: str = "") -> Request:
     """Record a flush/unflush of node; the caller submits it to the node's queue.
-    max_parallel (0: the configured limits) caps the migrations running at once."""
+    max_parallel (0: the configured limits) caps the migrations running at once. park (a
+    flush): move nothing, shut every VM down cleanly where it is, to start again on this
+    node's unflush; the text says why (the whole cluster goes down, a flush could not finish)."""
     if max_parallel < 0:
         raise InvalidInput("--max-parallel must be at least 1")
     target = cluster.node(node)
@@ -131,7 +133,7 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
         raise Conflict(f"node {node} already has operation {busy} in flight "
                        f"(see: pvc task show {busy})")
     op = records.new_operation(f"node.{kind}", node, node, node, reason,
-                               args={"max_parallel": max_parallel})
+                               args={"max_parallel": max_parallel, "park": park})
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
     tx.create(cluster.schema.node_operation(node), op.id)
@@ -159,10 +161,11 @@ class Planned:
 
 
 def plan_flush(me: str, vms: list[VM], running_here: set[str], nodes: list[Node],
-               default_selector: str, default_method: str) -> list[Planned]:
+               default_selector: str, default_method: str, park: str = "") -> list[Planned]:
     """A target for every VM running on `me`, spreading them with a shared Plan; and for
     every VM an earlier attempt of this flush was moving when its worker died (it left `me`,
-    should run, runs nowhere): its move is finished by starting it on its target."""
+    should run, runs nowhere): its move is finished by starting it on its target. With
+    `park` (why), every VM running here is shut down here instead (to start on unflush)."""
     by_name = {n.name: n for n in nodes}
     source = by_name.get(me)
     plan = placement.Plan()
@@ -173,6 +176,9 @@ def plan_flush(me: str, vms: list[VM], running_here: set[str], nodes: list[Node]
                    and v.state == VmState.START and v.uuid not in running_anywhere}
     for vm in sorted((v for v in vms if v.uuid in running_here | interrupted),
                      key=lambda v: v.name):
+        if park and vm.uuid in running_here:
+            out.append(Planned(vm, None, "none", park))
+            continue
         method = resolve_method("", vm, default_method)
         if method == "none":
             out.append(Planned(vm, None, "none", "migration method none"))
@@ -373,7 +379,7 @@ def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, st
     nodes = ctx.cluster.nodes()
     vms, running = ctx.cluster.vms(), ctx.hv.running()
     plan = plan_flush(node, vms, set(running), nodes, mig.default_selector,
-                      mig.default_method)
+                      mig.default_method, run.record.args.get("park", "") if run.record else "")
     known = {vm.uuid for vm in vms}
     strangers = sorted(d.name for u, d in running.items() if u not in known)
     job = NodeJob(ctx, run, [p.vm.name for p in plan])

@@ -241,9 +241,7 @@ def flower_spec(base: Path, port: int, user: str, password: str,
                 client_config: Path) -> ProcessSpec:
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "flowerconfig.py"
-    write_private(conf, "read_only = True\n"
-                        f"basic_auth = [{user + ':' + password!r}]\n"
-                        f"address = '127.0.0.1'\nport = {port}\npersistent = False\n")
+    write_private(conf, flower_config("127.0.0.1", port, user, password))
     cmd = [sys.executable, "-m", "tasks.flower", f"--conf={conf}"]
     return ProcessSpec("flower", cmd, base / "flower.log", env={"PVC_CONFIG": str(client_config)},
                        cwd=base)

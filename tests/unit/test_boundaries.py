@@ -20,7 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "coordinator": {"core", "network", "operations"},
     "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
     "console": {"core", "vm"},
-    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator"},
+    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "install"},
+    "install": {"core"},
 }
 
 
