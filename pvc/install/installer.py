@@ -165,12 +165,17 @@ def uninstall_plan(t: Target) -> list[Step]:
         steps.append(Step(f"disable {', '.join(present)}",
                           lambda: _run(["systemctl", f"--root={t.root}", "disable", *present])))
         steps.append(Step(f"remove the units from {unit_dir}",
-                          lambda: [(unit_dir / n).unlink() for n in present] and None))
+                          lambda: _remove(unit_dir, present)))
     if venv.exists():
         steps.append(Step(f"remove the venv {venv}", lambda: shutil.rmtree(venv)))
     steps.append(Step(f"keep {t.on_disk('/etc/pvc')} (the configuration) and every VM "
                       "(defined and running as they are)", lambda: None))
     return steps
+
+
+def _remove(directory: Path, names: list[str]) -> None:
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
 
 
 def carry_out(steps: list[Step], dry_run: bool, say: Callable[[str], None]) -> None:
