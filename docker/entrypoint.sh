@@ -1,0 +1,94 @@
+#!/bin/bash
+# A container of docker-compose.yml: writes its pvc configuration from the environment and
+# the compose secrets, then runs its role.
+#   node:   libvirtd, pvc-node, pvc-worker, pvc-tailer (and Patroni on a coordinator) under
+#           supervisord, as systemd runs them on a real node
+#   flower: the read-only dashboard, basic auth
+set -euo pipefail
+ROLE=${1:-node}
+VENV=/opt/pvc/src/.venv
+mkdir -p -m 0700 /etc/pvc
+umask 077
+: "${PVC_NODE_NAME:=}" "${PVC_NODE_ADDRESS:=}" "${PVC_COORDINATORS:=hv1,hv2,hv3}"
+
+cat > /etc/pvc/pvc.yaml <<YAML
+cluster:
+  name: compose
+  coordinators: [${PVC_COORDINATORS}]
+  floating_ip: ${PVC_FLOATING_IP:-10.201.0.250/24}
+  zookeeper:
+    hosts: "zookeeper:2181"
+    auth_file: /run/secrets/zookeeper_auth
+  redis:
+    host: redis
+    port: 6379
+    password_file: /run/secrets/redis_password
+  database:
+    enabled: true
+    scope: pvc
+node:
+  name: "${PVC_NODE_NAME}"
+  libvirt_uri: "qemu:///system"
+  migration_uri: "qemu+tcp://${PVC_NODE_ADDRESS}/system"
+  migration_address: "${PVC_NODE_ADDRESS}"
+  cluster_interface: eth0
+  cluster_address: "${PVC_NODE_ADDRESS}"
+  domain_type: qemu
+YAML
+
+if [ "$ROLE" = flower ]; then
+    sed -i '/^node:/,$d' /etc/pvc/pvc.yaml
+    "$VENV/bin/python" - <<PY
+from pvc.install.installer import flower_config
+from pathlib import Path
+password = Path("/run/secrets/flower_password").read_text().strip()
+Path("/etc/pvc/flowerconfig.py").write_text(flower_config("0.0.0.0", 5555, "pvc", password))
+PY
+    export PVC_CONFIG=/etc/pvc/pvc.yaml
+    exec "$VENV/bin/python" -m tasks.flower --conf=/etc/pvc/flowerconfig.py
+fi
+
+# migrations between the node containers: libvirt over TCP on the cluster address only (a test
+# cluster's private network; a real cluster uses qemu+ssh or TLS)
+cat >> /etc/libvirt/libvirtd.conf <<CONF
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "${PVC_NODE_ADDRESS}"
+auth_tcp = "none"
+CONF
+
+cat > /etc/pvc/supervisord.conf <<CONF
+[supervisord]
+nodaemon=true
+logfile=/var/log/supervisord.log
+[program:libvirtd]
+command=/usr/sbin/libvirtd --listen
+priority=10
+[program:pvc-node]
+command=$VENV/bin/pvc-node --config /etc/pvc/pvc.yaml
+priority=20
+[program:pvc-worker]
+command=$VENV/bin/pvc-worker --config /etc/pvc/pvc.yaml
+priority=30
+stopasgroup=true
+[program:pvc-tailer]
+command=$VENV/bin/pvc-tailer --config /etc/pvc/pvc.yaml
+priority=30
+CONF
+
+case ",$PVC_COORDINATORS," in *",$PVC_NODE_NAME,"*)
+    "$VENV/bin/python" - <<PY
+# Patroni on a coordinator: a member named after the node, on its cluster address
+import secrets, yaml
+from pathlib import Path
+from pvc.sandbox.services import patroni_spec
+base = Path("/var/lib/pvc-patroni")
+spec = patroni_spec(base, "${PVC_NODE_NAME}", "${PVC_NODE_ADDRESS}", "10.201.0.0/24",
+                    "zookeeper:2181", "pvc", 8008, 5432,
+                    {w: Path("/run/secrets/database_password").read_text().strip()
+                     for w in ("superuser", "replication", "rewind")})
+with open("/etc/pvc/supervisord.conf", "a") as conf:
+    conf.write(f"[program:patroni]\ncommand={' '.join(spec.command)}\npriority=15\n")
+PY
+;; esac
+exec "$VENV/bin/supervisord" -c /etc/pvc/supervisord.conf
