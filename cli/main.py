@@ -15,6 +15,7 @@ from pvc.core.store import RACES
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "cluster": ("cli.cluster", "cluster", "Cluster-wide status."),
+    "network": ("cli.network", "network", "Managed networks: add, list, info, remove."),
     "node": ("cli.node", "node", "Nodes: list, inspect."),
     "vm": ("cli.vm", "vm", "VMs: define, start, stop, inspect."),
     "task": ("cli.task", "task", "Operation records: list, show."),

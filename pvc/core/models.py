@@ -28,6 +28,7 @@ class VM:
     node_selector: str = ""          # "" = cluster default
     node_limit: list[str] = field(default_factory=list)
     console_log: bool = False        # has a serial <log file>
+    networks: list[int] = field(default_factory=list)   # managed networks it is on (VNIs)
     failure: str = ""                # the last operation's failure, cleared on success
     defined: float = 0.0
 
@@ -64,6 +65,7 @@ class Node:
     coordinator_state: str = "client"
     keepalive: float = 0.0
     enable_hypervisor: bool = True
+    enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test
     live_migration: bool = False
     libvirt_uri: str = ""

@@ -61,7 +61,7 @@ class Schema:
 
     def top_level(self) -> list[str]:
         return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.node_operations,
-                self.operations, self.locks]
+                self.operations, self.locks, self.networks]
 
     # ---- nodes
     @property
@@ -96,6 +96,28 @@ class Schema:
     def cluster_shutdown(self) -> str:
         """Set while the whole cluster is going down (nodes stop without moving VMs)."""
         return self._p("shutdown")
+
+    # ---- managed networks
+    @property
+    def networks(self) -> str:
+        return self._p("networks")
+
+    def network(self, vni: int) -> str:
+        return self._p("networks", str(vni))
+
+    def network_users(self, vni: int) -> str:
+        """A child per VM whose interface is on the network: the network cannot be removed
+        while one exists (ZooKeeper refuses to delete a node with children)."""
+        return self._p("networks", str(vni), "users")
+
+    def network_user(self, vni: int, uuid: str) -> str:
+        return self._p("networks", str(vni), "users", uuid)
+
+    def network_leases(self, vni: int) -> str:
+        return self._p("networks", str(vni), "leases")
+
+    def network_lease(self, vni: int, mac: str) -> str:
+        return self._p("networks", str(vni), "leases", mac)
 
     # ---- VMs
     @property

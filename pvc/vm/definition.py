@@ -10,6 +10,7 @@ from pvc.core.config import MIGRATION_METHODS, SELECTORS
 from pvc.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from pvc.core.models import VM
 from pvc.core.store import NodeExists, NoNode
+from pvc.network import managed
 from pvc.vm import domxml
 
 
@@ -32,14 +33,20 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
             state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
             node_selector=selector, node_limit=node_limit,
-            console_log=facts.console_log is not None, defined=time.time())
+            console_log=facts.console_log is not None, defined=time.time(),
+            networks=_managed_networks(cluster, facts))
     tx = cluster.store.transaction()
     tx.create(cluster.schema.vm_name(vm.name), vm.uuid)
     tx.create(cluster.schema.vm(vm.uuid), vm.to_json())
     tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
+    for vni in vm.networks:   # the network cannot go while this VM is on it
+        tx.create(cluster.schema.network_user(vni, vm.uuid))
     try:
         tx.commit()
-    except NoNode:
+    except NoNode as e:
+        if e.path and "/networks/" in e.path:
+            raise NotFound("a network the VM's interfaces name was removed meanwhile; "
+                           "nothing was defined") from None
         raise Unavailable("the cluster's state is not initialised (no VMs section); "
                           "start a node daemon first") from None
     except NodeExists as e:
@@ -66,6 +73,9 @@ def undefine(cluster: Cluster, ref: str) -> VM:
         tx.delete(f"{cluster.schema.vm(vm.uuid)}/{child}")
     tx.delete(cluster.schema.vm(vm.uuid), current.version)
     tx.delete(cluster.schema.vm_name(vm.name))
+    for vni in vm.networks:
+        if cluster.store.exists(cluster.schema.network_user(vni, vm.uuid)):
+            tx.delete(cluster.schema.network_user(vni, vm.uuid))
     try:
         tx.commit()
     except NoNode:
@@ -74,6 +84,16 @@ def undefine(cluster: Cluster, ref: str) -> VM:
         raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
     return vm
 
+
+
+def _managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
+    """The managed networks the VM's bridges stand for; each must exist."""
+    vnis = [v for b in facts.bridges if (v := managed.vni_of_bridge(b)) is not None]
+    for vni in vnis:
+        if not cluster.store.exists(cluster.schema.network(vni)):
+            raise NotFound(f"the VM's interface is on bridge {managed.BRIDGE_PREFIX}{vni}, but "
+                           f"there is no managed network {vni} (pvc network add {vni} …)")
+    return vnis
 
 
 def _fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:

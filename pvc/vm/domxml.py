@@ -51,6 +51,7 @@ class DomainFacts:
     memory_mib: int
     vcpus: int
     console_log: str | None  # the serial <log file=…> path as written, if any
+    bridges: tuple[str, ...] = ()   # the bridges its interfaces are on
 
 
 def parse(xml: str) -> tuple[DomainFacts, str]:
@@ -76,8 +77,25 @@ def parse(xml: str) -> tuple[DomainFacts, str]:
         root.insert(1, el)
         xml = ET.tostring(root, encoding="unicode")
     facts = DomainFacts(name=name, uuid=uuid, memory_mib=_memory_mib(root),
-                        vcpus=_vcpus(root), console_log=_console_log(root))
+                        vcpus=_vcpus(root), console_log=_console_log(root),
+                        bridges=_bridges(root))
     return facts, xml
+
+
+def _bridges(root: ET.Element) -> tuple[str, ...]:
+    found = []
+    for iface in root.findall("devices/interface"):
+        if iface.get("type") != "bridge":
+            continue
+        source = iface.find("source")
+        bridge = (source.get("bridge") or "").strip() if source is not None else ""
+        if not bridge:
+            raise InvalidInput("domain XML: an <interface type='bridge'> has no "
+                               "<source bridge='…'/>")
+        if not names.valid_name(bridge) or len(bridge) > 15:
+            raise InvalidInput(f"domain XML: bridge {bridge!r} is not an interface name")
+        found.append(bridge)
+    return tuple(dict.fromkeys(found))
 
 
 def _looks_like_uuid(name: str) -> bool:

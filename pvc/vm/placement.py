@@ -56,13 +56,19 @@ SELECTORS: dict[str, Selector] = {
 
 def eligible(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] = ()) -> list[Node]:
     """Nodes that may take vm now: running, ready, hypervisor on, in the VM's node limit,
-    not excluded (its current node), and with room for its memory."""
+    with networking if the VM is on a managed network, not excluded (its current node), and
+    with room for its memory."""
     excluded = set(exclude)
     return [n for n in nodes
             if n.is_target()
             and n.name not in excluded
             and (not vm.node_limit or n.name in vm.node_limit)
+            and not _lacks_networking(vm, n)
             and free_memory(n, plan) >= vm.memory]
+
+
+def _lacks_networking(vm: VM, node: Node) -> bool:
+    return bool(vm.networks) and not node.enable_networking
 
 
 def choose(vm: VM, nodes: Iterable[Node], default_selector: str, plan: Plan | None = None,
@@ -85,6 +91,8 @@ def why_none(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] =
             continue
         outside_limit = bool(vm.node_limit) and n.name not in vm.node_limit
         why = (target_refusal(n) or ("not in node limit" if outside_limit else "")
+               or (f"networking disabled (the VM is on network "
+                   f"{', '.join(map(str, vm.networks))})" if _lacks_networking(vm, n) else "")
                or f"{free_memory(n, plan)} MiB free < {vm.memory} MiB")
         reasons.append(f"{n.name}: {why}")
     return "no eligible node (" + ("; ".join(reasons) or "no other nodes") + ")"

@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "hypervisor": {"core"},
     "network": {"core"},
     "operations": {"core"},
-    "vm": {"core", "operations"},
+    "vm": {"core", "network", "operations"},
     "coordinator": {"core", "network", "operations"},
     "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
     "console": {"core", "vm"},
