@@ -49,6 +49,7 @@ Try:
   pvc vm stop {demo} --wait && pvc vm start {demo} --wait
   pvc vm log {demo} --follow              (Ctrl-C to stop)
   pvc node flush hv1 --wait && pvc node unflush hv1 --wait
+  pvc node primary hv2 --wait            (the floating IP and the database leader move)
   pvc task list
   pvc sandbox down""")
 

@@ -109,6 +109,53 @@ def del_link(name: str, netns: str | None = None) -> None:
         run("link", "del", name, netns=netns)
 
 
+def links(prefix: str, netns: str | None = None) -> list[str]:
+    """Names of the links whose name starts with prefix."""
+    out = run("-o", "link", "show", netns=netns, check=False)
+    found = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+             if line.count(":") >= 2]
+    return sorted(name for name in found if name.startswith(prefix))
+
+
+def mtu(link: str, netns: str | None = None) -> int:
+    out = run("-o", "link", "show", link, netns=netns)
+    words = out.split()
+    return int(words[words.index("mtu") + 1])
+
+
+def add_vxlan(name: str, vni: int, dev: str, local: str, mtu: int = 0,
+              netns: str | None = None, port: int = 4789) -> None:
+    """A VXLAN interface for vni over dev, from local; peers are flood entries (below)."""
+    if not link_exists(name, netns):
+        run("link", "add", name, "type", "vxlan", "id", str(vni), "dstport", str(port),
+            "dev", dev, "local", local, netns=netns)
+    if mtu:
+        run("link", "set", name, "mtu", str(mtu), netns=netns)
+    run("link", "set", name, "up", netns=netns)
+
+
+FLOOD = "00:00:00:00:00:00"   # the VXLAN's all-zero entry: where broadcasts and unknowns go
+
+
+def _bridge(*args: str, netns: str | None = None, check: bool = True) -> str:
+    return _run(["bridge", *(["-n", netns] if netns else []), *args], check)
+
+
+def flood_peers(link: str, netns: str | None = None) -> set[str]:
+    """The peers a VXLAN floods to (its all-zero forwarding entries)."""
+    out = _bridge("fdb", "show", "dev", link, netns=netns, check=False)
+    return {line.split(" dst ")[1].split()[0] for line in out.splitlines()
+            if line.startswith(FLOOD) and " dst " in line}
+
+
+def set_flood_peers(link: str, peers: set[str], netns: str | None = None) -> None:
+    current = flood_peers(link, netns)
+    for peer in sorted(peers - current):
+        _bridge("fdb", "append", FLOOD, "dev", link, "dst", peer, netns=netns)
+    for peer in sorted(current - peers):
+        _bridge("fdb", "del", FLOOD, "dev", link, "dst", peer, netns=netns)
+
+
 # ---------------------------------------------------------------------- addresses
 
 def addresses(link: str, netns: str | None = None) -> list[str]:

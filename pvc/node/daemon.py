@@ -33,6 +33,7 @@ from pvc.core.models import VM
 from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
+from pvc.node.networks import NodeNetworks
 from pvc.node.context import NodeContext
 from pvc.operations import records, sweep
 from pvc.vm.lifecycle import record_failure
@@ -58,6 +59,8 @@ class NodeDaemon:
         self.duties: list[Callable[[Cluster], str]] = [self._prune, sweep.stale_claims]
         self.services = PrimaryServices()          # primary-only services register here
         self.role: CoordinatorRole | None = None
+        self.networks: NodeNetworks | None = None  # with enable_networking
+        self._networks_dirty = threading.Event()   # managed networks or nodes changed
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -72,6 +75,11 @@ class NodeDaemon:
         self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
                   else CoordinatorState.CLIENT)
         self._register()
+        if self.config.node.enable_networking:   # bridges before the VMs that use them
+            self.networks = NodeNetworks(ctx.cluster, self.config)
+            self._build_networks()
+            for path in (ctx.schema.networks, ctx.schema.nodes):
+                ctx.store.watch_children(path, lambda _kids: self._nudge(self._networks_dirty))
         if self.config.node.enable_hypervisor:
             ctx.hv.on_lifecycle(self._on_domain_event)
             self.last_reconcile = reconcile.reconcile(ctx)
@@ -164,11 +172,24 @@ class NodeDaemon:
         if self._domains_dirty.is_set():
             self._domains_dirty.clear()
             self.ctx.publish_domains()
+        if self._networks_dirty.is_set():      # before drift: VMs need their bridges
+            self._networks_dirty.clear()
+            self._build_networks()
         if self._drift.is_set():
             self._drift.clear()
             self._fix_drift()
         if self.role is not None:
             self.role.step()
+
+    def _nudge(self, event: threading.Event) -> None:
+        event.set()
+        self._wake.set()
+
+    def _build_networks(self) -> None:
+        if self.networks is not None:
+            said = self.networks.reconcile()
+            if said:
+                log.info(said)
 
     def _resync(self) -> None:
         """After the session expired: what was ephemeral is re-created, what changed meanwhile
@@ -176,6 +197,7 @@ class NodeDaemon:
         log.info("new ZooKeeper session: registering again and reconciling")
         self._ensure_alive(replace_stale=True)
         self._put("daemon_state", DaemonState.RUN)
+        self._build_networks()
         self._fix_drift()
 
     def _fix_drift(self) -> None:
