@@ -33,8 +33,8 @@ from pvc.core.models import VM
 from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
-from pvc.node.networks import NodeNetworks
 from pvc.node.context import NodeContext
+from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
 from pvc.vm.lifecycle import record_failure
 
@@ -185,9 +185,9 @@ class NodeDaemon:
         event.set()
         self._wake.set()
 
-    def _build_networks(self) -> None:
+    def _build_networks(self, force: bool = False) -> None:
         if self.networks is not None:
-            said = self.networks.reconcile()
+            said = self.networks.reconcile(force)
             if said:
                 log.info(said)
 
@@ -197,7 +197,7 @@ class NodeDaemon:
         log.info("new ZooKeeper session: registering again and reconciling")
         self._ensure_alive(replace_stale=True)
         self._put("daemon_state", DaemonState.RUN)
-        self._build_networks()
+        self._build_networks(force=True)
         self._fix_drift()
 
     def _fix_drift(self) -> None:
@@ -227,6 +227,7 @@ class NodeDaemon:
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
             self._fix_drift()
+        self._build_networks()   # a peer's registration changed (cheap when nothing did)
         if self.role is not None:
             self.role.step()
             if self.role.is_primary:

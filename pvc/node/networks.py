@@ -27,6 +27,7 @@ class NodeNetworks:
         self.name = config.node.name
         self.underlay = config.node.cluster_interface
         self.local = config.node.cluster_address or config.node.migration_address
+        self.applied: tuple[list[ManagedNetwork], set[str]] | None = None
 
     def usable(self) -> str:
         """Why this node cannot build networks ("" if it can)."""
@@ -35,14 +36,21 @@ class NodeNetworks:
                     "migration_address)")
         return ""
 
-    def reconcile(self) -> str:
-        """Make the bridges match the managed networks; a sentence when something changed."""
+    def desired(self) -> tuple[list[ManagedNetwork], set[str]]:
+        """The networks, and the other nodes' addresses their VXLANs flood to."""
+        peers = {n.cluster_address for n in self.cluster.nodes()
+                 if n.name != self.name and n.enable_networking and n.cluster_address}
+        return managed.all_networks(self.cluster), peers
+
+    def reconcile(self, force: bool = False) -> str:
+        """Make the bridges match the managed networks (only when those or the peers changed,
+        unless forced); a sentence when something changed."""
         why = self.usable()
         if why:
             return why
-        wanted = managed.all_networks(self.cluster)
-        peers = {n.cluster_address for n in self.cluster.nodes()
-                 if n.name != self.name and n.enable_networking and n.cluster_address}
+        wanted, peers = self.desired()
+        if not force and self.applied == (wanted, peers):
+            return ""
         mtu = min(GUEST_MTU, ip.mtu(self.underlay) - VXLAN_OVERHEAD)
         built = set(ip.links(managed.BRIDGE_PREFIX))
         changes = []
@@ -57,6 +65,7 @@ class NodeNetworks:
                 ip.del_link(link)
                 if link.startswith(managed.BRIDGE_PREFIX):
                     changes.append(f"-{link}")
+        self.applied = (wanted, peers)
         return f"networks: {' '.join(changes)}" if changes else ""
 
     def _ensure(self, net: ManagedNetwork, peers: set[str], mtu: int) -> None:

@@ -22,6 +22,7 @@ from pvc.network import ip
 
 CLUSTER_LINK = "cl0"
 BRIDGE = "br0"
+UNDERLAY_MTU = 1550   # room for VXLAN's 50 bytes: the managed networks' guests get 1500
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class ClusterNet:
     # ------------------------------------------------------------------ life
     def up(self, nodes: list[str]) -> None:
         ip.add_netns(self.switch)
-        ip.add_bridge(BRIDGE, self.switch)
-        ip.add_veth(self.host_link, None, "host", self.switch)
+        ip.add_bridge(BRIDGE, self.switch, mtu=UNDERLAY_MTU)
+        ip.add_veth(self.host_link, None, "host", self.switch, mtu=UNDERLAY_MTU)
         ip.set_master("host", BRIDGE, self.switch)
         ip.add_address(self.host_link, self.cidr(254))
         for i, node in enumerate(nodes, 1):
@@ -88,7 +89,7 @@ class ClusterNet:
 
     def _attach(self, ns: str, port: str, last: int) -> None:
         ip.add_netns(ns)
-        ip.add_veth(CLUSTER_LINK, ns, port, self.switch)
+        ip.add_veth(CLUSTER_LINK, ns, port, self.switch, mtu=UNDERLAY_MTU)
         ip.set_master(port, BRIDGE, self.switch)
         ip.add_address(CLUSTER_LINK, self.cidr(last), ns)
 

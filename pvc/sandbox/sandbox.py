@@ -36,7 +36,8 @@ from pvc.core.config import (
 )
 from pvc.core.errors import PvcError
 from pvc.core.states import DaemonState
-from pvc.network import ip
+from pvc.network import ip, managed
+from pvc.network.managed import ManagedNetwork
 from pvc.sandbox import guest, network, procs, services
 from pvc.sandbox.services import Libvirtd
 from pvc.sandbox.supervisor import Supervisor
@@ -152,8 +153,13 @@ def node_config(layout: Layout, cluster: ClusterConfig, name: str, index: int,
                       console_log_directory=str(layout.console_dir(name)),
                       keepalive_interval=2.0,
                       migration_address=layout.net.node_address(index),
-                      cluster_interface=network.CLUSTER_LINK)
+                      cluster_interface=network.CLUSTER_LINK, enable_networking=True)
     return Config(cluster=cluster, node=node)
+
+
+# The sandbox's managed network: the demo VMs are on it.
+DEMO_NETWORK = ManagedNetwork(100, "sandbox.pvc", "10.100.0.0/24", "10.100.0.1", "10.100.0.100",
+                              "10.100.0.199", "the sandbox's demo network")
 
 
 def demo_xml(name: str, kind: str, index: int) -> str:
@@ -181,6 +187,11 @@ def demo_xml(name: str, kind: str, index: int) -> str:
       <target port='0'/>
     </serial>
     <console type='pty'><target type='serial' port='0'/></console>
+    <interface type='bridge'>
+      <source bridge='{DEMO_NETWORK.bridge}'/>
+      <mac address='52:54:00:00:{index // 256:02x}:{index % 256:02x}'/>
+      <model type='virtio'/>
+    </interface>
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -282,6 +293,9 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         _wait_database(layout, cluster)
         step(f"PostgreSQL under Patroni on {', '.join(cluster.coordinators)}")
 
+    _add_demo_network(client)
+    step(f"managed network {DEMO_NETWORK.vni}: {DEMO_NETWORK.ipv4}, domain "
+         f"{DEMO_NETWORK.domain}, bridge {DEMO_NETWORK.bridge} on every node")
     state.demo_vms = _define_demo_vms(client, names, vm_count, kind)
     state.save(layout)
     for n in names:
@@ -355,6 +369,15 @@ def _wait_database(layout: Layout, cluster: ClusterConfig) -> None:
     first = cluster.coordinators[0]
     procs.wait_until("the database (Patroni)", ready, 90, None,
                      layout.dir / "db" / first / "patroni.out")
+
+
+def _add_demo_network(client: Config) -> None:
+    from pvc.core.cluster import Cluster
+    cluster = Cluster.connect(client)
+    try:
+        managed.add(cluster, DEMO_NETWORK)
+    finally:
+        cluster.close()
 
 
 def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:

@@ -4,7 +4,6 @@ a network to nodes with networking)."""
 from __future__ import annotations
 
 import ipaddress
-
 from typing import Iterator
 
 import pytest

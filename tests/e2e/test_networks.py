@@ -1,0 +1,102 @@
+"""Managed networks on the shared sandbox, through the CLI and asked of the kernel: the demo
+network, a network added (a VXLAN and a bridge on every node, flooding to the others, carrying
+full-size frames between node namespaces) and removed (gone everywhere), and what is refused."""
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pvc.network import ip
+from pvc.sandbox import sandbox as sb
+from tests.e2e.conftest import Pvc, wait_until
+
+pytestmark = pytest.mark.e2e
+NODES = ["hv1", "hv2", "hv3"]
+
+
+def net(pvc: Pvc) -> sb.network.ClusterNet:
+    return sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(pvc.offset)).net
+
+
+def built(pvc: Pvc, node: str) -> dict[str, set[str]]:
+    """The managed-network links in node's namespace, each VXLAN with its flood peers."""
+    ns = net(pvc).ns(node)
+    found = {link: set() for link in ip.links("vmbr", ns)}
+    found.update({link: ip.flood_peers(link, ns) for link in ip.links("vxlan", ns)})
+    return found
+
+
+def peers_of(pvc: Pvc, node: str) -> set[str]:
+    return {net(pvc).node_address(NODES.index(n) + 1) for n in NODES if n != node}
+
+
+@contextmanager
+def addresses_on(pvc: Pvc, bridge: str, where: dict[str, str]) -> Iterator[None]:
+    """Test addresses on a bridge in some nodes' namespaces, removed afterwards."""
+    for node, cidr in where.items():
+        ip.add_address(bridge, cidr, net(pvc).ns(node))
+    try:
+        yield
+    finally:
+        for node, cidr in where.items():
+            ip.del_address(bridge, cidr, net(pvc).ns(node))
+
+
+def test_the_sandbox_has_a_demo_network_with_its_vms(pvc: Pvc) -> None:
+    [demo] = pvc.json("network", "list")
+    assert (demo["vni"], demo["domain"], demo["bridge"]) == (100, "sandbox.pvc", "vmbr100")
+    assert demo["vms"] == sorted(pvc.vms())
+    for node in NODES:
+        assert built(pvc, node)["vxlan100"] == peers_of(pvc, node)
+    line = pvc.error("network", "remove", "100")
+    assert "network 100 is used by 6 VM(s): demo1" in line
+    assert pvc.json("network", "info", "100")["vni"] == 100
+
+
+def test_a_network_is_built_on_every_node_and_carries_full_frames(pvc: Pvc) -> None:
+    added = pvc.json("network", "add", "200", "--domain", "two.pvc", "--ipv4",
+                     "10.111.0.0/24", "--gateway", "10.111.0.1")
+    assert added["bridge"] == "vmbr200" and added["vms"] == []
+    try:
+        for node in NODES:
+            wait_until(f"vxlan200 on {node}",
+                       lambda: built(pvc, node).get("vxlan200") == peers_of(pvc, node), 30)
+            assert "vmbr200" in built(pvc, node)
+            assert ip.mtu("vmbr200", net(pvc).ns(node)) == 1500
+        with addresses_on(pvc, "vmbr200", {"hv1": "10.111.0.251/24", "hv3": "10.111.0.253/24"}):
+            ping = subprocess.run(ip.in_netns(net(pvc).ns("hv1"), [
+                "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", "10.111.0.253"]),
+                capture_output=True, text=True, timeout=20)
+            assert ping.returncode == 0, ping.stdout   # 1500-byte frames, not fragmented
+    finally:
+        pvc("network", "remove", "200")
+    for node in NODES:
+        wait_until(f"vxlan200 gone from {node}",
+                   lambda: not {"vxlan200", "vmbr200"} & set(built(pvc, node)), 30)
+    assert "vxlan100" in built(pvc, "hv1")                   # the others stay
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--ipv4", "10.100.0.0/16", "--gateway", "10.100.200.1"], "overlaps network 100"),
+    (["--ipv4", "10.112.0.0/24", "--gateway", "10.113.0.1"], "outside 10.112.0.0/24"),
+    (["--ipv4", "10.112.0.0/24", "--gateway", "10.112.0.1", "--dhcp-start", "10.112.0.9"],
+     "give both --dhcp-start and --dhcp-end"),
+])
+def test_bad_networks_are_refused_and_change_nothing(pvc: Pvc, args: list[str],
+                                                      said: str) -> None:
+    before = pvc.json("network", "list")
+    line = pvc.error("network", "add", "300", "--domain", "three.pvc", *args)
+    assert said in line
+    assert pvc.json("network", "list") == before
+
+
+def test_a_vm_on_an_unknown_network_is_refused(pvc: Pvc, tmp_path: Path) -> None:
+    xml = tmp_path / "lost.xml"
+    xml.write_text(sb.demo_xml("lost", "test", 9).replace("vmbr100", "vmbr4242"))
+    line = pvc.error("vm", "define", str(xml))
+    assert "no managed network 4242" in line
+    assert "lost" not in pvc.vms()
