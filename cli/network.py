@@ -13,7 +13,7 @@ VNI = click.IntRange(min=0)   # the range is checked with the rest, in one messa
 
 @click.group()
 def network() -> None:
-    """Managed networks: add, list, info, remove. A VM joins one with an interface on its
+    """Managed networks: add, list, info, remove, leases. A VM joins one with an interface on its
     bridge: <interface type='bridge'><source bridge='vmbrVNI'/>…"""
 
 
@@ -96,3 +96,24 @@ def remove(ctx: click.Context, vni: int, fmt: str) -> None:
         emit_json({"removed": net.to_json()})
     else:
         click.echo(f"network {net.vni} ({net.domain}) removed")
+
+
+@network.command()
+@click.argument("vni", type=VNI)
+@format_option
+@click.pass_context
+def leases(ctx: click.Context, vni: int, fmt: str) -> None:
+    """The DHCP leases the network's gateway handed out (kept in ZooKeeper: they survive the
+    gateway moving to a new primary)."""
+    import time
+
+    from pvc.network import managed
+    rows = [lease.to_json() for lease in managed.leases(cluster(ctx), vni)]
+    if fmt == "json":
+        emit_json(rows)
+        return
+    for r in rows:
+        r["expires"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["expiry"])) \
+            if r["expiry"] else "never"
+    table(rows, [("ip", "IP"), ("mac", "MAC"), ("hostname", "HOSTNAME"),
+                 ("expires", "EXPIRES")])

@@ -12,7 +12,7 @@ PACKAGES=(
     redis-server postgresql-15
     libvirt-dev pkg-config libvirt-daemon-system qemu-system-x86
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
-    docker-compose
+    docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
     python3-venv python3-dev gcc
 )
 

@@ -142,6 +142,7 @@ class NodeConfig:
     domain_type: str = _f("", "force every guest's <domain type> (e.g. qemu for TCG); empty: "
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
+    run_directory: str = _f("/run/pvc", "this node's runtime files (the primary's DHCP servers)")
     stop_budget: float = _f(900.0, "seconds this node's stop may take with pvc-flush.service: "
                                    "the flush, then shutting down cleanly what could not "
                                    "move (the unit's TimeoutStopSec)", minimum=60.0)

@@ -205,3 +205,65 @@ def remove(cluster: Cluster, vni: int) -> ManagedNetwork:
         raise Conflict(f"network {vni} changed while removing it (a VM joined, a lease "
                        "came); nothing was removed, try again") from None
     return net
+
+
+# ---------------------------------------------------------------------- leases
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    hostname: str = ""
+    expiry: float = 0.0        # epoch seconds (0: never)
+    clientid: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def leasefile_line(self) -> str:
+        """dnsmasq's lease database format."""
+        return (f"{int(self.expiry)} {self.mac} {self.ip} {self.hostname or '*'} "
+                f"{self.clientid or '*'}")
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def leases(cluster: Cluster, vni: int) -> list[Lease]:
+    s = cluster.schema
+    get(cluster, vni)   # says so when there is no such network
+    try:
+        macs = cluster.store.children(s.network_leases(vni))
+    except NoNode:
+        macs = []
+    out = []
+    for mac in macs:
+        data = cluster.store.get_json(s.network_lease(vni, mac), None)
+        if data:
+            out.append(Lease(**{k: v for k, v in data.items()
+                                if k in Lease.__dataclass_fields__}))
+    return sorted(out, key=lambda lease: ipaddress.IPv4Address(lease.ip))
+
+
+def record_lease(cluster: Cluster, vni: int, lease: Lease) -> None:
+    """A lease granted or renewed (dnsmasq's `add`/`old`)."""
+    if not _MAC.match(lease.mac):
+        raise InvalidInput(f"not a MAC address: {lease.mac!r}")
+    path = cluster.schema.network_lease(vni, lease.mac)
+    try:
+        cluster.store.set(path, lease.to_json())
+    except NoNode:
+        try:
+            cluster.store.create(path, lease.to_json())   # not makepath: a removed
+        except NoNode:                                     # network stays removed
+            pass
+        except NodeExists:
+            cluster.store.set(path, lease.to_json())
+
+
+def forget_lease(cluster: Cluster, vni: int, mac: str) -> None:
+    """A lease released or expired (dnsmasq's `del`)."""
+    try:
+        cluster.store.delete(cluster.schema.network_lease(vni, mac))
+    except NoNode:
+        pass

@@ -34,6 +34,7 @@ from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
 from pvc.node.context import NodeContext
+from pvc.node.gateways import Gateways
 from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
 from pvc.vm.lifecycle import record_failure
@@ -60,6 +61,7 @@ class NodeDaemon:
         self.services = PrimaryServices()          # primary-only services register here
         self.role: CoordinatorRole | None = None
         self.networks: NodeNetworks | None = None  # with enable_networking
+        self.gateways: Gateways | None = None      # primary-only, on coordinators
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
 
     # ------------------------------------------------------------------ start
@@ -78,6 +80,10 @@ class NodeDaemon:
         if self.config.node.enable_networking:   # bridges before the VMs that use them
             self.networks = NodeNetworks(ctx.cluster, self.config)
             self._build_networks()
+            if self.coordinator:
+                self.gateways = Gateways(ctx.cluster, self.config)
+                self.gateways.forget_stale()
+                self.services.register(self.gateways)
             for path in (ctx.schema.networks, ctx.schema.nodes):
                 ctx.store.watch_children(path, lambda _kids: self._nudge(self._networks_dirty))
         if self.config.node.enable_hypervisor:
@@ -190,6 +196,8 @@ class NodeDaemon:
             said = self.networks.reconcile(force)
             if said:
                 log.info(said)
+        if self.gateways is not None:
+            self.gateways.refresh()   # only while primary; restarts a dnsmasq that died
 
     def _resync(self) -> None:
         """After the session expired: what was ephemeral is re-created, what changed meanwhile

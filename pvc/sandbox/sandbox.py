@@ -153,7 +153,8 @@ def node_config(layout: Layout, cluster: ClusterConfig, name: str, index: int,
                       console_log_directory=str(layout.console_dir(name)),
                       keepalive_interval=2.0,
                       migration_address=layout.net.node_address(index),
-                      cluster_interface=network.CLUSTER_LINK, enable_networking=True)
+                      cluster_interface=network.CLUSTER_LINK, enable_networking=True,
+                      run_directory=str(layout.node_dir(name)))
     return Config(cluster=cluster, node=node)
 
 

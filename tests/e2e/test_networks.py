@@ -49,7 +49,8 @@ def addresses_on(pvc: Pvc, bridge: str, where: dict[str, str]) -> Iterator[None]
 def test_the_sandbox_has_a_demo_network_with_its_vms(pvc: Pvc) -> None:
     [demo] = pvc.json("network", "list")
     assert (demo["vni"], demo["domain"], demo["bridge"]) == (100, "sandbox.pvc", "vmbr100")
-    assert demo["vms"] == sorted(pvc.vms())
+    demos = sorted(v for v in pvc.vms() if v.startswith("demo"))
+    assert len(demos) == 6 and set(demos) <= set(demo["vms"])
     for node in NODES:
         assert built(pvc, node)["vxlan100"] == peers_of(pvc, node)
     line = pvc.error("network", "remove", "100")
@@ -100,3 +101,85 @@ def test_a_vm_on_an_unknown_network_is_refused(pvc: Pvc, tmp_path: Path) -> None
     line = pvc.error("vm", "define", str(xml))
     assert "no managed network 4242" in line
     assert "lost" not in pvc.vms()
+
+
+# ------------------------------------------------------------------------------ DHCP
+
+class DhcpClient:
+    """A cheap guest: a namespace with a veth into a node's bridge, running udhcpc (busybox's
+    DHCP client) once per `lease()`."""
+
+    def __init__(self, pvc: Pvc, node: str, bridge: str, name: str) -> None:
+        self.ns = f"{net(pvc).prefix}-g{name}"
+        self.name = name
+        port = f"g-{name}"[:15]
+        ip.add_netns(self.ns)
+        ip.add_veth("eth0", self.ns, port, net(pvc).ns(node))
+        ip.set_master(port, bridge, net(pvc).ns(node))
+
+    def lease(self, want: str = "") -> str:
+        cmd = ["udhcpc", "-i", "eth0", "-n", "-q", "-T", "1", "-A", "1", "-t", "5",
+               "-x", f"hostname:{self.name}", "-F", self.name, "-s", "/bin/true"]
+        res = subprocess.run(ip.in_netns(self.ns, cmd + (["-r", want] if want else [])),
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        return res.stderr.split("lease of ")[1].split()[0]
+
+    def mac(self) -> str:
+        return ip.run("link", "show", "eth0", netns=self.ns).split("link/ether ")[1].split()[0]
+
+    def close(self) -> None:
+        ip.del_netns(self.ns)
+
+
+@contextmanager
+def dhcp_client(pvc: Pvc, node: str, name: str) -> Iterator[DhcpClient]:
+    client = DhcpClient(pvc, node, "vmbr100", name)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def leases(pvc: Pvc) -> dict[str, dict]:
+    return {lease["mac"]: lease for lease in pvc.json("network", "leases", "100")}
+
+
+def answer(pvc: Pvc, node: str, name: str) -> str:
+    """What the network's DNS server (dnsmasq, on the primary) answers for name."""
+    res = subprocess.run(ip.in_netns(net(pvc).ns(node), [
+        "dig", "+short", "+time=2", "+tries=2", "@10.100.0.1", f"{name}.sandbox.pvc"]),
+        capture_output=True, text=True, timeout=20)
+    return res.stdout.strip()
+
+
+def primary(pvc: Pvc) -> str:
+    return pvc.json("cluster", "status")["primary"]
+
+
+def test_leases_are_kept_in_the_cluster_and_survive_a_switchover(pvc: Pvc) -> None:
+    old = primary(pvc)
+    guest_node = next(n for n in NODES if n != old)    # DHCP crosses the VXLAN
+    with dhcp_client(pvc, guest_node, "web1") as web1:
+        first = web1.lease()
+        lease = leases(pvc)[web1.mac()]
+        assert (lease["ip"], lease["hostname"]) == (first, "web1") and lease["expiry"] > 0
+        assert answer(pvc, old, "web1") == first
+        new = next(n for n in NODES if n not in (old, guest_node))
+        pvc("node", "primary", new, "--wait")
+        # the gateway moved: served from the new primary, with the leases it had
+        gateway = [n for n in NODES if ip.has_address("vmbr100", "10.100.0.1/24",
+                                                       net(pvc).ns(n))]
+        assert gateway == [new]
+        assert answer(pvc, new, "web1") == first
+        assert web1.lease(want=first) == first                 # renewed, same address
+        with dhcp_client(pvc, old, "web2") as web2:            # and new leases appear
+            second = web2.lease()
+            assert second != first and leases(pvc)[web2.mac()]["ip"] == second
+            assert answer(pvc, new, "web2") == second
+        pvc("node", "primary", old, "--wait")
+        assert answer(pvc, old, "web1") == first
+
+
+def test_leases_of_an_unknown_network(pvc: Pvc) -> None:
+    assert "no managed network 777" in pvc.error("network", "leases", "777")
