@@ -32,6 +32,7 @@ def status_data(c: Any) -> dict[str, Any]:
         "primary": primary,
         "floating_ip": c.config.cluster.floating_ip,
         "database": database,
+        "dns": _dns(c, primary),
         "nodes": {"total": len(nodes),
                   "daemon_state": dict(Counter(n.daemon_state for n in nodes)),
                   "domain_state": dict(Counter(n.domain_state for n in nodes))},
@@ -59,6 +60,16 @@ def secure(ctx: click.Context, fmt: str) -> None:
         emit_json({"root": c.schema.root, "changed": changed})
     else:
         click.echo(f"{changed} znodes under {c.schema.root} now carry the cluster's ACL")
+
+
+def _dns(c: Any, primary: str) -> dict[str, Any]:
+    """Where the managed networks' names are served, and who publishes them."""
+    dns = c.config.cluster.dns
+    if not dns.enabled:
+        return {}
+    from pvc.network import managed
+    return {"address": c.config.cluster.floating_ip.split("/")[0], "port": dns.port,
+            "zones": [n.domain for n in managed.all_networks(c)], "aggregator": primary}
 
 
 @cluster.command(name="shutdown")
@@ -104,6 +115,10 @@ def status(ctx: click.Context, fmt: str) -> None:
         s = data["shutdown"]
         click.echo(f"  shutdown    the whole cluster is going down (since {stamp(s['since'])}, "
                    f"by {s['by']}{': ' + s['reason'] if s.get('reason') else ''})")
+    if data["dns"]:
+        d = data["dns"]
+        click.echo(f"  dns         {d['address']}:{d['port']} (PowerDNS on every coordinator), "
+                   f"zones {', '.join(d['zones']) or '-'}, aggregator {d['aggregator'] or '-'}")
     db = data["database"]
     if db.get("members"):
         members = ", ".join(f"{m['name']} {m['role']} {m['state']}"

@@ -36,6 +36,10 @@ def up(nodes: int, vms: int | None, kind: str, database: bool, port_offset: int)
         return
     st = sb.status(layout)
     demo = state.demo_vms[0] if state.demo_vms else "VM"
+    fip = layout.net.floating_ip.split("/")[0]
+    name = f"{demo}.sandbox.pvc" if kind == "qemu" else "ns1.sandbox.pvc"
+    dig = (f"\n  dig +short @{fip} {name}               (PowerDNS, fed by the DNS aggregator)"
+           if state.database else "")
     click.echo(f"""
 pvc sandbox is up: {len(state.nodes)} {kind} nodes ({', '.join(state.nodes)}), \
 {len(state.demo_vms)} demo VMs.
@@ -50,6 +54,7 @@ Try:
   pvc vm log {demo} --follow              (Ctrl-C to stop)
   pvc node flush hv1 --wait && pvc node unflush hv1 --wait
   pvc node primary hv2 --wait            (the floating IP and the database leader move)
+  pvc network list && pvc network leases 100{dig}
   pvc task list
   pvc sandbox down""")
 

@@ -104,6 +104,18 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    enabled: bool = _f(False, "the DNS aggregator publishes the managed networks' zones in "
+                              "PowerDNS's database (needs cluster.database), served by a "
+                              "PowerDNS on every coordinator")
+    port: int = _f(53, "PowerDNS's port (on the floating IP and each coordinator's cluster "
+                       "address)", minimum=1, maximum=65535)
+    dbname: str = _f("pvcdns", "PowerDNS's database")
+    user: str = _f("pdns", "the database role PowerDNS and the aggregator use")
+    password_file: str = _f("", "file (mode 0600) holding that role's password")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = _f("pvc", "cluster name")
     coordinators: list[str] = _f([], "node names taking part in the primary election")
@@ -123,6 +135,7 @@ class ClusterConfig:
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,10 @@ class Config:
             return None
         user, _, password = Path(path).read_text().strip().partition(":")
         return user, password
+
+    def dns_password(self) -> str:
+        path = self.cluster.dns.password_file
+        return Path(path).read_text().strip() if path else ""
 
     def redis_password(self) -> str:
         redis = self.cluster.redis
@@ -294,6 +311,10 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     if redis.password and redis.password_file:
         errors.append("cluster.redis: set password or password_file, not both")
     _check_secret_file("cluster.redis.password_file", redis.password_file, errors)
+    _check_secret_file("cluster.dns.password_file", cfg.cluster.dns.password_file, errors)
+    if cfg.cluster.dns.enabled and not cfg.cluster.database.enabled:
+        errors.append("cluster.dns: enabled needs cluster.database.enabled (its records live "
+                      "in PostgreSQL)")
     zk = cfg.cluster.zookeeper
     _check_secret_file("cluster.zookeeper.auth_file", zk.auth_file, errors,
                        lambda text: ":" in text.strip() and not text.strip().startswith(":"),

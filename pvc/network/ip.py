@@ -63,6 +63,11 @@ def netns_list(prefix: str = "") -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
 
 
+def sysctl(name: str, key: str, value: str) -> None:
+    """Set a per-namespace sysctl inside network namespace name."""
+    _run(in_netns(name, ["sysctl", "-qw", f"{key}={value}"]))
+
+
 def in_netns(name: str, command: list[str]) -> list[str]:
     """command, run inside network namespace name (`ip netns exec` keeps the PID)."""
     return ["ip", "netns", "exec", name, *command]

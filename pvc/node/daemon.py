@@ -34,6 +34,7 @@ from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile
 from pvc.node.context import NodeContext
+from pvc.node.dns import DnsAggregator
 from pvc.node.gateways import Gateways
 from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
@@ -62,6 +63,7 @@ class NodeDaemon:
         self.role: CoordinatorRole | None = None
         self.networks: NodeNetworks | None = None  # with enable_networking
         self.gateways: Gateways | None = None      # primary-only, on coordinators
+        self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
 
     # ------------------------------------------------------------------ start
@@ -84,6 +86,9 @@ class NodeDaemon:
                 self.gateways = Gateways(ctx.cluster, self.config)
                 self.gateways.forget_stale()
                 self.services.register(self.gateways)
+                if self.config.cluster.dns.enabled:   # after the gateways it reads from
+                    self.aggregator = DnsAggregator(ctx.cluster, self.config)
+                    self.services.register(self.aggregator)
             for path in (ctx.schema.networks, ctx.schema.nodes):
                 ctx.store.watch_children(path, lambda _kids: self._nudge(self._networks_dirty))
         if self.config.node.enable_hypervisor:
@@ -198,6 +203,8 @@ class NodeDaemon:
                 log.info(said)
         if self.gateways is not None:
             self.gateways.refresh()   # only while primary; restarts a dnsmasq that died
+        if self.aggregator is not None:
+            self.aggregator.refresh()   # only while primary: new networks' leases watched
 
     def _resync(self) -> None:
         """After the session expired: what was ephemeral is re-created, what changed meanwhile

@@ -85,6 +85,8 @@ class ClusterNet:
         ip.add_address(self.host_link, self.cidr(254))
         for i, node in enumerate(nodes, 1):
             self._attach(self.ns(node), f"n-{node}", i)
+            # PowerDNS binds the floating IP on every coordinator; the primary's receives
+            ip.sysctl(self.ns(node), "net.ipv4.ip_nonlocal_bind", "1")
         self._attach(self.client, "client", 99)
 
     def _attach(self, ns: str, port: str, last: int) -> None:

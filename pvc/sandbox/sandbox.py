@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from pvc.core.config import (
     ClusterConfig,
     Config,
     DatabaseConfig,
+    DnsConfig,
     MigrationConfig,
     NodeConfig,
     OperationsConfig,
@@ -134,6 +136,8 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
     net = layout.net
     return ClusterConfig(
         database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}"),
+        dns=DnsConfig(enabled=database, password_file=str(layout.secret("dns.password"))
+                      if database else ""),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
         zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
                                   session_timeout=4.0,
@@ -251,6 +255,9 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     redis_pw = services.write_secret(layout.secret("redis.password"))
     services.write_secret(layout.secret("zookeeper.auth"), f"pvc:{secrets.token_urlsafe(18)}")
     flower_pw = services.write_secret(layout.secret("flower.password"))
+    dns_pw = services.write_secret(layout.secret("dns.password")) if state.database else ""
+    db_passwords = {who: secrets.token_urlsafe(12) for who in
+                    ("superuser", "replication", "rewind")}
     for port, what in ((layout.zk_port, "ZooKeeper"), (layout.redis_port, "Redis"),
                        (layout.flower_port, "Flower")):
         if not procs.port_free(port):
@@ -267,7 +274,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
 
     sup = layout.supervisor
     sup.write(_specs(layout, libvirtds, redis_pw, flower_pw,
-                     cluster.coordinators if state.database else []))
+                     cluster.coordinators if state.database else [], cluster, dns_pw,
+                     db_passwords))
     state.pids["supervisord"] = sup.start()
     state.save(layout)
 
@@ -291,8 +299,25 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
     step(f"{len(names)} libvirtd ({kind}) up")
     if state.database:
-        _wait_database(layout, cluster)
+        leader = _wait_database(layout, cluster)
         step(f"PostgreSQL under Patroni on {', '.join(cluster.coordinators)}")
+        dns = cluster.dns
+        services.bootstrap_dns_database(
+            layout.net.node_address(names.index(leader) + 1), 5432,
+            db_passwords["superuser"], dns.dbname, dns.user, dns_pw)
+        for n in cluster.coordinators:   # PowerDNS exits if its database refuses it
+            address = layout.net.node_address(names.index(n) + 1)
+            procs.wait_until(f"the DNS database replicated to {n}", partial(
+                services.dns_database_answers, address, 5432, dns.dbname, dns.user, dns_pw),
+                30, None, layout.dir / "db" / n / "patroni.out")
+            start(f"pdns-{n}")
+        for n in cluster.coordinators:
+            address = layout.net.node_address(names.index(n) + 1)
+            procs.wait_until(f"PowerDNS on {n}", partial(procs.port_open, dns.port, address),
+                             30, state.pids[f"pdns-{n}"],
+                             layout.dir / "db" / f"pdns-{n}" / "pdns.out")
+        step(f"PowerDNS on {', '.join(cluster.coordinators)} and the floating IP, port "
+             f"{dns.port}")
 
     _add_demo_network(client)
     step(f"managed network {DEMO_NETWORK.vni}: {DEMO_NETWORK.ipv4}, domain "
@@ -319,7 +344,8 @@ NODE_ROLES = {"node": "workers.node_daemon", "worker": "workers.worker",
 
 
 def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
-           flower_pw: str, database_on: list[str]) -> list[services.ProcessSpec]:
+           flower_pw: str, database_on: list[str], cluster: ClusterConfig,
+           dns_pw: str, db_passwords: dict[str, str]) -> list[services.ProcessSpec]:
     """Every program of the sandbox, as supervisord runs them."""
     net = layout.net
     specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port,
@@ -338,8 +364,7 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
                 ip.in_netns(net.ns(n), [sys.executable, "-m", module, "--config", cfg]),
                 layout.node_dir(n) / f"{role}.log"))
     if database_on:
-        passwords = {who: secrets.token_urlsafe(12) for who in
-                     ("superuser", "replication", "rewind")}
+        passwords = db_passwords
         db_dir = layout.dir / "db"
         db_dir.mkdir(exist_ok=True)
         db_dir.chmod(0o711)
@@ -350,11 +375,19 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
                 f"{net.host_address}:{layout.zk_port}", f"pvc{layout.port_offset}",
                 8008, 5432, passwords)
             specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
+        members = [net.node_address(list(libvirtds).index(n) + 1) for n in database_on]
+        for n, address in zip(database_on, members):
+            dns = cluster.dns
+            spec = services.pdns_spec(
+                db_dir / f"pdns-{n}", n, [address, net.floating_ip.split("/")[0]], dns.port,
+                [address] + [m for m in members if m != address], 5432, dns.dbname, dns.user,
+                dns_pw)
+            specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
     return specs
 
 
-def _wait_database(layout: Layout, cluster: ClusterConfig) -> None:
-    """Until Patroni has a leader and every member runs (a replica streams)."""
+def _wait_database(layout: Layout, cluster: ClusterConfig) -> str:
+    """Until Patroni has a leader and every member runs (a replica streams); the leader."""
     from pvc.coordinator.patroni import Patroni
     patroni = Patroni([f"http://{layout.net.node_address(i + 1)}:8008"
                        for i in range(len(cluster.coordinators))], timeout=2)
@@ -370,6 +403,7 @@ def _wait_database(layout: Layout, cluster: ClusterConfig) -> None:
     first = cluster.coordinators[0]
     procs.wait_until("the database (Patroni)", ready, 90, None,
                      layout.dir / "db" / first / "patroni.out")
+    return patroni.cluster().leader
 
 
 def _add_demo_network(client: Config) -> None:
@@ -436,7 +470,7 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "patroni-", "redis",
+STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "pdns-", "patroni-", "redis",
               "zookeeper")
 
 

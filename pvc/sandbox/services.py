@@ -294,3 +294,78 @@ def patroni_spec(base: Path, name: str, address: str, subnet: str, zk_hosts: str
     patroni = str(Path(sys.executable).with_name("patroni"))
     return ProcessSpec(f"patroni-{name}", ["runuser", "-u", "postgres", "--", patroni, str(conf)],
                        base / "patroni.out")
+
+
+# ------------------------------------------------------------------------------ PowerDNS
+
+PDNS_SCHEMA = Path("/usr/share/pdns-backend-pgsql/schema/schema.pgsql.sql")
+
+
+def pdns_spec(base: Path, name: str, listen: list[str], port: int, db_hosts: list[str],
+              db_port: int, dbname: str, user: str, password: str) -> ProcessSpec:
+    """PowerDNS (Debian's, gpgsql backend) for one coordinator: it reads the zones from
+    whichever database member answers (a standby is fine: no SERVFAIL while the leader
+    moves), caches off so what the aggregator writes is served at once, drops to `pdns`."""
+    import pwd
+    pdns = pwd.getpwnam("pdns")
+    base.mkdir(parents=True, exist_ok=True)
+    os.chown(base, pdns.pw_uid, pdns.pw_gid)
+    base.chmod(0o700)
+    conf = "\n".join([
+        "launch=gpgsql", f"gpgsql-host={','.join(db_hosts)}", f"gpgsql-port={db_port}",
+        f"gpgsql-dbname={dbname}", f"gpgsql-user={user}", f"gpgsql-password={password}",
+        "gpgsql-extra-connection-parameters=target_session_attrs=prefer-standby "
+        "connect_timeout=3",
+        f"local-address={','.join(listen)}", f"local-port={port}",
+        "local-address-nonexist-fail=no", f"socket-dir={base}", "daemon=no", "guardian=no",
+        "disable-syslog=yes", "write-pid=no", "setuid=pdns", "setgid=pdns", "loglevel=4",
+        "security-poll-suffix=", "api=no", "webserver=no", "disable-axfr=yes",
+        "cache-ttl=0", "negquery-cache-ttl=0", "query-cache-ttl=0",
+        "zone-cache-refresh-interval=0", ""])
+    write_private(base / "pdns.conf", conf)
+    os.chown(base / "pdns.conf", pdns.pw_uid, pdns.pw_gid)
+    return ProcessSpec(f"pdns-{name}", ["/usr/sbin/pdns_server", f"--config-dir={base}"],
+                       base / "pdns.out")
+
+
+def bootstrap_dns_database(host: str, port: int, superuser_password: str, dbname: str,
+                           user: str, password: str) -> None:
+    """PowerDNS's role, database and schema, on the database leader."""
+    import psycopg2
+    from psycopg2 import sql
+    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres",
+                            password=superuser_password, connect_timeout=5)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+        if not cur.fetchone():
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(
+                sql.Identifier(user)), (password,))
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+        if not cur.fetchone():
+            cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dbname), sql.Identifier(user)))
+    conn.close()
+    conn = psycopg2.connect(host=host, port=port, user=user, dbname=dbname, password=password,
+                            connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.domains') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            cur.execute(PDNS_SCHEMA.read_text())
+    conn.close()
+
+
+def dns_database_answers(host: str, port: int, dbname: str, user: str, password: str) -> bool:
+    """Does this member let PowerDNS's role read its zones (the schema has replicated)?"""
+    import psycopg2
+    try:
+        conn = psycopg2.connect(host=host, port=port, user=user, dbname=dbname,
+                                password=password, connect_timeout=2)
+    except psycopg2.Error:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.records') IS NOT NULL")
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.close()

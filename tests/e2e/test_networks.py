@@ -110,7 +110,7 @@ class DhcpClient:
     DHCP client) once per `lease()`."""
 
     def __init__(self, pvc: Pvc, node: str, bridge: str, name: str) -> None:
-        self.ns = f"{net(pvc).prefix}-g{name}"
+        self.ns = f"{net(pvc).prefix}-g{name}-{node}"    # a hostname may be on two nodes
         self.name = name
         port = f"g-{name}"[:15]
         ip.add_netns(self.ns)
@@ -125,10 +125,34 @@ class DhcpClient:
         assert res.returncode == 0, res.stderr
         return res.stderr.split("lease of ")[1].split()[0]
 
+    def hold(self, tmp: Path) -> str:
+        """Take a lease and keep it (udhcpc in the foreground, configuring its address), so
+        that release() can give it back; the address."""
+        script, events = tmp / f"{self.name}.sh", tmp / f"{self.name}.events"
+        script.write_text('#!/bin/sh\ncase "$1" in bound|renew) ip addr flush dev $interface; '
+                          'ip addr add $ip/$mask dev $interface; echo $ip >> ' + str(events) +
+                          ';; deconfig) ip addr flush dev $interface;; esac\n')
+        script.chmod(0o755)
+        self.held = subprocess.Popen(ip.in_netns(self.ns, [
+            "udhcpc", "-i", "eth0", "-f", "-R", "-T", "1", "-A", "1",
+            "-x", f"hostname:{self.name}", "-F", self.name, "-s", str(script)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return wait_until(f"{self.name}'s lease", lambda: events.exists() and
+                          events.read_text().split()[-1:] and events.read_text().split()[-1],
+                          20)
+
+    def release(self) -> None:
+        """DHCPRELEASE (udhcpc -R sends it when it ends): the lease goes."""
+        self.held.terminate()
+        self.held.wait(10)
+
     def mac(self) -> str:
         return ip.run("link", "show", "eth0", netns=self.ns).split("link/ether ")[1].split()[0]
 
     def close(self) -> None:
+        if getattr(self, "held", None) is not None and self.held.poll() is None:
+            self.held.kill()
+            self.held.wait()
         ip.del_netns(self.ns)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -243,3 +244,62 @@ def test_the_database_leader_moved_behind_pvcs_back_comes_back(c: Faults) -> Non
     assert status(c)["database"]["leader"] == elsewhere
     assert settled(c) == primary
 
+
+
+# ------------------------------------------------------------------------------ DNS
+
+def dig(f: Faults, name: str) -> str:
+    """What PowerDNS answers on the floating IP (as a client on the cluster network would
+    ask it: from the host, through its link to the switch)."""
+    res = subprocess.run(["dig", "+short", "+time=1", "+tries=1", f"@{fip(f).split('/')[0]}",
+                          f"{name}.sandbox.pvc"], capture_output=True, text=True, timeout=10)
+    return res.stdout.strip()
+
+
+def zone_writer(f: Faults) -> str:
+    """The node whose DNS aggregator last wrote the zone (kept beside it in the database)."""
+    import psycopg2
+    net = f.layout.net
+    password = f.layout.secret("dns.password").read_text().strip()
+    hosts = ",".join(net.node_address(i + 1) for i in range(len(f.nodes)))
+    conn = psycopg2.connect(host=hosts, port=5432, dbname="pvcdns", user="pdns",
+                            password=password, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT m.content FROM domainmetadata m JOIN domains d "
+                        "ON d.id = m.domain_id WHERE d.name = 'sandbox.pvc' "
+                        "AND m.kind = 'X-PVC-WRITER'")
+            row = cur.fetchone()
+            return row[0] if row else ""
+    finally:
+        conn.close()
+
+
+def test_dns_publishes_leases_added_changed_removed_and_follows_the_primary(
+        c: Faults, tmp_path: Path) -> None:
+    from tests.e2e.test_networks import dhcp_client
+    primary = one_primary_everywhere(c)
+    assert primary is not None
+    elsewhere = other(c, primary)
+    assert dig(c, "ns1") == "10.100.0.1"
+    with dhcp_client(c.pvc, elsewhere, "app") as app:
+        first = app.lease()
+        until("app's lease answered by PowerDNS", lambda: dig(c, "app") == first, 20)
+        assert zone_writer(c) == primary
+        with dhcp_client(c.pvc, primary, "app") as again:      # the name moves (changed)
+            second = again.lease()
+            assert second != first
+            until("the changed address answered", lambda: dig(c, "app") == second, 20)
+        with dhcp_client(c.pvc, primary, "gone") as gone:        # a name that goes (removed)
+            gone_ip = gone.hold(tmp_path)
+            until("gone's lease answered", lambda: dig(c, "gone") == gone_ip, 20)
+            gone.release()
+            until("the released name gone", lambda: dig(c, "gone") == "", 20)
+        # a switchover: the aggregator moves with the primary and keeps publishing
+        c.pvc("node", "primary", elsewhere, "--wait")
+        with dhcp_client(c.pvc, primary, "after") as after:
+            third = after.lease()
+            until("a lease after the switchover answered", lambda: dig(c, "after") == third,
+                  20)
+        assert zone_writer(c) == elsewhere                     # written from the new primary
+    settled(c)

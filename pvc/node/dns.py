@@ -1,0 +1,216 @@
+"""The DNS aggregator: a primary-only service that keeps PowerDNS's PostgreSQL database in step
+with the managed networks' zones, as each network's dnsmasq (on this node, the primary)
+serves them. A zone per network, its A records from a zone transfer of dnsmasq's authoritative
+zone (dnspython, from the gateway address: the only peer dnsmasq allows), written through the
+Patroni leader (libpq multi-host, read-write), one transaction per zone, the SOA serial bumped
+only when something changed.
+
+It writes only while it is active: it starts after the database leader moved to this node and
+stops before the primary relinquishes. A pass runs when a lease comes or goes (a ZooKeeper
+watch on the leases) or the networks change, and every PERIOD seconds in case one was missed.
+
+PowerDNS itself runs on every coordinator and reads whichever database member answers, so it
+keeps answering while the primary (and the database leader) moves.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import dns.name
+import dns.query
+import dns.rdatatype
+import dns.zone
+import psycopg2
+
+from pvc.core.cluster import Cluster
+from pvc.core.config import Config
+from pvc.network import managed
+from pvc.network.managed import ManagedNetwork
+
+log = logging.getLogger(__name__)
+PERIOD = 30.0
+XFR_TIMEOUT = 5.0
+TTL = 60
+ACCOUNT = "pvc"   # zones pvc manages (it never touches others)
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    type: str
+    content: str
+    ttl: int
+
+
+def soa(domain: str, serial: int) -> str:
+    return f"ns1.{domain} hostmaster.{domain} {serial} 1800 300 86400 {TTL}"
+
+
+def zone_records(net: ManagedNetwork) -> set[Record]:
+    """The network's names as its dnsmasq serves them (a zone transfer from the gateway),
+    with the zone's NS; A and AAAA records only (dnsmasq's SOA is its own)."""
+    zone = dns.zone.Zone(dns.name.from_text(net.domain), relativize=False)
+    dns.query.inbound_xfr(net.gateway, zone, source=net.gateway, lifetime=XFR_TIMEOUT)
+    out = {Record(net.domain, "NS", f"ns1.{net.domain}", TTL)}
+    for name, node in zone.nodes.items():
+        for rdataset in node.rdatasets:
+            if rdataset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                for rdata in rdataset:
+                    out.add(Record(name.to_text(omit_final_dot=True),
+                                   dns.rdatatype.to_text(rdataset.rdtype), rdata.to_text(),
+                                   TTL))
+    return out
+
+
+WRITER_KIND = "X-PVC-WRITER"   # domainmetadata: the node whose aggregator last wrote the zone
+
+
+def write_zone(conn: Any, domain: str, wanted: set[Record], writer: str) -> bool:
+    """One transaction: the zone's records become `wanted`; True if anything changed."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM domains WHERE name = %s FOR UPDATE", (domain,))
+        row = cur.fetchone()
+        if row is None:
+            cur.execute("INSERT INTO domains (name, type, account) VALUES (%s, 'NATIVE', %s) "
+                        "RETURNING id", (domain, ACCOUNT))
+            row = cur.fetchone()
+        domain_id = row[0]
+        cur.execute("SELECT id, name, type, content, ttl FROM records WHERE domain_id = %s",
+                    (domain_id,))
+        have: dict[Record, int] = {}
+        serial = 0
+        for rid, name, rtype, content, ttl in cur.fetchall():
+            if rtype == "SOA":
+                serial = int(content.split()[2])
+                have[Record(name, rtype, "", 0)] = rid
+            else:
+                have[Record(name, rtype, content, ttl)] = rid
+        stale = [rid for rec, rid in have.items() if rec.type != "SOA" and rec not in wanted]
+        fresh = [rec for rec in wanted if rec not in have]
+        if not stale and not fresh and serial:
+            return False
+        if stale:
+            cur.execute("DELETE FROM records WHERE id = ANY(%s)", (stale,))
+        for rec in fresh:
+            cur.execute("INSERT INTO records (domain_id, name, type, content, ttl, auth) "
+                        "VALUES (%s, %s, %s, %s, %s, true)",
+                        (domain_id, rec.name, rec.type, rec.content, rec.ttl))
+        cur.execute("DELETE FROM records WHERE domain_id = %s AND type = 'SOA'", (domain_id,))
+        cur.execute("INSERT INTO records (domain_id, name, type, content, ttl, auth) "
+                    "VALUES (%s, %s, 'SOA', %s, %s, true)",
+                    (domain_id, domain, soa(domain, serial + 1), TTL))
+        cur.execute("DELETE FROM domainmetadata WHERE domain_id = %s AND kind = %s",
+                    (domain_id, WRITER_KIND))
+        cur.execute("INSERT INTO domainmetadata (domain_id, kind, content) VALUES (%s, %s, %s)",
+                    (domain_id, WRITER_KIND, writer))
+        return True
+
+
+def drop_other_zones(conn: Any, keep: set[str]) -> list[str]:
+    """Zones pvc made for networks that are gone."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name FROM domains WHERE account = %s", (ACCOUNT,))
+        gone = [(i, n) for i, n in cur.fetchall() if n not in keep]
+        for domain_id, _ in gone:
+            cur.execute("DELETE FROM records WHERE domain_id = %s", (domain_id,))
+            cur.execute("DELETE FROM domainmetadata WHERE domain_id = %s", (domain_id,))
+            cur.execute("DELETE FROM domains WHERE id = %s", (domain_id,))
+    return [n for _, n in gone]
+
+
+def writer_dsn(config: Config, cluster: Cluster) -> str:
+    """Every coordinator's member; libpq connects to the one that takes writes."""
+    coordinators = set(config.cluster.coordinators)
+    hosts = [n.cluster_address for n in cluster.nodes()
+             if n.name in coordinators and n.cluster_address]
+    dns_cfg = config.cluster.dns
+    return (f"host={','.join(hosts)} port={config.cluster.database.postgres_port} "
+            f"dbname={dns_cfg.dbname} user={dns_cfg.user} password={config.dns_password()} "
+            "target_session_attrs=read-write connect_timeout=3 "
+            f"application_name=pvc-dns-aggregator-{config.node.name}")
+
+
+class DnsAggregator:
+    name = "dns-aggregator"
+
+    def __init__(self, cluster: Cluster, config: Config) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.active = False
+        self.nudged = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.watched: set[int] = set()
+        self.passes = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ PrimaryService
+    def start(self) -> None:
+        self.active = True
+        self.watched = set()
+        self.refresh()
+        self.thread = threading.Thread(target=self._loop, name="dns-aggregator", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.active = False          # no write starts from now on
+        self.nudged.set()
+        if self.thread is not None:
+            self.thread.join(XFR_TIMEOUT + 10)
+            self.thread = None
+
+    def refresh(self) -> None:
+        """Watch the leases of every network (new ones too) and run a pass."""
+        if not self.active:
+            return
+        for net in managed.all_networks(self.cluster):
+            if net.vni not in self.watched:
+                self.watched.add(net.vni)
+                self.cluster.store.watch_children(
+                    self.cluster.schema.network_leases(net.vni), self._on_leases)
+        self.nudged.set()
+
+    def _on_leases(self, _children: list[str]) -> bool:
+        self.nudged.set()
+        return self.active           # the watch ends with the service
+
+    # ------------------------------------------------------------------ the work
+    def _loop(self) -> None:
+        while self.active:
+            self.nudged.wait(PERIOD)
+            self.nudged.clear()
+            if not self.active:
+                break
+            try:
+                self.sync()
+                self.last_error = ""
+            except Exception as e:   # the database or a dnsmasq away: next pass retries
+                if str(e) != self.last_error:
+                    log.warning("DNS aggregator pass failed: %s", e)
+                self.last_error = str(e)
+
+    def sync(self) -> list[str]:
+        """One pass: every network's zone into the database; what changed. Nothing at all
+        (not even a connection) unless the service is active, i.e. this node is the primary."""
+        if not self.active:
+            return []
+        networks = managed.all_networks(self.cluster)
+        wanted = {net.domain: zone_records(net) for net in networks}
+        changed: list[str] = []
+        conn = psycopg2.connect(writer_dsn(self.config, self.cluster))
+        try:
+            for domain, records in wanted.items():
+                if not self.active:
+                    return changed
+                if write_zone(conn, domain, records, self.config.node.name):
+                    changed.append(domain)
+            if self.active:
+                changed += [f"-{d}" for d in drop_other_zones(conn, set(wanted))]
+        finally:
+            conn.close()
+        self.passes += 1
+        if changed:
+            log.info("DNS aggregator: %s", ", ".join(changed))
+        return changed
