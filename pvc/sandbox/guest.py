@@ -31,9 +31,13 @@ mount -t devtmpfs dev /dev
 NAME=$(sed -n 's/.*pvc.name=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 TICK=$(sed -n 's/.*pvc.tick=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
 hostname "${NAME:-guest}"
-for m in /lib/modules/*.ko; do insmod "$m" 2>/dev/null; done
+for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
 acpid -c /etc/acpi -l /dev/null
 echo "pvc demo guest ${NAME:-guest} booted (kernel $(uname -r))"
+if ip link set eth0 up 2>/dev/null; then   # on a managed network: DHCP, renewed in the background
+    udhcpc -i eth0 -b -s /etc/udhcpc.sh -x "hostname:${NAME:-guest}" -F "${NAME:-guest}" \
+        >/dev/null 2>&1
+fi
 n=0
 while true; do
     echo "${NAME:-guest} tick $n"
@@ -41,6 +45,23 @@ while true; do
     sleep "${TICK:-%d}"
 done
 """ % TICK_SECONDS
+
+DHCP_SCRIPT = """#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}"
+        echo "$(hostname) got $ip on $interface";;
+    deconfig) ip addr flush dev "$interface";;
+esac
+"""
+
+# The network driver is modules in Debian's cloud kernel, loaded in this order (each after what
+# it depends on; alphabetical order fails), then the power button.
+MODULES = ("failover", "net_failover", "virtio_ring", "virtio", "virtio_pci_legacy_dev",
+           "virtio_pci_modern_dev", "virtio_pci", "virtio_net", "button", "evdev")
+VERSION = "2"   # what the initramfs holds; a cached image of another version is rebuilt
 
 POWER_BUTTON = """#!/bin/sh
 echo "${HOSTNAME:-guest}: power button pressed, powering off"
@@ -53,7 +74,9 @@ def paths(guest_dir: Path = GUEST_DIR) -> tuple[Path, Path]:
 
 
 def is_built(guest_dir: Path = GUEST_DIR) -> bool:
-    return all(p.is_file() and p.stat().st_size > 0 for p in paths(guest_dir))
+    stamp = guest_dir / "version"
+    return all(p.is_file() and p.stat().st_size > 0 for p in paths(guest_dir)) and \
+        stamp.is_file() and stamp.read_text().strip() == VERSION
 
 
 def build(guest_dir: Path = GUEST_DIR) -> tuple[Path, Path]:
@@ -75,15 +98,20 @@ def build(guest_dir: Path = GUEST_DIR) -> tuple[Path, Path]:
         shutil.copy(work / "bb/bin/busybox", root / "bin/busybox")
         _write_exec(root / "init", INIT)
         _write_exec(root / "etc/acpi/PWRF/00000080", POWER_BUTTON)
-        for module in ("drivers/acpi/button.ko", "drivers/input/evdev.ko"):
-            found = list((work / "k/lib/modules").glob(f"*/kernel/{module}"))
+        _write_exec(root / "etc/udhcpc.sh", DHCP_SCRIPT)
+        loaded = []
+        for module in MODULES:   # built in where not found as a module
+            found = list((work / "k/lib/modules").glob(f"*/kernel/**/{module}.ko"))
             if found:
                 shutil.copy(found[0], root / "lib/modules" / found[0].name)
+                loaded.append(module)
+        (root / "lib/modules/order").write_text(" ".join(loaded) + "\n")
         vmlinuz = next((work / "k/boot").glob("vmlinuz-*"))
         shutil.copy(vmlinuz, kernel.with_suffix(".tmp"))
         initrd.with_suffix(".tmp").write_bytes(gzip.compress(_cpio(root)))
         kernel.with_suffix(".tmp").rename(kernel)
         initrd.with_suffix(".tmp").rename(initrd)
+        (guest_dir / "version").write_text(VERSION + "\n")
     return kernel, initrd
 
 

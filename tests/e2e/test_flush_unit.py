@@ -16,21 +16,15 @@ import pytest
 from pvc.install import units
 from pvc.sandbox import sandbox as sb
 from tests.conftest import ROOT
-from tests.e2e.conftest import sandbox
-from tests.faults.conftest import Faults
+from tests.faults.conftest import Faults, settled_sandbox
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def f() -> Iterator[Faults]:
-    with sandbox("test-flush-unit", "1400", "test", 3, 6) as pvc:
-        faults = Faults(pvc)
-        try:
-            faults.settled()
-            yield faults
-        finally:
-            faults.close()
+    with settled_sandbox("test-flush-unit", "1400", 6) as faults:
+        yield faults
 
 
 def unit_command(f: Faults, node: str, key: str) -> list[str]:

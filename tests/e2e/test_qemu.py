@@ -188,3 +188,28 @@ def test_worker_killed_mid_flush_finishes_with_every_vm_running_once(pvc) -> Non
     assert pvc.json("node", "info", "hv1")["domain_state"] == "flushed"
     pvc("node", "unflush", "hv1", "--wait", timeout=300)
     assert where(pvc) == everything_on_hv1
+
+
+def test_a_guest_leases_an_address_and_stays_reachable_across_a_live_migration(pvc) -> None:
+    """The demo guests are on managed network 100: their initramfs asks for a lease, which
+    the primary's dnsmasq grants and records; a live migration keeps the guest answering."""
+    def lease() -> dict:
+        found = [x for x in pvc.json("network", "leases", "100") if x["hostname"] == "demo2"]
+        return found[0] if found else {}
+
+    address = wait_until("demo2's lease", lease, 120)["ip"]
+    net = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(pvc.offset)).net
+    gateway_ns = net.ns(pvc.json("cluster", "status")["primary"])
+
+    def answers() -> bool:
+        return subprocess.run(["ip", "netns", "exec", gateway_ns, "ping", "-c", "1", "-W", "1",
+                               address], capture_output=True).returncode == 0
+
+    wait_until("demo2 answering its gateway", answers, 30)
+    home = where(pvc)["demo2"][0]
+    other = "hv2" if home == "hv1" else "hv1"
+    pvc("vm", "migrate", "demo2", "--target", other, "--wait")
+    assert where(pvc)["demo2"] == [other]
+    wait_until("demo2 answering after the migration", answers, 30)
+    assert lease()["ip"] == address                 # the same lease, renewed in place
+    pvc("vm", "unmigrate", "demo2", "--wait")

@@ -167,15 +167,23 @@ def _field(client: str, name: str) -> str:
                 "")
 
 
-@pytest.fixture(scope="session")
-def faults() -> Iterator[Faults]:
-    with sandbox(NAME, OFFSET, "test", 3, VMS) as pvc:
+@contextmanager
+def settled_sandbox(name: str, offset: str, vms: int, database: bool = False
+                    ) -> Iterator[Faults]:
+    """A 3-node test-driver sandbox, settled before it is handed out."""
+    with sandbox(name, offset, "test", 3, vms, database=database) as pvc:
         f = Faults(pvc)
         try:
             f.settled()
             yield f
         finally:
             f.close()
+
+
+@pytest.fixture(scope="session")
+def faults() -> Iterator[Faults]:
+    with settled_sandbox(NAME, OFFSET, VMS) as f:
+        yield f
 
 
 @pytest.fixture

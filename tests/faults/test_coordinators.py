@@ -13,8 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from pvc.network import ip
-from tests.e2e.conftest import sandbox
-from tests.faults.conftest import Faults, until
+from tests.faults.conftest import Faults, settled_sandbox, until
 
 pytestmark = pytest.mark.faults
 
@@ -24,13 +23,8 @@ NAME = "test-coordinators"
 
 @pytest.fixture(scope="module")
 def coord() -> Iterator[Faults]:
-    with sandbox(NAME, OFFSET, "test", 3, 6, database=True) as pvc:
-        f = Faults(pvc)
-        try:
-            f.settled()
-            yield f
-        finally:
-            f.close()
+    with settled_sandbox(NAME, OFFSET, 6, database=True) as f:
+        yield f
 
 
 @pytest.fixture

@@ -28,6 +28,15 @@ class Recorder:
             self.log.append(f"{self.node} stop")
 
 
+def record_services(fc: FakeCluster) -> list[str]:
+    """Every node gets a primary-only service noting when it starts and stops; the notes."""
+    events: list[str] = []
+    lock = threading.Lock()
+    for name, d in fc.daemons.items():
+        d.services.register(Recorder(name, events, lock))
+    return events
+
+
 @pytest.fixture
 def fc() -> Iterator[FakeCluster]:
     c = FakeCluster(nodes=3)
@@ -46,10 +55,7 @@ def test_exactly_one_primary(fc: FakeCluster) -> None:
 
 
 def test_switchover_follows_the_seeds_order(fc: FakeCluster) -> None:
-    events: list[str] = []
-    lock = threading.Lock()
-    for name, d in fc.daemons.items():
-        d.services.register(Recorder(name, events, lock))
+    events = record_services(fc)
     old = fc.client.store.get_text(fc.client.schema.primary)
     new = next(n for n in fc.names if n != old)
     record = fc.run(switchover.request(fc.client, new))
@@ -150,10 +156,7 @@ def test_a_new_primary_that_dies_is_given_up_without_waiting_for_the_stall_bound
 def test_the_old_primary_dying_mid_switchover_leaves_the_target_primary(
         fc: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(role, "HANDOFF_STALE", 3600.0)   # no help from the stall bound
-    events: list[str] = []
-    lock = threading.Lock()
-    for name, d in fc.daemons.items():
-        d.services.register(Recorder(name, events, lock))
+    events = record_services(fc)
     old = fc.client.store.get_text(fc.client.schema.primary)
     new = next(n for n in fc.names if n != old)
     fc.daemons[old].stop()            # it will not stop its services: it dies first
