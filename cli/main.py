@@ -15,8 +15,8 @@ from pvc.core.store import RACES
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "cluster": ("cli.cluster", "cluster", "Cluster-wide status."),
-    "network": ("cli.network", "network", "Managed networks: add, list, info, remove."),
-    "node": ("cli.node", "node", "Nodes: list, inspect."),
+    "network": ("cli.network", "network", "Managed networks: add, list, info, remove, leases."),
+    "node": ("cli.node", "node", "Nodes: list, inspect, flush, unflush, primary."),
     "vm": ("cli.vm", "vm", "VMs: define, start, stop, inspect."),
     "task": ("cli.task", "task", "Operation records: list, show."),
     "config": ("cli.config_cmd", "config", "Configuration files: validate."),
