@@ -157,3 +157,34 @@ def lock(ctx: click.Context, fmt: str) -> None:
     click.echo(status.sentence())
     for i, waiter in enumerate(status.queue, 1):
         click.echo(f"  {i}. {waiter.get('node')}'s {waiter.get('kind')} (op {waiter.get('op')})")
+
+
+@node.command()
+@click.argument("node_name", metavar="NODE")
+@click.argument("action", type=click.Choice(["status", "on", "off"]))
+@click.option("--yes", is_flag=True, help="Confirm `off`: it cuts the power, no clean stop.")
+@format_option
+@click.pass_context
+def power(ctx: click.Context, node_name: str, action: str, yes: bool, fmt: str) -> None:
+    """A node's power over its BMC (IPMI), as fencing uses it: status, on, or off."""
+    from pvc.core.errors import InvalidInput
+    from pvc.node.fencing import bmc_address
+    from pvc.node.ipmi import IpmiBmc
+    c = cluster(ctx)
+    n = c.node(node_name)
+    address = bmc_address(c, n)
+    if address is None:
+        raise InvalidInput(f"node {node_name} has no BMC configured (node.ipmi_host)")
+    if action == "off" and not yes:
+        raise InvalidInput(f"`power off` cuts {node_name}'s power at once (no clean stop, its "
+                           "VMs die with it): add --yes")
+    bmc = IpmiBmc(address)
+    if action == "on":
+        bmc.power_on()
+    elif action == "off":
+        bmc.power_off()
+    state = bmc.power_state()
+    if fmt == "json":
+        emit_json({"node": node_name, "power": state})
+    else:
+        click.echo(f"{node_name}: power {state}")

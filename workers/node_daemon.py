@@ -10,7 +10,7 @@ from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.node.daemon import NodeDaemon
 from pvc.operations import sweep
-from pvc.operations.requests import abandon
+from pvc.operations.requests import Request, abandon
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-node")
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     daemon.duties.append(lost_operations(cfg))
     if cfg.cluster.database.enabled:
         daemon.duties.append(database_follows(cfg))
+    daemon.duties.append(fence_dead_nodes(cfg))
     stop_on_signals(daemon.stop, log)
     try:
         daemon.start()
@@ -62,6 +63,23 @@ def database_follows(cfg: Config) -> Callable[[Cluster], str]:
             return f"could not ask for the database leader to follow: {e}"
         return f"the database leader follows the primary: operation {req.op.id}"
     return follow
+
+
+def fence_dead_nodes(cfg: Config) -> Callable[[Cluster], str]:
+    """The primary's duty: power off nodes that died, then start their VMs elsewhere."""
+    from pvc.node import fencing
+    from tasks.client import submit
+    f = cfg.cluster.fencing
+    watch = fencing.FenceWatch(cfg.node.name, f.intervals, f.saving_throws)
+
+    def fence(cluster: Cluster) -> str:
+        def sent(req: Request) -> None:
+            try:
+                submit(cfg, req.op)
+            except PvcError as e:
+                abandon(cluster, req.op, f"not submitted: {e}")
+        return fencing.fence_duty(cluster, cfg, watch, sent)
+    return fence
 
 
 if __name__ == "__main__":

@@ -216,9 +216,10 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         keepalive=float(text["keepalive"] or 0),
         domains=decode_json(raw["domains"]) or {},
         drift=decode_json(raw["drift"]) or {},
+        fence=decode_json(raw["fence"]) or {},
     )
     for key, value in static.items():
-        if hasattr(node, key) and key not in ("name", "domains", "drift"):
+        if hasattr(node, key) and key not in ("name", "domains", "drift", "fence"):
             setattr(node, key, value)
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift"):

@@ -104,6 +104,18 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class FencingConfig:
+    intervals: int = _f(6, "a node is dead after this many of its keepalive intervals without "
+                           "a keepalive (and its ZooKeeper session gone)", minimum=2)
+    saving_throws: int = _f(3, "the primary checks this many more times, a keepalive apart, "
+                               "before it fences", minimum=0)
+    action: str = _f("migrate", "after a confirmed power-off: migrate (start its VMs "
+                                "elsewhere) or none", choices=("migrate", "none"))
+    power_timeout: float = _f(10.0, "seconds to wait for the BMC to report power off",
+                              minimum=1.0)
+
+
+@dataclass(frozen=True)
 class DnsConfig:
     enabled: bool = _f(False, "the DNS aggregator publishes the managed networks' zones in "
                               "PowerDNS's database (needs cluster.database), served by a "
@@ -136,6 +148,7 @@ class ClusterConfig:
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    fencing: FencingConfig = field(default_factory=FencingConfig)
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,11 @@ class NodeConfig:
                               "as defined", choices=("", "kvm", "qemu", "test"))
     console_log_directory: str = _f("/var/log/pvc/console", "where guests' serial logs go")
     run_directory: str = _f("/run/pvc", "this node's runtime files (the primary's DHCP servers)")
+    ipmi_host: str = _f("", "this node's BMC (IPMI over LAN), which the primary uses to power "
+                            "it off when it dies; empty: the node cannot be fenced")
+    ipmi_port: int = _f(623, "the BMC's UDP port", minimum=1, maximum=65535)
+    ipmi_user: str = _f("", "BMC user")
+    ipmi_password_file: str = _f("", "file (mode 0600) holding the BMC password")
     stop_budget: float = _f(900.0, "seconds this node's stop may take with pvc-flush.service: "
                                    "the flush, then shutting down cleanly what could not "
                                    "move (the unit's TimeoutStopSec)", minimum=60.0)
@@ -185,6 +203,10 @@ class Config:
             return None
         user, _, password = Path(path).read_text().strip().partition(":")
         return user, password
+
+    def ipmi_password(self) -> str:
+        path = self.node.ipmi_password_file
+        return Path(path).read_text().strip() if path else ""
 
     def dns_password(self) -> str:
         path = self.cluster.dns.password_file
@@ -312,6 +334,7 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
         errors.append("cluster.redis: set password or password_file, not both")
     _check_secret_file("cluster.redis.password_file", redis.password_file, errors)
     _check_secret_file("cluster.dns.password_file", cfg.cluster.dns.password_file, errors)
+    _check_secret_file("node.ipmi_password_file", cfg.node.ipmi_password_file, errors)
     if cfg.cluster.dns.enabled and not cfg.cluster.database.enabled:
         errors.append("cluster.dns: enabled needs cluster.database.enabled (its records live "
                       "in PostgreSQL)")

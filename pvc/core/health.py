@@ -33,6 +33,9 @@ def reasons(s: Snapshot, stuck_after: float, drift_grace: float) -> list[str]:
 def _node_reasons(s: Snapshot) -> list[str]:
     out = []
     for n in s.nodes:
+        if n.fence.get("state") == "failed":
+            out.append(f"node {n.name}: fence failed ({n.fence.get('error')}); its VMs were not "
+                       "started elsewhere, pvc tries again")
         if n.daemon_state != DaemonState.RUN:
             out.append(f"node {n.name}: daemon {n.daemon_state}")
         elif n.workers == 0:

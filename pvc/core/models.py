@@ -64,6 +64,9 @@ class Node:
     domain_state: str = "ready"
     coordinator_state: str = "client"
     keepalive: float = 0.0
+    keepalive_interval: float = 0.0  # its own (a node is dead after `fencing.intervals` of them)
+    ipmi: dict[str, Any] = field(default_factory=dict)   # its BMC: host, port, user
+    fence: dict[str, Any] = field(default_factory=dict)  # the last fence's state, error, time
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 VERSION = 1
 
 NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
-               "domains", "drift")
+               "domains", "drift", "fence")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ class Schema:
 
     def node_alive(self, name: str) -> str:
         return self._p("nodes", name, "alive")
+
+    def node_ipmi_secret(self, name: str) -> str:
+        """The node's BMC password, for the primary that may have to fence it (readable only
+        with the cluster's ZooKeeper identity, like everything under the root)."""
+        return self._p("nodes", name, "ipmi_secret")
+
+    @property
+    def fence_lock(self) -> str:
+        return self._p("locks", "fence")
 
     def node_workers(self, name: str) -> str:
         return self._p("nodes", name, "workers")

@@ -23,6 +23,7 @@ class DaemonState(StrEnum):
     RUN = "run"
     STOP = "stop"
     DEAD = "dead"        # derived: says it runs, but its session (liveness znode) is gone
+    FENCED = "fenced"    # powered off by the primary after it died; its VMs went elsewhere
 
 
 class DomainState(StrEnum):

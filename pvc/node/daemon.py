@@ -129,10 +129,15 @@ class NodeDaemon:
             "coordinator": self.coordinator,
             "registered": time.time(),
         }
+        static["keepalive_interval"] = n.keepalive_interval
+        if n.ipmi_host:   # the primary fences through it; the password apart, never listed
+            static["ipmi"] = {"host": n.ipmi_host, "port": n.ipmi_port, "user": n.ipmi_user}
+            ctx.store.put(ctx.schema.node_ipmi_secret(self.name), self.config.ipmi_password())
         if n.enable_hypervisor:
             caps = ctx.hv.capabilities()
             static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
         ctx.store.put(ctx.schema.node(self.name), static)
+        ctx.store.put(ctx.schema.node_field(self.name, "fence"), {})   # back: fenced no more
         self._ensure_alive(replace_stale=True)
 
     def _ensure_alive(self, replace_stale: bool = False) -> None:
@@ -191,6 +196,10 @@ class NodeDaemon:
             self._fix_drift()
         if self.role is not None:
             self.role.step()
+
+    def reconcile_soon(self) -> None:
+        """Check at once (not at the next keepalive) which VMs should run here."""
+        self._nudge(self._drift)
 
     def _nudge(self, event: threading.Event) -> None:
         event.set()

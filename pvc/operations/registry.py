@@ -80,6 +80,8 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
                   "pvc.coordinator.switchover:execute"),
     OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE,
                   "pvc.coordinator.switchover:execute_db"),
+    # run by the primary's worker: the node it is about is dead
+    OperationKind("node.fence", "pvc.node.fence", RunsOn.NODE, "pvc.node.fencing:execute"),
 )}
 
 BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}

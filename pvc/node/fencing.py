@@ -1,0 +1,223 @@
+"""Fencing: a node that stops answering is powered off over IPMI, and only once the BMC
+confirms the power is off are its VMs started elsewhere. Two copies of a VM writing one disk is
+the worst thing a cluster manager can cause, so a fence that is not confirmed restarts nothing:
+it is recorded, the cluster is degraded, and the primary tries again.
+
+Detection (the primary's duty, FenceWatch): a node is dead when its daemon said `run` but its
+ZooKeeper session is gone and its last keepalive is older than `fencing.intervals` of its
+keepalive intervals; the primary then checks `fencing.saving_throws` more times, a keepalive
+apart, before it asks for a `node.fence` operation (run by its own worker). Never the primary
+itself: a dead primary loses its role first and the new primary fences it.
+
+The fence (execute): one at a time cluster-wide (a ZooKeeper lock), every step in the record:
+power off, confirm off, daemon state `fenced`; then with `fencing.action: migrate` the node's
+VMs that should run are placed on other nodes (their daemons start them) with `last_node` the
+fenced node, and those with nowhere to go are marked to start on its unflush; the node is
+`flushed`, so its daemon comes back empty and `pvc node unflush` brings the VMs home.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from pvc.core.cluster import Cluster
+from pvc.core.config import Config
+from pvc.core.errors import Conflict, OperationFailed, PvcError
+from pvc.core.models import VM, Node
+from pvc.core.states import DaemonState, DomainState, VmState
+from pvc.core.store import KEEP, NodeExists, Transaction
+from pvc.node.ipmi import Bmc, BmcAddress, BmcError, IpmiBmc
+from pvc.operations import records
+from pvc.operations.registry import Reporter
+from pvc.operations.requests import Request
+from pvc.operations.runner import Runner
+from pvc.vm import placement
+
+if TYPE_CHECKING:
+    from pvc.node.context import NodeContext
+
+BmcFor = Callable[[BmcAddress], Bmc]
+POLL = 0.5           # seconds between power-state checks while it goes off
+LOCK_WAIT = 120.0    # seconds a fence waits for another to finish
+
+
+# ---------------------------------------------------------------------- detection
+
+def is_dead(node: Node, now: float, intervals: int) -> bool:
+    """Said it runs, has no session, and missed `intervals` keepalives."""
+    silent = now - node.keepalive if node.keepalive else 0.0
+    return (node.daemon_state == DaemonState.DEAD
+            and silent > max(node.keepalive_interval, 0.1) * intervals)
+
+
+@dataclass
+class FenceWatch:
+    """Which dead nodes the primary should fence now (after their saving throws)."""
+    me: str
+    intervals: int
+    saving_throws: int
+    suspects: dict[str, int] = field(default_factory=dict)
+
+    def due(self, nodes: list[Node], now: float) -> list[str]:
+        out = []
+        for node in nodes:
+            if node.name == self.me or not node.ipmi or not is_dead(node, now, self.intervals):
+                self.suspects.pop(node.name, None)
+                continue
+            seen = self.suspects.get(node.name, 0) + 1
+            self.suspects[node.name] = seen
+            if seen > self.saving_throws:
+                self.suspects[node.name] = 0     # a failed fence is tried again, as patiently
+                out.append(node.name)
+        return out
+
+
+def request(cluster: Cluster, target: str, primary: str, reason: str) -> Request:
+    """A `node.fence` of target, run by the primary's worker (one in flight per node)."""
+    op = records.new_operation("node.fence", target, target, primary, reason)
+    tx = cluster.store.transaction()
+    tx.create(cluster.schema.operation(op.id), op.to_json())
+    tx.create(cluster.schema.node_operation(target), op.id)
+    try:
+        tx.commit()
+    except NodeExists:
+        busy = cluster.store.get_text(cluster.schema.node_operation(target))
+        raise Conflict(f"node {target} already has operation {busy} in flight") from None
+    return Request(op, submit=True)
+
+
+# ---------------------------------------------------------------------- the fence
+
+def bmc_address(cluster: Cluster, node: Node) -> BmcAddress | None:
+    if not node.ipmi:
+        return None
+    password = cluster.store.get_text(cluster.schema.node_ipmi_secret(node.name)) or ""
+    return BmcAddress(str(node.ipmi.get("host")), int(node.ipmi.get("port", 623)),
+                      str(node.ipmi.get("user", "")), password)
+
+
+def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None,
+            bmc_for: BmcFor = IpmiBmc) -> str:
+    cluster, cfg = ctx.cluster, ctx.config
+    with Runner(cluster, op_id, report) as run:
+        if run.record is None:
+            return "already done"
+        run.running()
+        target = run.record.target_id
+        lock = cluster.store.lock(cluster.schema.fence_lock, f"{cfg.node.name}:{op_id}")
+        if not lock.acquire(timeout=LOCK_WAIT):
+            raise OperationFailed("another fence held the fence lock too long; tried later")
+        try:
+            outcome = _fence(cluster, cfg, target, run, bmc_for)
+        finally:
+            lock.release()
+        run.succeed(outcome)
+        return outcome
+
+
+def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: BmcFor) -> str:
+    node = cluster.node(target)
+    if node.daemon_state != DaemonState.DEAD:
+        return f"{target} is {node.daemon_state}: not fenced"
+    address = bmc_address(cluster, node)
+    if address is None:
+        _failed(cluster, target, "no BMC configured (node.ipmi_host)")
+    assert address is not None
+    run.note(f"powering {target} off over IPMI ({address})")
+    try:
+        bmc = bmc_for(address)
+        bmc.power_off()
+        _until_off(bmc, cfg.cluster.fencing.power_timeout)
+    except BmcError as e:
+        _failed(cluster, target, str(e))
+    run.note(f"{target}: power off confirmed by its BMC")
+    _put(cluster, target, "daemon_state", DaemonState.FENCED)
+    cluster.store.put(cluster.schema.node_field(target, "fence"),
+                      {"state": "fenced", "at": time.time()})
+    if cfg.cluster.fencing.action != "migrate":
+        return f"{target} fenced (powered off); its VMs stay recorded on it (action none)"
+    return f"{target} fenced (powered off); " + recover(cluster, cfg, target, run.note)
+
+
+def _until_off(bmc: Bmc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if bmc.power_state() == "off":
+            return
+        if time.monotonic() > deadline:
+            raise BmcError(f"the power was not reported off within {timeout:g}s")
+        time.sleep(POLL)   # the BMC has no push; it reports off within a second or two
+
+
+def _failed(cluster: Cluster, target: str, why: str) -> None:
+    """Recorded where `cluster status` shows it; the VMs stay where they are."""
+    cluster.store.put(cluster.schema.node_field(target, "fence"),
+                      {"state": "failed", "error": why, "at": time.time()})
+    raise OperationFailed(f"fencing {target} failed: {why}; none of its VMs was started "
+                          "elsewhere")
+
+
+def _put(cluster: Cluster, node: str, fieldname: str, value: str) -> None:
+    cluster.store.put(cluster.schema.node_field(node, fieldname), value)
+
+
+# ---------------------------------------------------------------------- recovery
+
+def recover(cluster: Cluster, cfg: Config, dead: str,
+            note: Callable[[str], None] = lambda _m: None) -> str:
+    """The fenced node's VMs that should run go to other nodes (their daemons start them);
+    those with nowhere to go start on its unflush. The node becomes `flushed`."""
+    nodes = cluster.nodes()
+    plan = placement.Plan()
+    started, parked = [], []
+    for vm in sorted(cluster.vms(), key=lambda v: v.name):
+        if vm.node != dead or vm.state != VmState.START:
+            continue
+        target = placement.choose(vm, nodes, cfg.cluster.migration.default_selector, plan,
+                                  exclude=[dead])
+        if target is not None:
+            plan.add(target.name, vm)
+        cluster.store.update(cluster.schema.vm(vm.uuid), _reassign(dead, target))
+        if target is not None:
+            started.append(f"{vm.name} → {target.name}")
+        else:
+            parked.append(vm.name)
+            note(f"{vm.name}: {placement.why_none(vm, nodes, plan, exclude=[dead])}")
+    _put(cluster, dead, "domain_state", DomainState.FLUSHED)
+    for line in started:
+        note(f"started elsewhere: {line}")
+    return (f"{len(started)} VMs started elsewhere"
+            + (f" ({', '.join(started)})" if started else "")
+            + (f", {len(parked)} wait for its unflush ({', '.join(parked)})" if parked else ""))
+
+
+def _reassign(dead: str, target: Node | None) -> Callable[[Any, Transaction], Any]:
+    def change(record: Any, _tx: Transaction) -> Any:
+        vm = VM.from_json(record)
+        if vm.node != dead:
+            return KEEP          # moved meanwhile
+        vm.last_node = vm.last_node or dead
+        if target is not None:
+            vm.node = target.name
+        else:
+            vm.state, vm.autostart = VmState.STOP, True
+        return vm.to_json()
+    return change
+
+
+def fence_duty(cluster: Cluster, cfg: Config, watch: FenceWatch,
+               submit: Callable[[Request], None]) -> str:
+    """The primary's duty: ask for a fence of each node that is due."""
+    said = []
+    for target in watch.due(cluster.nodes(), time.time()):
+        try:
+            req = request(cluster, target, cfg.node.name,
+                          f"{target} missed {watch.intervals} keepalives and "
+                          f"{watch.saving_throws} more checks")
+        except PvcError as e:
+            said.append(f"fence of {target} not asked: {e}")
+            continue
+        submit(req)
+        said.append(f"fencing {target}: operation {req.op.id}")
+    return "; ".join(said)
