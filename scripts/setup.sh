@@ -13,6 +13,7 @@ PACKAGES=(
     libvirt-dev pkg-config libvirt-daemon-system qemu-system-x86
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
     docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
+    openipmi ipmitool
     python3-venv python3-dev gcc
 )
 

@@ -221,6 +221,7 @@ class NodeDaemon:
         log.info("new ZooKeeper session: registering again and reconciling")
         self._ensure_alive(replace_stale=True)
         self._put("daemon_state", DaemonState.RUN)
+        self.ctx.store.put(self.ctx.schema.node_field(self.name, "fence"), {})   # alive again
         self._build_networks(force=True)
         self._fix_drift()
 

@@ -30,6 +30,7 @@ from pvc.core.config import (
     Config,
     DatabaseConfig,
     DnsConfig,
+    FencingConfig,
     MigrationConfig,
     NodeConfig,
     OperationsConfig,
@@ -40,7 +41,7 @@ from pvc.core.errors import PvcError
 from pvc.core.states import DaemonState
 from pvc.network import ip, managed
 from pvc.network.managed import ManagedNetwork
-from pvc.sandbox import guest, network, procs, services
+from pvc.sandbox import bmc, guest, network, procs, services
 from pvc.sandbox.services import Libvirtd
 from pvc.sandbox.supervisor import Supervisor
 from pvc.vm import definition
@@ -139,6 +140,8 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
         dns=DnsConfig(enabled=database, password_file=str(layout.secret("dns.password"))
                       if database else ""),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
+        # keepalives every 2 s: dead after 4 missed, fenced after 2 more checks (~12 s)
+        fencing=FencingConfig(intervals=4, saving_throws=2),
         zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
                                   session_timeout=4.0,
                                   auth_file=str(layout.secret("zookeeper.auth"))),
@@ -158,7 +161,10 @@ def node_config(layout: Layout, cluster: ClusterConfig, name: str, index: int,
                       keepalive_interval=2.0,
                       migration_address=layout.net.node_address(index),
                       cluster_interface=network.CLUSTER_LINK, enable_networking=True,
-                      run_directory=str(layout.node_dir(name)))
+                      run_directory=str(layout.node_dir(name)),
+                      ipmi_host=layout.net.host_address,
+                      ipmi_port=bmc.port(layout.port_offset, index), ipmi_user=bmc.USER,
+                      ipmi_password_file=str(layout.secret(f"bmc-{name}.password")))
     return Config(cluster=cluster, node=node)
 
 
@@ -284,6 +290,10 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         state.save(layout)
         return state.pids[name]
 
+    for n in names:   # a BMC per node, on before its node, as in a rack
+        start(f"bmc-{n}")
+    step(f"{len(names)} BMCs (ipmi_sim) on {layout.net.host_address}, UDP "
+         f"{bmc.port(layout.port_offset, 1)}-{bmc.port(layout.port_offset, len(names))}")
     for n in names:   # slow to start: launch them first, wait later
         start(f"libvirtd-{n}")
     services.wait_zookeeper(layout.zk_port, start("zookeeper"),
@@ -354,6 +364,11 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
                                  ("127.0.0.1", net.host_address)),
              services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
                                   flower_pw, layout.client_config)]
+    for i, n in enumerate(libvirtds, 1):
+        d = bmc.files(layout.dir, n, net.host_address, bmc.port(layout.port_offset, i),
+                      services.write_secret(layout.secret(f"bmc-{n}.password"),
+                                            secrets.token_hex(8)))   # IPMI: 16 at most
+        specs.append(services.ProcessSpec(f"bmc-{n}", bmc.command(d), d / "ipmi_sim.log"))
     for n, lv in libvirtds.items():   # a node's processes live in its network namespace
         libvirtd = services.libvirtd_spec(lv, f"libvirtd-{n}")
         specs.append(replace(libvirtd, command=ip.in_netns(net.ns(n), libvirtd.command)))
@@ -470,8 +485,8 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("flower", "tailer-", "worker-", "node-", "libvirtd-", "pdns-", "patroni-", "redis",
-              "zookeeper")
+STOP_ORDER = ("bmc-", "flower", "tailer-", "worker-", "node-", "libvirtd-", "pdns-", "patroni-",
+              "redis", "zookeeper")
 
 
 def down(layout: Layout, say: Say = print) -> bool:

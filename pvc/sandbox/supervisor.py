@@ -84,9 +84,9 @@ class Supervisor:
         except (OSError, KeyError, xmlrpc.client.Fault):
             return ""
 
-    def stop_program(self, name: str) -> None:
+    def stop_program(self, name: str, wait: bool = True) -> None:
         try:
-            self._rpc().supervisor.stopProcess(name, True)
+            self._rpc().supervisor.stopProcess(name, wait)
         except xmlrpc.client.Fault as e:
             if "NOT_RUNNING" not in e.faultString:
                 raise

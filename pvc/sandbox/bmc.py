@@ -1,0 +1,120 @@
+"""A BMC per sandbox node: OpenIPMI's simulator (`ipmi_sim`) answering IPMI over LAN on the
+host's cluster address, its own port, user `admin` and a password from a 0600 file. Its power
+is the node's: `power off` kills the node's processes (libvirtd and its guests, the daemon,
+worker, tailer, and Patroni and PowerDNS on a coordinator) and tells the supervisor to leave
+them stopped; `power on` starts them again; `power status` says which.
+
+ipmi_sim runs its chassis_control hook for every power request and blocks while it runs (a
+client that waits more than a second retransmits and the hook runs again), so the hook only
+records the new state and hands the work to a detached `python -m pvc.sandbox.bmc apply`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+USER = "admin"
+# A node's programs, in the order power on starts them (power off kills them all at once).
+NODE_PROGRAMS = ("libvirtd-", "patroni-", "node-", "worker-", "tailer-", "pdns-")
+
+HOOK = """#!/bin/bash
+# ipmi_sim's chassis_control for one node: PROG NODE get power | set power 0|1 | set reset 1
+# The state file says on, cutting (power off asked, processes being killed) or off (all dead).
+for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null
+state=@STATE@
+case "$2 $3" in
+  "get power") [ "$(cat "$state" 2>/dev/null)" = off ] && echo power:0 || echo power:1 ;;
+  "set power") [ "$4" = 0 ] && echo cutting > "$state" || echo on > "$state"
+               setsid @PYTHON@ -m pvc.sandbox.bmc apply @BASE@ @NODE@ </dev/null >>@LOG@ 2>&1 & ;;
+  "set reset") setsid @PYTHON@ -m pvc.sandbox.bmc apply @BASE@ @NODE@ </dev/null >>@LOG@ 2>&1 & ;;
+esac
+exit 0
+"""
+
+EMU = """mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+"""
+
+
+def port(port_offset: int, index: int) -> int:
+    """index: 1-based node number."""
+    return 23000 + port_offset + index
+
+
+def files(base: Path, node: str, address: str, udp_port: int, password: str) -> Path:
+    """Write one node's BMC configuration; its directory."""
+    d = base / "bmc" / node
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (d / "power").write_text("on\n")
+    hook = d / "chassis"
+    text = HOOK
+    for key, value in (("STATE", d / "power"), ("PYTHON", sys.executable), ("BASE", base),
+                       ("NODE", node), ("LOG", d / "apply.log")):
+        text = text.replace(f"@{key}@", str(value))
+    hook.write_text(text)
+    hook.chmod(0o700)
+    (d / "bmc.emu").write_text(EMU)
+    lan = (f'name "{node}-bmc"\nset_working_mc 0x20\n'
+           "startlan 1\n"
+           f"  addr {address} {udp_port}\n"
+           "  priv_limit admin\n  allowed_auths_admin md5\n"
+           f"  guid {udp_port:032x}\n"
+           "endlan\n"
+           f'chassis_control "{hook} {node}"\n'
+           f'user 2 true "{USER}" "{password}" admin 10 md5\n')
+    fd = os.open(d / "lan.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(lan)
+    (d / "state").mkdir(exist_ok=True)
+    return d
+
+
+def command(d: Path) -> list[str]:
+    return ["ipmi_sim", "-n", "-c", str(d / "lan.conf"), "-f", str(d / "bmc.emu"),
+            "-s", str(d / "state")]
+
+
+def apply(base: Path, node: str) -> None:
+    """Make the node's processes match its BMC's power state."""
+    from pvc.sandbox import procs
+    from pvc.sandbox.supervisor import Supervisor
+    sup = Supervisor(base)
+    state = base / "bmc" / node / "power"
+    power = state.read_text().strip()
+    programs = sup.programs()
+    mine = [p + node for p in NODE_PROGRAMS if p + node in programs]
+    if power in ("cutting", "off"):
+        for name in mine:   # a requested stop: the supervisor will not start them again
+            sup.stop_program(name, wait=False)
+        for name in mine:   # and the power is cut at once: no clean stop
+            pid = int(programs[name].get("pid") or 0)
+            if pid:
+                try:
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+        # and what its libvirtd left outside those groups: guests, virtlogd
+        for pid in procs.processes_mentioning(f"{base}/nodes/{node}/"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pidfile in base.glob(f"nodes/{node}/libvirt/run/qemu/*.pid"):
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        state.write_text("off\n")   # only now does the BMC report the power off
+    else:
+        for name in mine:
+            if programs[name].get("state") != "RUNNING":
+                sup.start_program(name)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "apply":
+        apply(Path(sys.argv[2]), sys.argv[3])
