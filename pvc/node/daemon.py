@@ -137,7 +137,7 @@ class NodeDaemon:
             caps = ctx.hv.capabilities()
             static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
         ctx.store.put(ctx.schema.node(self.name), static)
-        ctx.store.put(ctx.schema.node_field(self.name, "fence"), {})   # back: fenced no more
+        self._put_json("fence", {})   # back: fenced no more
         self._ensure_alive(replace_stale=True)
 
     def _ensure_alive(self, replace_stale: bool = False) -> None:
@@ -221,7 +221,7 @@ class NodeDaemon:
         log.info("new ZooKeeper session: registering again and reconciling")
         self._ensure_alive(replace_stale=True)
         self._put("daemon_state", DaemonState.RUN)
-        self.ctx.store.put(self.ctx.schema.node_field(self.name, "fence"), {})   # alive again
+        self._put_json("fence", {})   # alive again: no fence pending
         self._build_networks(force=True)
         self._fix_drift()
 
@@ -329,6 +329,10 @@ class NodeDaemon:
         finally:
             ctx.close()
         log.info("node %s stopped", self.name)
+
+    def _put_json(self, field: str, value: Any) -> None:
+        assert self.ctx is not None
+        self.ctx.store.put(self.ctx.schema.node_field(self.name, field), value)
 
     def _put(self, field: str, value: str) -> None:
         assert self.ctx is not None
