@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     daemon.duties.append(lost_operations(cfg))
     if cfg.cluster.database.enabled:
         daemon.duties.append(database_follows(cfg))
-    daemon.duties.append(fence_dead_nodes(cfg))
+    if cfg.cluster.fencing.enabled:
+        daemon.duties.append(fence_dead_nodes(cfg))
     stop_on_signals(daemon.stop, log)
     try:
         daemon.start()

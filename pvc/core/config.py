@@ -105,6 +105,7 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class FencingConfig:
+    enabled: bool = _f(True, "the primary fences dead nodes that have a BMC (node.ipmi_host)")
     intervals: int = _f(6, "a node is dead after this many of its keepalive intervals without "
                            "a keepalive (and its ZooKeeper session gone)", minimum=2)
     saving_throws: int = _f(3, "the primary checks this many more times, a keepalive apart, "

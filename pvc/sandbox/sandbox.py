@@ -140,8 +140,8 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
         dns=DnsConfig(enabled=database, password_file=str(layout.secret("dns.password"))
                       if database else ""),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
-        # keepalives every 2 s: dead after 4 missed, fenced after 2 more checks (~12 s)
-        fencing=FencingConfig(intervals=4, saving_throws=2),
+        # keepalives every 2 s: dead after 6 missed, fenced after 2 more checks (~16 s)
+        fencing=FencingConfig(intervals=6, saving_throws=2),
         zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
                                   session_timeout=4.0,
                                   auth_file=str(layout.secret("zookeeper.auth"))),

@@ -168,10 +168,10 @@ def _field(client: str, name: str) -> str:
 
 
 @contextmanager
-def settled_sandbox(name: str, offset: str, vms: int, database: bool = False
-                    ) -> Iterator[Faults]:
+def settled_sandbox(name: str, offset: str, vms: int, database: bool = False,
+                    env: dict[str, str] | None = None) -> Iterator[Faults]:
     """A 3-node test-driver sandbox, settled before it is handed out."""
-    with sandbox(name, offset, "test", 3, vms, database=database) as pvc:
+    with sandbox(name, offset, "test", 3, vms, env, database=database) as pvc:
         f = Faults(pvc)
         try:
             f.settled()

@@ -23,7 +23,9 @@ NAME = "test-coordinators"
 
 @pytest.fixture(scope="module")
 def coord() -> Iterator[Faults]:
-    with settled_sandbox(NAME, OFFSET, 6, database=True) as f:
+    # daemons are hung here for longer than fencing waits: these tests are about the primary
+    with settled_sandbox(NAME, OFFSET, 6, database=True,
+                         env={"PVC_CLUSTER__FENCING__ENABLED": "false"}) as f:
         yield f
 
 
