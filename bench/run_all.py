@@ -7,6 +7,7 @@ from bench import (
     bench_console_flood,
     bench_coordinators,
     bench_dns,
+    bench_fencing,
     bench_flush,
     bench_memory,
     bench_migration,
@@ -17,7 +18,7 @@ from bench import (
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
-              bench_coordinators, bench_dns]
+              bench_coordinators, bench_dns, bench_fencing]
 
 
 def main() -> None:

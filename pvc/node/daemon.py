@@ -240,6 +240,9 @@ class NodeDaemon:
             record_failure(self.ctx, uuid, self.restarts.refusal_text)
         if self.restarts.holding():
             self.restarts.forgive(set(self.ctx.hv.running()))
+        if self.restarts.counting():   # a VM that went elsewhere starts afresh when it comes
+            self.restarts.forget_all_but({vm.uuid for vm in self.ctx.cluster.vms()
+                                          if vm.node == self.name})
 
     def _tick(self, publish: bool = True) -> None:
         ctx = self.ctx
@@ -382,6 +385,17 @@ class CrashLoopGuard:
             self._given_up.discard(uuid)
             self._reported.discard(uuid)
             self._starts.pop(uuid, None)
+
+    def counting(self) -> bool:
+        return bool(self._starts)
+
+    def forget_all_but(self, assigned: set[str]) -> None:
+        """Starts of VMs no longer assigned to this node are not a crash loop here: a VM that
+        moved away (a flush, a fence elsewhere) and comes back is started, not restarted."""
+        for uuid in set(self._starts) - assigned:
+            self._starts.pop(uuid, None)
+            self._given_up.discard(uuid)
+            self._reported.discard(uuid)
 
     def newly_given_up(self) -> list[str]:
         new = sorted(self._given_up - self._reported)
