@@ -148,8 +148,12 @@ def test_an_unreachable_bmc_restarts_nothing_elsewhere(cluster_ok: Faults) -> No
         where = f.where()
         assert all(where[vm] == [dead] for vm in home)        # still there, once
         assert node(f, dead)["daemon_state"] == "dead"
-    # the BMC and the daemon are back: the daemon lives again (no fence), or the retry
-    # fenced it; either way the cluster comes back whole
+    # the BMC and the daemon are back: the daemon lives again, or a retry fenced it first;
+    # once no fence is in flight, the cluster comes back whole either way
+    until("the node alive or fenced, no fence in flight", lambda: node(f, dead)[
+        "daemon_state"] in ("run", "fenced") and all(
+        o["state"] in ("succeeded", "failed", "cancelled", "terminated")
+        for o in fence_records(f, dead)), FENCE_WAIT)
     if node(f, dead)["daemon_state"] == "fenced" or power(f, dead) == "off":
         bring_back(f, dead)
     f.settled()
