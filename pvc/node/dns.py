@@ -23,8 +23,8 @@ import dns.name
 import dns.query
 import dns.rdatatype
 import dns.zone
-import psycopg2
 
+from pvc.coordinator import postgres
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.network import managed
@@ -199,7 +199,7 @@ class DnsAggregator:
         networks = managed.all_networks(self.cluster)
         wanted = {net.domain: zone_records(net) for net in networks}
         changed: list[str] = []
-        conn = psycopg2.connect(writer_dsn(self.config, self.cluster))
+        conn = postgres.connect(writer_dsn(self.config, self.cluster))
         try:
             for domain, records in wanted.items():
                 if not self.active:

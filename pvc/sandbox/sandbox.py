@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from pvc.coordinator import postgres
 from pvc.core import config as configmod
 from pvc.core.config import (
     ClusterConfig,
@@ -312,13 +313,13 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         leader = _wait_database(layout, cluster)
         step(f"PostgreSQL under Patroni on {', '.join(cluster.coordinators)}")
         dns = cluster.dns
-        services.bootstrap_dns_database(
+        postgres.bootstrap_dns_database(
             layout.net.node_address(names.index(leader) + 1), 5432,
             db_passwords["superuser"], dns.dbname, dns.user, dns_pw)
         for n in cluster.coordinators:   # PowerDNS exits if its database refuses it
             address = layout.net.node_address(names.index(n) + 1)
             procs.wait_until(f"the DNS database replicated to {n}", partial(
-                services.dns_database_answers, address, 5432, dns.dbname, dns.user, dns_pw),
+                postgres.dns_database_answers, address, 5432, dns.dbname, dns.user, dns_pw),
                 30, None, layout.dir / "db" / n / "patroni.out")
             start(f"pdns-{n}")
         for n in cluster.coordinators:

@@ -38,7 +38,7 @@ def test_the_aggregator_touches_the_database_only_while_active(
     managed.add(fc.client, managed.ManagedNetwork(100, "sandbox.pvc", "10.100.0.0/24",
                                                   "10.100.0.1"))
     db = Db()
-    monkeypatch.setattr(dns.psycopg2, "connect", db.connect)
+    monkeypatch.setattr(dns.postgres, "connect", db.connect)
     monkeypatch.setattr(dns, "zone_records", lambda net: {dns.Record(net.domain, "NS", "x", 1)})
     monkeypatch.setattr(dns, "write_zone", lambda conn, d, r, w: db.zones.append(d) or True)
     monkeypatch.setattr(dns, "drop_other_zones", lambda conn, keep: [])
