@@ -63,15 +63,7 @@ def request_secondary(cluster: Cluster, node_name: str, reason: str = "") -> Req
 
 def _record(cluster: Cluster, kind: str, target: str, reason: str) -> Request:
     op = records.new_operation(kind, target, target, target, reason)
-    tx = cluster.store.transaction()
-    tx.create(cluster.schema.operation(op.id), op.to_json())
-    tx.create(cluster.schema.node_operation(target), op.id)
-    try:
-        tx.commit()
-    except NodeExists:
-        busy = cluster.store.get_text(cluster.schema.node_operation(target))
-        raise Conflict(f"node {target} already has operation {busy} in flight "
-                       f"(see: pvc task show {busy})") from None
+    records.record_node_operation(cluster, op)
     return Request(op, submit=True)
 
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
-from pvc.core.errors import Conflict, OperationFailed, PvcError
+from pvc.core.errors import OperationFailed, PvcError
 from pvc.core.models import VM, Node
 from pvc.core.states import DaemonState, DomainState, VmState
-from pvc.core.store import KEEP, NodeExists, Transaction
+from pvc.core.store import KEEP, Transaction
 from pvc.node.ipmi import Bmc, BmcAddress, BmcError, IpmiBmc
 from pvc.operations import records
 from pvc.operations.registry import Reporter
@@ -76,14 +76,7 @@ class FenceWatch:
 def request(cluster: Cluster, target: str, primary: str, reason: str) -> Request:
     """A `node.fence` of target, run by the primary's worker (one in flight per node)."""
     op = records.new_operation("node.fence", target, target, primary, reason)
-    tx = cluster.store.transaction()
-    tx.create(cluster.schema.operation(op.id), op.to_json())
-    tx.create(cluster.schema.node_operation(target), op.id)
-    try:
-        tx.commit()
-    except NodeExists:
-        busy = cluster.store.get_text(cluster.schema.node_operation(target))
-        raise Conflict(f"node {target} already has operation {busy} in flight") from None
+    records.record_node_operation(cluster, op)
     return Request(op, submit=True)
 
 

@@ -18,7 +18,7 @@ from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, NotFound
 from pvc.core.models import Operation
-from pvc.core.store import KEEP, NoNode, Transaction, VersionConflict
+from pvc.core.store import KEEP, NodeExists, NoNode, Transaction, VersionConflict
 from pvc.operations import registry
 
 log = logging.getLogger(__name__)
@@ -178,3 +178,17 @@ def prune(cluster: Cluster, keep: int) -> int:
         except NoNode:
             pass
     return len(removable)
+
+
+def record_node_operation(cluster: Cluster, op: Operation) -> None:
+    """Store a node operation's record and mark its node busy, in one transaction (one
+    operation in flight per node)."""
+    tx = cluster.store.transaction()
+    tx.create(cluster.schema.operation(op.id), op.to_json())
+    tx.create(cluster.schema.node_operation(op.target_id), op.id)
+    try:
+        tx.commit()
+    except NodeExists:
+        busy = cluster.store.get_text(cluster.schema.node_operation(op.target_id))
+        raise Conflict(f"node {op.target_id} already has operation {busy} in flight "
+                       f"(see: pvc task show {busy})") from None
