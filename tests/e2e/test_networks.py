@@ -169,6 +169,13 @@ def leases(pvc: Pvc) -> dict[str, dict]:
     return {lease["mac"]: lease for lease in pvc.json("network", "leases", "100")}
 
 
+def recorded_lease(pvc: Pvc, client: DhcpClient) -> dict:
+    """The client's lease as the cluster records it. dnsmasq runs its lease script after it
+    has answered the client, so the record follows the lease by a moment."""
+    return wait_until(f"{client.name}'s lease recorded",
+                      lambda: leases(pvc).get(client.mac()), 20)
+
+
 def answer(pvc: Pvc, node: str, name: str) -> str:
     """What the network's DNS server (dnsmasq, on the primary) answers for name."""
     res = subprocess.run(ip.in_netns(net(pvc).ns(node), [
@@ -186,7 +193,7 @@ def test_leases_are_kept_in_the_cluster_and_survive_a_switchover(pvc: Pvc) -> No
     guest_node = next(n for n in NODES if n != old)    # DHCP crosses the VXLAN
     with dhcp_client(pvc, guest_node, "web1") as web1:
         first = web1.lease()
-        lease = leases(pvc)[web1.mac()]
+        lease = recorded_lease(pvc, web1)
         assert (lease["ip"], lease["hostname"]) == (first, "web1") and lease["expiry"] > 0
         assert answer(pvc, old, "web1") == first
         new = next(n for n in NODES if n not in (old, guest_node))
@@ -199,7 +206,7 @@ def test_leases_are_kept_in_the_cluster_and_survive_a_switchover(pvc: Pvc) -> No
         assert web1.lease(want=first) == first                 # renewed, same address
         with dhcp_client(pvc, old, "web2") as web2:            # and new leases appear
             second = web2.lease()
-            assert second != first and leases(pvc)[web2.mac()]["ip"] == second
+            assert second != first and recorded_lease(pvc, web2)["ip"] == second
             assert answer(pvc, new, "web2") == second
         pvc("node", "primary", old, "--wait")
         assert answer(pvc, old, "web1") == first
