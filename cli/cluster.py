@@ -7,12 +7,12 @@ from typing import Any
 import click
 
 from cli.common import cluster as connect
-from cli.common import emit_json, format_option, stamp
+from cli.common import confirm, emit_json, format_option, stamp, yes_option
 
 
 @click.group()
 def cluster() -> None:
-    """The cluster as a whole."""
+    """The cluster as a whole: status, maintenance on/off, shutdown, secure."""
 
 
 def status_data(c: Any) -> dict[str, Any]:
@@ -42,6 +42,8 @@ def status_data(c: Any) -> dict[str, Any]:
         "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
         "flush_lock": {"holder": lock.holder, "queue": lock.queue},
         "shutdown": power.cluster_shutdown(c),
+        "maintenance": c.maintenance(),
+        "cordoned": {n.name: n.cordon for n in nodes if n.cordon},
         "healthy": not reasons,
         "reasons": reasons,
     }
@@ -100,6 +102,37 @@ def shutdown_(ctx: click.Context, reason: str, cancel: bool, fmt: str) -> None:
 
 
 @cluster.command()
+@click.argument("switch", metavar="on|off", type=click.Choice(["on", "off"]))
+@click.option("--reason", default="", help="Why (shown by cluster status and every command).")
+@yes_option
+@format_option
+@click.pass_context
+def maintenance(ctx: click.Context, switch: str, reason: str, yes: bool, fmt: str) -> None:
+    """Maintenance mode: while on, nothing acts on its own (no automatic restart of a dead VM,
+    no fencing, no database leader move, no election while the primary lives); what you ask
+    for still runs. Every command says so first."""
+    from pvc.operations import holds
+    c = connect(ctx)
+    if switch == "on":
+        op = holds.maintenance_on(c, reason)
+    else:
+        if c.maintenance() is not None:
+            waiting = holds.queued_operations(c)
+            if waiting:
+                confirm(yes, f"{len(waiting)} operation(s) are not finished "
+                             f"({', '.join(o.kind + ' ' + o.target for o in waiting[:5])}); "
+                             "the cluster acts on its own again. Turn maintenance off?")
+        op = holds.maintenance_off(c, reason)
+    if fmt == "json":
+        emit_json({"maintenance": c.maintenance(), "operation": op.to_json()})
+    elif switch == "on":
+        click.echo("maintenance on: nothing acts on its own until `pvc cluster maintenance "
+                   "off`")
+    else:
+        click.echo("maintenance off: the cluster acts on its own again")
+
+
+@cluster.command()
 @format_option
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
@@ -111,6 +144,11 @@ def status(ctx: click.Context, fmt: str) -> None:
     click.echo(f"cluster {data['name']} ({data['zookeeper']}): "
                f"{'healthy' if data['healthy'] else 'DEGRADED'}, primary {data['primary'] or '-'}"
                + (f", floating IP {data['floating_ip']}" if data["floating_ip"] else ""))
+    from pvc.operations.holds import describe
+    if data["maintenance"]:
+        click.echo(f"  maintenance ON {describe(data['maintenance'])}: nothing acts on its own")
+    for name, held in sorted(data["cordoned"].items()):
+        click.echo(f"  cordoned    {name} {describe(held)}")
     if data["shutdown"]:
         s = data["shutdown"]
         click.echo(f"  shutdown    the whole cluster is going down (since {stamp(s['since'])}, "

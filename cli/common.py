@@ -31,6 +31,20 @@ class Seconds(click.FloatRange):
         return number
 
 
+yes_option = click.option("--yes", "-y", is_flag=True,
+                          help="Do not ask for confirmation (a script without a terminal is "
+                               "never asked).")
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before something disruptive, on a terminal only: --yes, or no terminal to ask on
+    (a script), goes ahead. A no aborts (exit 130) and changes nothing."""
+    if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return
+    if not click.confirm(question, default=False, err=True):
+        raise click.exceptions.Abort()
+
+
 def wait_timeout_option(also_timeout: bool = True) -> Any:
     """--wait-timeout (and --timeout, where the command has no other use for it)."""
     names = ["--wait-timeout", "--timeout"] if also_timeout else ["--wait-timeout"]
@@ -56,7 +70,18 @@ def cluster(ctx: click.Context) -> Cluster:
         c = Cluster.connect(load_config(ctx))
         root.obj["cluster"] = c
         root.call_on_close(c.close)
+        say_maintenance(c)
     return root.obj["cluster"]
+
+
+def say_maintenance(c: Cluster) -> None:
+    """Every command's first line while the cluster is in maintenance (on stderr: output
+    for scripts stays as it is)."""
+    held = c.maintenance()
+    if held is not None:
+        from pvc.operations.holds import describe
+        click.echo(f"MAINTENANCE: the cluster is in maintenance {describe(held)} "
+                   "(nothing acts on its own)", err=True)
 
 
 def emit_json(data: Any) -> None:

@@ -5,13 +5,23 @@ from typing import Any
 
 import click
 
-from cli.common import cluster, emit_json, format_option, pairs, table, wait_timeout_option
+from cli.common import (
+    cluster,
+    confirm,
+    emit_json,
+    format_option,
+    pairs,
+    table,
+    wait_timeout_option,
+    yes_option,
+)
 
 FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "workers", "vms",
           "mem_total",
           "mem_free", "mem_allocated", "mem_provisioned", "vcpus_allocated", "cpus", "load",
-          "hypervisor", "live_migration", "enable_hypervisor", "keepalive"]
+          "hypervisor", "live_migration", "enable_hypervisor", "keepalive", "cordoned"]
 LIST_COLUMNS = [("name", "NAME"), ("daemon_state", "DAEMON"), ("domain_state", "DOMAIN"),
+                ("cordoned", "CORDON"),
                 ("coordinator_state", "COORD"), ("workers", "WORKERS"), ("vms", "VMS"), ("mem_total", "MEM MiB"),
                 ("mem_free", "FREE"), ("mem_allocated", "ALLOC"), ("mem_provisioned", "PROV"),
                 ("vcpus_allocated", "VCPUS"), ("load", "LOAD"), ("hypervisor", "HV")]
@@ -19,6 +29,7 @@ LIST_COLUMNS = [("name", "NAME"), ("daemon_state", "DAEMON"), ("domain_state", "
 
 def node_json(n: Any) -> dict[str, Any]:
     d = n.to_json()
+    d["cordoned"] = bool(n.cordon)
     return {k: d.get(k) for k in FIELDS}
 
 
@@ -32,8 +43,8 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
 
 @click.group()
 def node() -> None:
-    """The cluster's nodes: list and inspect them, flush/unflush for maintenance, and move
-    the primary coordinator role (primary/secondary)."""
+    """The cluster's nodes: list (--watch) and info, flush/unflush for maintenance,
+    cordon/uncordon, primary/secondary (the coordinator role), lock, power."""
 
 
 @node.command(name="list")
@@ -82,6 +93,8 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
         if kw.get("dry_run"):
             _print_plan(flush.plan_for(c, node_name), node_name, fmt)
             return
+        if kind == "flush":
+            _confirm_last_node(c, node_name, kw.get("yes", False))
         req = flush.request(c, node_name, kind, reason, max_parallel or 0)
         submit(ctx, req.op)
         status = flush.lock_status(c)
@@ -97,7 +110,17 @@ def _flush_command(kind: str, doc: str, name: str) -> click.Command:
         command = click.option("--dry-run", is_flag=True,
                                help="Print the plan (VM → target, method); change "
                                     "nothing.")(command)
+        command = yes_option(command)
     return node.command(name=name)(command)
+
+
+def _confirm_last_node(c: Any, node_name: str, yes: bool) -> None:
+    """Flushing the last node that takes VMs leaves its VMs nowhere to go: ask first."""
+    others = [n for n in c.nodes() if n.name != node_name and n.is_target()]
+    here = c.node(node_name)
+    if not others and here.vms:
+        confirm(yes, f"{node_name} is the last node that takes VMs: its {here.vms} VM(s) "
+                     "have nowhere to go. Flush it anyway?")
 
 
 def _print_plan(plan: Any, node_name: str, fmt: str) -> None:
@@ -142,6 +165,30 @@ primary = _role_command("primary", "Make NODE the primary coordinator: the float
                                    "primary-only services and the database leader move to it.")
 secondary = _role_command("secondary", "Hand NODE's primary role to another running "
                                        "coordinator.")
+
+
+def _cordon_command(name: str, doc: str) -> click.Command:
+    @click.argument("node_name", metavar="NODE")
+    @click.option("--reason", default="", help="Why (shown by node list and cluster status).")
+    @format_option
+    @click.pass_context
+    def command(ctx: click.Context, node_name: str, reason: str, fmt: str) -> None:
+        from pvc.operations import holds
+        c = cluster(ctx)
+        change = holds.cordon if name == "cordon" else holds.uncordon
+        op = change(c, node_name, reason)
+        if fmt == "json":
+            emit_json(op.to_json())
+        else:
+            click.echo(op.message)
+
+    command.__doc__ = doc
+    return node.command(name=name)(command)
+
+
+cordon = _cordon_command("cordon", "Place no new VMs on NODE (what runs there stays; nothing "
+                                   "moves). Lighter than a flush.")
+uncordon = _cordon_command("uncordon", "Let NODE take new VMs again.")
 
 
 @node.command()

@@ -8,12 +8,14 @@ import click
 from cli.common import (
     Seconds,
     cluster,
+    confirm,
     emit_json,
     format_option,
     pairs,
     stamp,
     table,
     wait_timeout_option,
+    yes_option,
 )
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
@@ -61,11 +63,15 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
 
 @vm.command()
 @click.argument("ref", metavar="VM")
+@yes_option
 @format_option
 @click.pass_context
-def undefine(ctx: click.Context, ref: str, fmt: str) -> None:
-    """Remove a stopped VM from the cluster."""
-    gone = definition.undefine(cluster(ctx), ref)
+def undefine(ctx: click.Context, ref: str, yes: bool, fmt: str) -> None:
+    """Remove a stopped VM from the cluster (its definition is gone for good)."""
+    c = cluster(ctx)
+    found = c.vm(ref).value
+    confirm(yes, f"Undefine VM {found.name}? Its definition is deleted")
+    gone = definition.undefine(c, ref)
     if fmt == "json":
         emit_json({"name": gone.name, "uuid": gone.uuid, "undefined": True})
     else:
@@ -106,7 +112,8 @@ def list_(ctx: click.Context, node: str, state: str, show_all: bool, fmt: str) -
 
 @vm.command()
 @click.argument("ref", metavar="VM")
-@click.option("--xml", "show_xml", is_flag=True, help="Also print the stored definition.")
+@click.option("--xml", "show_xml", is_flag=True,
+              help="Print only the stored definition (with --format json: add it as `xml`).")
 @format_option
 @click.pass_context
 def info(ctx: click.Context, ref: str, show_xml: bool, fmt: str) -> None:
@@ -114,19 +121,131 @@ def info(ctx: click.Context, ref: str, show_xml: bool, fmt: str) -> None:
     c = cluster(ctx)
     view = c.views([c.vm(ref).value])[0]
     data = view.to_json()
+    if show_xml and fmt == "text":   # for a pipe: `pvc vm info web1 --xml > web1.xml`
+        click.echo(c.vm_xml(view.vm.uuid).rstrip("\n"))
+        return
     if show_xml:
         data["xml"] = c.vm_xml(view.vm.uuid)
     if fmt == "json":
         emit_json(data)
         return
-    xml = data.pop("xml", None)
     data["defined"] = stamp(data["defined"])
     pairs(data)
-    if xml:
-        click.echo(xml)
 
 
-def _action(action: str, doc: str) -> click.Command:
+@vm.command()
+@click.argument("ref", metavar="VM")
+@click.argument("xmlfile", type=click.File("rb"), required=False)
+@click.option("--editor", is_flag=True,
+              help="Edit the stored definition in $EDITOR; it is checked when you save, the "
+                   "change is shown and you are asked before it is applied.")
+@click.option("--restart", is_flag=True,
+              help="Apply it at once by a clean restart (default: at the VM's next start).")
+@click.option("--wait", is_flag=True, help="With --restart: wait until it is done.")
+@click.option("--reason", default="", help="Why (kept in the operation record).")
+@yes_option
+@wait_timeout_option()
+@format_option
+@click.pass_context
+def modify(ctx: click.Context, ref: str, xmlfile: Any, editor: bool, restart: bool,
+           wait: bool, reason: str, yes: bool, wait_timeout: float | None, fmt: str) -> None:
+    """Change a VM's definition from XMLFILE (or --editor). Its name and UUID stay (see
+    rename); the change takes effect at its next start, or now with --restart."""
+    from pvc.vm import changes, domxml
+    if bool(xmlfile) == editor:
+        raise click.UsageError("give either XMLFILE or --editor")
+    c = cluster(ctx)
+    if editor:
+        xml = _edit(c, ref, yes)
+        if xml is None:
+            click.echo("no change: nothing was applied", err=True)
+            return
+    else:
+        xml = domxml.decode(xmlfile.read(domxml.MAX_XML_BYTES + 1))
+    change = changes.modify(c, ref, xml, reason)
+    if fmt == "json" and not restart:
+        emit_json(change.op.to_json())
+    elif fmt == "text":
+        click.echo(change.op.message)
+    if restart and change.running_on:
+        from cli.ops import run_request
+        from pvc.vm import lifecycle
+        run_request(ctx, lifecycle.request(c, ref, "restart", reason or "apply vm modify"),
+                    wait, fmt, wait_timeout)
+    elif restart and fmt == "json":
+        emit_json(change.op.to_json())
+
+
+def _edit(c: Any, ref: str, yes: bool) -> str | None:
+    """The operator's edit of the stored XML, checked, its diff shown and confirmed; None
+    when nothing changed. A definition that does not check out can be edited again."""
+    from pvc.core.errors import InvalidInput
+    from pvc.vm import changes
+    found = c.vm(ref).value
+    text = c.vm_xml(found.uuid)
+    while True:
+        edited = click.edit(text, extension=".xml", require_save=True)
+        if edited is None or edited.strip() == c.vm_xml(found.uuid).strip():
+            return None
+        try:
+            preview = changes.modify(c, ref, edited, dry_run=True)
+            break
+        except InvalidInput as e:
+            click.echo(f"error: {e}", err=True)
+            if not click.confirm("Edit it again?", default=True, err=True):
+                raise click.exceptions.Abort() from None
+            text = edited
+    click.echo(preview.op.args["diff"], nl=False)
+    confirm(yes, f"Apply this change to {found.name}?")
+    return edited
+
+
+@vm.command(name="meta")
+@click.argument("ref", metavar="VM")
+@click.option("--autostart/--no-autostart", default=None,
+              help="Start it when its node is unflushed.")
+@click.option("--selector", type=click.Choice(SELECTORS), default=None,
+              help="How to choose its node.")
+@click.option("--node-limit", default=None, metavar="N1,N2",
+              help="Nodes it may run on ('' for any).")
+@click.option("--migration-method", type=click.Choice(MIGRATION_METHODS), default=None,
+              help="How it moves between nodes.")
+@click.option("--reason", default="", help="Why (kept in the operation record).")
+@format_option
+@click.pass_context
+def meta_(ctx: click.Context, ref: str, autostart: bool | None, selector: str | None,
+          node_limit: str | None, migration_method: str | None, reason: str,
+          fmt: str) -> None:
+    """Change a VM's placement metadata (not its XML). Nothing moves now: its next start or
+    migration uses them."""
+    from pvc.vm import changes
+    limit = None if node_limit is None else [n.strip() for n in node_limit.split(",")]
+    change = changes.meta(cluster(ctx), ref, reason, autostart=autostart,
+                          node_selector=selector, node_limit=limit,
+                          migration_method=migration_method)
+    if fmt == "json":
+        emit_json(change.op.to_json())
+    else:
+        click.echo(change.op.message)
+
+
+@vm.command()
+@click.argument("ref", metavar="VM")
+@click.argument("new_name", metavar="NEW_NAME")
+@click.option("--reason", default="", help="Why (kept in the operation record).")
+@format_option
+@click.pass_context
+def rename(ctx: click.Context, ref: str, new_name: str, reason: str, fmt: str) -> None:
+    """Rename a stopped VM (its definition's <name> too)."""
+    from pvc.vm import changes
+    change = changes.rename(cluster(ctx), ref, new_name, reason)
+    if fmt == "json":
+        emit_json(change.op.to_json())
+    else:
+        click.echo(change.op.message)
+
+
+def _action(action: str, doc: str, asks: bool = False) -> click.Command:
     @click.argument("ref", metavar="VM")
     @click.option("--wait", is_flag=True, help="Wait until it is done; exit non-zero if it "
                                                "failed.")
@@ -135,17 +254,22 @@ def _action(action: str, doc: str) -> click.Command:
     @format_option
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, reason: str,
-                wait_timeout: float | None, fmt: str) -> None:
+                wait_timeout: float | None, fmt: str, yes: bool = False) -> None:
         from pvc.vm import lifecycle
-        run_request(ctx, lifecycle.request(cluster(ctx), ref, action, reason), wait, fmt,
-                    wait_timeout)
+        c = cluster(ctx)
+        if asks and c.running_on(c.vm(ref).value.uuid):
+            confirm(yes, f"{action.capitalize()} VM {ref}? It is powered off at once, "
+                         "like pulling its plug")
+        run_request(ctx, lifecycle.request(c, ref, action, reason), wait, fmt, wait_timeout)
 
     command.__doc__ = doc
+    if asks:
+        command = yes_option(command)
     return vm.command(name=action)(command)
 
 
 start = _action("start", "Start a VM (placing it on a node if it has none).")
-stop = _action("stop", "Stop a VM at once (hard power-off).")
+stop = _action("stop", "Stop a VM at once (hard power-off).", asks=True)
 shutdown = _action("shutdown", "Shut a VM down gracefully; force it off after the timeout.")
 restart = _action("restart", "Shut a VM down gracefully and start it again.")
 disable = _action("disable", "Shut a VM down and keep it down (not restarted by unflush).")

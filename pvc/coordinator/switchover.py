@@ -248,7 +248,7 @@ def database_follows(cluster: Cluster, config: Config, me: str) -> Request | Non
     """The primary's duty: if the database leads elsewhere and this node's member is healthy,
     ask for a `db.switchover` (None when nothing is to do or one is in flight)."""
     patroni = patroni_for(config, cluster.nodes())
-    if patroni is None:
+    if patroni is None or cluster.maintenance() is not None:   # nothing acts on its own
         return None
     view = patroni.cluster()
     mine = view.member(me)

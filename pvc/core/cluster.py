@@ -166,6 +166,10 @@ class Cluster:
             raise NotFound(f"no node named {name!r}")
         return found[0]
 
+    def maintenance(self) -> dict[str, Any] | None:
+        """Who put the cluster in maintenance, why and since when; None when it is not."""
+        return self.store.get_json(self.schema.maintenance, None)  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ operations
     def operation(self, op_id: str) -> Operation:
         names.check("operation", op_id, names.OPERATION_ID)
@@ -217,9 +221,10 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         domains=decode_json(raw["domains"]) or {},
         drift=decode_json(raw["drift"]) or {},
         fence=decode_json(raw["fence"]) or {},
+        cordon=decode_json(raw["cordon"]) or {},
     )
     for key, value in static.items():
-        if hasattr(node, key) and key not in ("name", "domains", "drift", "fence"):
+        if hasattr(node, key) and key not in ("name", "domains", "drift", "fence", "cordon"):
             setattr(node, key, value)
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift"):

@@ -67,6 +67,7 @@ class Node:
     keepalive_interval: float = 0.0  # its own (a node is dead after `fencing.intervals` of them)
     ipmi: dict[str, Any] = field(default_factory=dict)   # its BMC: host, port, user
     fence: dict[str, Any] = field(default_factory=dict)  # the last fence's state, error, time
+    cordon: dict[str, Any] = field(default_factory=dict)  # by, reason, since: takes no new VMs
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test

@@ -31,6 +31,9 @@ Three kinds of state are kept apart, each with one writer:
 | /operations/ID/executor             | in flight | the executing task (ephemeral lease)         |
 | /locks/flush                        | in flight | kazoo lock recipe (flush and unflush)        |
 | /primary                            | observed  | coordinator daemons (ephemeral election)     |
+| /maintenance                        | desired   | CLI (`cluster maintenance on`): who, why,    |
+|                                     |           | since; absent when off                       |
+| /nodes/N/cordon                     | desired   | CLI (`node cordon`): who, why, since; {} off |
 | /handoff                            | in flight | a switchover: its operation creates it, the  |
 |                                     |           | old and new primary's daemons advance its    |
 |                                     |           | phase (pvc.coordinator.role.HANDOFF)         |
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 VERSION = 1
 
 NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
-               "domains", "drift", "fence")
+               "domains", "drift", "fence", "cordon")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class Schema:
     @property
     def handoff(self) -> str:
         return self._p("handoff")
+
+    @property
+    def maintenance(self) -> str:
+        """Set while the cluster is in maintenance: nothing acts on its own."""
+        return self._p("maintenance")
 
     @property
     def cluster_shutdown(self) -> str:

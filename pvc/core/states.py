@@ -73,6 +73,8 @@ def target_refusal(node: "Node") -> str:
         return f"daemon {node.daemon_state}"
     if node.domain_state != DomainState.READY:
         return str(node.domain_state)
+    if node.cordon:
+        return "cordoned"
     return ""
 
 

@@ -100,6 +100,8 @@ class NodeDaemon:
         if ctx.store.get_text(ctx.schema.node_field(self.name, "domain_state")) is None:
             self._put("domain_state", DomainState.READY)
         self._put("daemon_state", DaemonState.RUN)
+        if self.config.node.enable_hypervisor:   # maintenance off: what it held, at once
+            ctx.store.watch_raw(ctx.schema.maintenance, lambda _d, _v: self.reconcile_soon())
         if self.role is not None:
             for path in (ctx.schema.primary, ctx.schema.handoff):
                 ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
@@ -230,7 +232,8 @@ class NodeDaemon:
             return
         assert self.ctx is not None
         state = self.ctx.store.get_text(self.ctx.schema.node_field(self.name, "domain_state"))
-        result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state))
+        held = self.ctx.cluster.maintenance() is not None
+        result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state, held))
         for uuid in result.started_uuids:
             self.restarts.started(uuid)
         if result.started or result.stopped or result.failed:
@@ -273,9 +276,12 @@ class NodeDaemon:
             if said:
                 log.info(said)
 
-    def _may_start(self, vm: VM, state: str | None) -> str:
-        """Why this daemon must not start vm on its own now ("" if it may): a node that is
-        being flushed (or is flushed) takes no VMs, and a crash loop is not fed."""
+    def _may_start(self, vm: VM, state: str | None, maintenance: bool = False) -> str:
+        """Why this daemon must not start vm on its own now ("" if it may): not while the
+        cluster is in maintenance, a node that is being flushed (or is flushed) takes no VMs,
+        and a crash loop is not fed."""
+        if maintenance:
+            return "the cluster is in maintenance (nothing starts on its own)"
         if state not in (None, DomainState.READY):
             return f"this node is {state}"
         return self.restarts.refusal(vm)

@@ -113,6 +113,8 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
     node = cluster.node(target)
     if node.daemon_state != DaemonState.DEAD:
         return f"{target} is {node.daemon_state}: not fenced"
+    if cluster.maintenance() is not None:   # asked before maintenance began
+        return f"{target} not fenced: the cluster is in maintenance"
     address = bmc_address(cluster, node)
     if address is None:
         _failed(cluster, target, "no BMC configured (node.ipmi_host)")
@@ -202,6 +204,9 @@ def _reassign(dead: str, target: Node | None) -> Callable[[Any, Transaction], An
 def fence_duty(cluster: Cluster, cfg: Config, watch: FenceWatch,
                submit: Callable[[Request], None]) -> str:
     """The primary's duty: ask for a fence of each node that is due."""
+    if cluster.maintenance() is not None:   # nothing acts on its own; a fresh count after
+        watch.suspects.clear()
+        return ""
     said = []
     for target in watch.due(cluster.nodes(), time.time()):
         try:

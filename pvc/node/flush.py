@@ -34,6 +34,7 @@ from pvc.core.models import VM, Node
 from pvc.core.states import DaemonState, VmState
 from pvc.core.store import NodeExists
 from pvc.operations import records
+from pvc.operations.holds import describe
 from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, require_acting
 from pvc.operations.runner import Runner
@@ -128,6 +129,9 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
         raise InvalidInput("--max-parallel must be at least 1")
     target = cluster.node(node)
     require_acting(target, f"{kind} itself")
+    if kind == "unflush" and target.cordon:   # it would bring VMs back to it
+        raise Conflict(f"node {node} is cordoned ({describe(target.cordon)}): uncordon it "
+                       f"first (pvc node uncordon {node})")
     busy = cluster.store.get_text(cluster.schema.node_operation(node))
     if busy:
         raise Conflict(f"node {node} already has operation {busy} in flight "

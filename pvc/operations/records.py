@@ -41,7 +41,7 @@ def new_operation(kind: str, target: str, target_id: str, node: str, reason: str
     """A new record, queued for `node`'s worker with the task the registry names."""
     now = time.time()
     return Operation(id=new_id(), kind=kind, target=target, target_id=target_id, node=node,
-                     task=registry.kind(kind).task, requested_by=requester(), reason=reason,
+                     task=registry.task_of(kind), requested_by=requester(), reason=reason,
                      created=now, args=args or {},
                      history=[[now, states.OpState.QUEUED, "submitted"]])
 
@@ -52,6 +52,16 @@ def mark_done(op: Operation, message: str) -> None:
     op.message = message
     op.finished = op.created
     op.history.append([op.created, states.OpState.SUCCEEDED, message])
+
+
+def recorded(kind: str, target: str, target_id: str, reason: str, message: str,
+             args: dict[str, Any]) -> Operation:
+    """The record of a change no node needs to carry out (registry.RECORDED), ended as made;
+    args keep what it changed (before, after)."""
+    assert kind in registry.RECORDED, kind
+    op = new_operation(kind, target, target_id, "", reason, args)
+    mark_done(op, message)
+    return op
 
 
 def transition(op: dict[str, Any], new_state: str, note: str) -> dict[str, Any]:

@@ -86,6 +86,18 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
 
 BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}
 
+# Changes to the cluster's records alone: recorded as they are made (who, why, before and
+# after), ended at once. No node runs them, so they have no task.
+RECORDED: frozenset[str] = frozenset({
+    "vm.modify", "vm.meta", "vm.rename",
+    "node.cordon", "node.uncordon", "cluster.maintenance",
+})
+
+
+def task_of(name: str) -> str:
+    """The Celery task of a kind ("" for a recorded-only change)."""
+    return "" if name in RECORDED else kind(name).task
+
 
 def kind(name: str) -> OperationKind:
     try:

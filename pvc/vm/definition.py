@@ -21,9 +21,9 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
     its nodes first registered: `allow_unknown_nodes`)."""
     facts, stored_xml = domxml.parse(xml)
-    _fits_somewhere(cluster, facts)
+    fits_somewhere(cluster, facts)
     node_limit = [n for n in node_limit if n]
-    _check_choices(selector, migration_method)
+    check_choices(selector, migration_method)
     known = set(cluster.node_names())
     unknown = sorted({n for n in [node, *node_limit] if n and n not in known})
     if unknown and not allow_unknown_nodes:
@@ -34,7 +34,7 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
             state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
             node_selector=selector, node_limit=node_limit,
             console_log=facts.console_log is not None, defined=time.time(),
-            networks=_managed_networks(cluster, facts))
+            networks=managed_networks(cluster, facts))
     tx = cluster.store.transaction()
     tx.create(cluster.schema.vm_name(vm.name), vm.uuid)
     tx.create(cluster.schema.vm(vm.uuid), vm.to_json())
@@ -86,7 +86,7 @@ def undefine(cluster: Cluster, ref: str) -> VM:
 
 
 
-def _managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
+def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
     """The managed networks the VM's bridges stand for; each must exist."""
     vnis = [v for b in facts.bridges if (v := managed.vni_of_bridge(b)) is not None]
     for vni in vnis:
@@ -96,7 +96,7 @@ def _managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
     return vnis
 
 
-def _fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:
+def fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:
     """Refuse a VM no node could ever host (once nodes have registered)."""
     nodes = [n for n in cluster.nodes() if n.enable_hypervisor and n.mem_total]
     if nodes and facts.memory_mib > max(n.mem_total for n in nodes):
@@ -104,7 +104,7 @@ def _fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:
                            f"largest node has {max(n.mem_total for n in nodes)} MiB")
 
 
-def _check_choices(selector: str, method: str) -> None:
+def check_choices(selector: str, method: str) -> None:
     if selector and selector not in SELECTORS:
         raise InvalidInput(f"unknown selector {selector!r} (one of {', '.join(SELECTORS)})")
     if method and method not in MIGRATION_METHODS:

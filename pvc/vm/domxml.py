@@ -54,15 +54,16 @@ class DomainFacts:
     bridges: tuple[str, ...] = ()   # the bridges its interfaces are on
 
 
-def parse(xml: str) -> tuple[DomainFacts, str]:
-    """Validate a domain definition; return its facts and the XML to store (UUID added)."""
+def parse(xml: str, uuid_if_missing: str = "") -> tuple[DomainFacts, str]:
+    """Validate a domain definition; return its facts and the XML to store (a UUID added
+    when it has none: uuid_if_missing, else a new one)."""
     root = _root(xml)
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InvalidInput("domain XML has no <name>")
     if not names.valid_name(name):
         raise InvalidInput(f"domain name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
-    if _looks_like_uuid(name):
+    if looks_like_uuid(name):
         raise InvalidInput(f"domain name {name!r} looks like a UUID; VMs are found by either")
     uuid = (root.findtext("uuid") or "").strip()
     if uuid:
@@ -71,7 +72,7 @@ def parse(xml: str) -> tuple[DomainFacts, str]:
         except ValueError:
             raise InvalidInput(f"domain XML has an invalid <uuid>: {uuid!r}") from None
     else:
-        uuid = str(uuidlib.uuid4())
+        uuid = uuid_if_missing or str(uuidlib.uuid4())
         el = ET.Element("uuid")
         el.text = uuid
         root.insert(1, el)
@@ -98,7 +99,7 @@ def _bridges(root: ET.Element) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _looks_like_uuid(name: str) -> bool:
+def looks_like_uuid(name: str) -> bool:
     try:
         uuidlib.UUID(name)
         return len(name) in (32, 36)
@@ -165,6 +166,16 @@ def _console_log(root: ET.Element) -> str | None:
         if log is not None and log.get("file"):
             return log.get("file")
     return None
+
+
+def renamed(xml: str, name: str) -> str:
+    """The definition with another <name>."""
+    root = _root(xml)
+    el = root.find("name")
+    if el is None:
+        raise InvalidInput("domain XML has no <name>")
+    el.text = name
+    return ET.tostring(root, encoding="unicode")
 
 
 def for_node(xml: str, domain_type: str = "", console_log_directory: str = "") -> str:
