@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_OFFSET, BENCH_SANDBOX_DIR, BenchSandbox, record, summary_ms
+from pvc.core.timefmt import times_as_epoch
 
 ROUNDS = 3
 
@@ -53,7 +54,8 @@ def main() -> None:
             while json.loads(box.pvc("node", "info", dead, "--format", "json").stdout)[
                     "daemon_state"] != "fenced":
                 time.sleep(0.1)
-            fences = [o for o in json.loads(box.pvc("task", "list", "--format", "json").stdout)
+            fences = [o for o in times_as_epoch(json.loads(
+                      box.pvc("task", "list", "--format", "json").stdout))
                       if o["kind"] == "node.fence" and o["target"] == dead]
             last = max(fences, key=lambda o: o["created"])
             to_fenced.append(last["finished"] - last["created"])

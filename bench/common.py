@@ -148,8 +148,11 @@ class BenchSandbox:
     def watch(self, op_id: str) -> dict[str, Any]:
         """Wait for an operation to end; its record."""
         import json
+
+        from pvc.core.timefmt import times_as_epoch
         self.pvc("task", "watch", op_id, check=False)
-        return json.loads(self.pvc("task", "show", op_id, "--format", "json").stdout)
+        return times_as_epoch(  # type: ignore[no-any-return]
+            json.loads(self.pvc("task", "show", op_id, "--format", "json").stdout))
 
     def submit(self, *args: str) -> str:
         """Run a submitting command; the operation id it printed."""

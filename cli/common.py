@@ -85,17 +85,23 @@ def say_maintenance(c: Cluster) -> None:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """JSON for scripts: times in ISO 8601 with their zone (pvc.core.timefmt)."""
+    from pvc.core.timefmt import times_as_text
+    click.echo(json.dumps(times_as_text(data), indent=2, sort_keys=True, default=str))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
     """Print rows as an aligned table; columns are (key, heading)."""
+    click.echo(table_text(rows, columns))
+
+
+def table_text(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     cells = [[_cell(r.get(k)) for k, _ in columns] for r in rows]
     heads = [h for _, h in columns]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip())
-    for c in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    return "\n".join(lines)
 
 
 def _cell(v: Any) -> str:

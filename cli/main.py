@@ -14,14 +14,19 @@ from pvc.core.store import RACES
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "cluster": ("cli.cluster", "cluster", "Cluster-wide status."),
+    "cluster": ("cli.cluster", "cluster",
+                "The whole cluster: status, maintenance on/off, shutdown, secure."),
     "network": ("cli.network", "network", "Managed networks: add, list, info, remove, leases."),
-    "node": ("cli.node", "node", "Nodes: list, inspect, flush, unflush, primary."),
-    "vm": ("cli.vm", "vm", "VMs: define, start, stop, inspect."),
-    "task": ("cli.task", "task", "Operation records: list, show."),
+    "node": ("cli.node", "node", "Nodes: list (--watch), info, flush, unflush, cordon, "
+                                 "uncordon, primary, secondary, lock, power."),
+    "vm": ("cli.vm", "vm", "VMs: define, list (--watch), info, start, stop, shutdown, "
+                           "restart, migrate, move, modify, meta, rename, log, undefine."),
+    "task": ("cli.task", "task", "Operation records: list, show, watch, cancel."),
     "config": ("cli.config_cmd", "config", "Configuration files: validate."),
     "sandbox": ("cli.sandbox", "sandbox", "A whole local test cluster: up, down, status."),
     "system": ("cli.system", "system", "This node under systemd: install, boot, shutdown."),
+    "completion": ("cli.main", "completion", "Print the shell completion script "
+                                             "(bash, zsh, fish)."),
 }
 
 
@@ -41,14 +46,64 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """pvc's version and schema version, and the cluster's schema version when it answers."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pvc.core.schema import VERSION
+    try:
+        mine = version("pvc")
+    except PackageNotFoundError:
+        mine = "unknown (not installed)"
+    click.echo(f"pvc {mine} (schema version {VERSION})")
+    click.echo(f"cluster: {_cluster_version(ctx.params.get('config_path'))}")
+    ctx.exit(0)
+
+
+def _cluster_version(config_path: str | None) -> str:
+    from pvc.core import config as configmod
+    from pvc.core.cluster import Cluster
+    try:
+        cfg = configmod.load(configmod.locate(config_path))
+        c = Cluster.connect(cfg)
+    except PvcError as e:
+        return f"not reachable ({e})"
+    try:
+        stored = c.store.get_text(c.schema.version) or "none"
+        return f"{cfg.cluster.name} at {cfg.cluster.zookeeper.hosts}, schema version {stored}"
+    finally:
+        c.close()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="FILE", envvar="PVC_CONFIG",
+              is_eager=True,
               help="Configuration file (default: $PVC_CONFIG, a running sandbox, "
                    "/etc/pvc/pvc.yaml).")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=show_version,
+              help="pvc's version and schema version, and the cluster's when it answers.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """pvc: run KVM virtual machines on a cluster of nodes."""
     ctx.obj = {"config_path": config_path}
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL; it completes commands, options, and the
+    cluster's VM names, node names, operation ids and networks. For example:
+
+    \b
+      bash: pvc completion bash > /etc/bash_completion.d/pvc
+      zsh:  pvc completion zsh > "${fpath[1]}/_pvc"
+      fish: pvc completion fish > ~/.config/fish/completions/pvc.fish
+    """
+    from cli.complete import script
+    click.echo(script(shell))
 
 
 def main(argv: list[str] | None = None) -> None:

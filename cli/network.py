@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from cli import complete
 from cli.common import cluster, emit_json, format_option, pairs, table
 
 VNI = click.IntRange(min=0)   # the range is checked with the rest, in one message
@@ -25,7 +26,7 @@ def _json(net: Any, c: Any) -> dict[str, Any]:
 
 
 @network.command()
-@click.argument("vni", type=VNI)
+@click.argument("vni", type=VNI, shell_complete=complete.networks)
 @click.option("--domain", required=True, help="DNS domain of the network (e.g. sandbox.pvc).")
 @click.option("--ipv4", required=True, metavar="CIDR", help="Subnet, e.g. 10.100.0.0/24.")
 @click.option("--gateway", required=True, metavar="IP", help="The gateway's address (held by "
@@ -70,7 +71,7 @@ def list_(ctx: click.Context, fmt: str) -> None:
 
 
 @network.command()
-@click.argument("vni", type=VNI)
+@click.argument("vni", type=VNI, shell_complete=complete.networks)
 @format_option
 @click.pass_context
 def info(ctx: click.Context, vni: int, fmt: str) -> None:
@@ -85,7 +86,7 @@ def info(ctx: click.Context, vni: int, fmt: str) -> None:
 
 
 @network.command()
-@click.argument("vni", type=VNI)
+@click.argument("vni", type=VNI, shell_complete=complete.networks)
 @format_option
 @click.pass_context
 def remove(ctx: click.Context, vni: int, fmt: str) -> None:
@@ -99,7 +100,7 @@ def remove(ctx: click.Context, vni: int, fmt: str) -> None:
 
 
 @network.command()
-@click.argument("vni", type=VNI)
+@click.argument("vni", type=VNI, shell_complete=complete.networks)
 @format_option
 @click.pass_context
 def leases(ctx: click.Context, vni: int, fmt: str) -> None:

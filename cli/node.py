@@ -11,10 +11,11 @@ from cli.common import (
     emit_json,
     format_option,
     pairs,
-    table,
+    table_text,
     wait_timeout_option,
     yes_option,
 )
+from cli.complete import node_argument
 
 FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "workers", "vms",
           "mem_total",
@@ -48,19 +49,35 @@ def node() -> None:
 
 
 @node.command(name="list")
+@click.option("--watch", "-w", is_flag=True,
+              help="Redraw whenever a node changes (pushed by ZooKeeper); Ctrl-C leaves.")
 @format_option
 @click.pass_context
-def list_(ctx: click.Context, fmt: str) -> None:
+def list_(ctx: click.Context, watch: bool, fmt: str) -> None:
     """List nodes with their states and resources (memory in MiB)."""
-    rows = [node_json(n) for n in cluster(ctx).nodes()]
-    if fmt == "json":
-        emit_json(rows)
+    c = cluster(ctx)
+
+    def view() -> Any:
+        rows = [node_json(n) for n in c.nodes()]
+        return rows if fmt == "json" else table_text(rows, LIST_COLUMNS)
+
+    if watch:
+        from cli.watch import Watches, redraw_on_change
+        from pvc.core.schema import NODE_FIELDS
+        s = c.schema
+        watches = Watches(c)
+        watches.children(s.nodes, each=lambda n: [s.node(n), s.node_alive(n)] + [
+            s.node_field(n, f) for f in NODE_FIELDS if f not in ("keepalive", "domains")],
+            lists=lambda n: [s.node_workers(n)])
+        redraw_on_change(watches, view, fmt)
+    elif fmt == "json":
+        emit_json(view())
     else:
-        table(rows, LIST_COLUMNS)
+        click.echo(view())
 
 
 @node.command()
-@click.argument("name", metavar="NODE")
+@node_argument("name")
 @format_option
 @click.pass_context
 def info(ctx: click.Context, name: str, fmt: str) -> None:
@@ -74,7 +91,7 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
 
 
 def _flush_command(kind: str, doc: str, name: str) -> click.Command:
-    @click.argument("node_name", metavar="NODE")
+    @node_argument()
     @click.option("--wait", is_flag=True, help="Wait for the lock and the work; exit "
                                                "non-zero if it failed.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
@@ -142,7 +159,7 @@ ready = _flush_command("unflush", "Same as unflush.", "ready")
 
 
 def _role_command(name: str, doc: str) -> click.Command:
-    @click.argument("node_name", metavar="NODE")
+    @node_argument()
     @click.option("--wait", is_flag=True, help="Wait until the switchover is done.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
     @wait_timeout_option()
@@ -168,7 +185,7 @@ secondary = _role_command("secondary", "Hand NODE's primary role to another runn
 
 
 def _cordon_command(name: str, doc: str) -> click.Command:
-    @click.argument("node_name", metavar="NODE")
+    @node_argument()
     @click.option("--reason", default="", help="Why (shown by node list and cluster status).")
     @format_option
     @click.pass_context
@@ -207,7 +224,7 @@ def lock(ctx: click.Context, fmt: str) -> None:
 
 
 @node.command()
-@click.argument("node_name", metavar="NODE")
+@node_argument()
 @click.argument("action", type=click.Choice(["status", "on", "off"]))
 @click.option("--yes", is_flag=True, help="Confirm `off`: it cuts the power, no clean stop.")
 @format_option

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from cli.common import cluster, emit_json, format_option, stamp, table, wait_timeout_option
+from cli.complete import operation_argument
 from pvc.core.states import OpState
 
 COLUMNS = [("id", "ID"), ("kind", "KIND"), ("target", "TARGET"), ("node", "NODE"),
@@ -42,7 +43,7 @@ def list_(ctx: click.Context, limit: int, state: str, fmt: str) -> None:
 
 
 @task.command()
-@click.argument("op_id", metavar="ID")
+@operation_argument
 @format_option
 @click.pass_context
 def show(ctx: click.Context, op_id: str, fmt: str) -> None:
@@ -70,7 +71,7 @@ def show(ctx: click.Context, op_id: str, fmt: str) -> None:
 
 
 @task.command()
-@click.argument("op_id", metavar="ID")
+@operation_argument
 @wait_timeout_option()
 @format_option
 @click.pass_context
@@ -82,7 +83,7 @@ def watch(ctx: click.Context, op_id: str, wait_timeout: float | None, fmt: str) 
 
 
 @task.command()
-@click.argument("op_id", metavar="ID")
+@operation_argument
 @format_option
 @click.pass_context
 def cancel(ctx: click.Context, op_id: str, fmt: str) -> None:

@@ -13,10 +13,12 @@ from cli.common import (
     format_option,
     pairs,
     stamp,
-    table,
+    table_text,
     wait_timeout_option,
     yes_option,
 )
+from cli.complete import nodes as complete_nodes
+from cli.complete import vm_argument
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
 from pvc.vm import definition
@@ -36,7 +38,7 @@ def vm() -> None:
 
 @vm.command()
 @click.argument("xmlfile", type=click.File("rb"))
-@click.option("--node", default="", help="Node to run it on (default: chosen at start).")
+@click.option("--node", default="", shell_complete=complete_nodes, help="Node to run it on (default: chosen at start).")
 @click.option("--autostart", is_flag=True, help="Start it when its node is unflushed.")
 @click.option("--selector", type=click.Choice(SELECTORS), default=None,
               help="How to choose its node (default: the cluster's).")
@@ -62,7 +64,7 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
 
 
 @vm.command()
-@click.argument("ref", metavar="VM")
+@vm_argument
 @yes_option
 @format_option
 @click.pass_context
@@ -79,19 +81,42 @@ def undefine(ctx: click.Context, ref: str, yes: bool, fmt: str) -> None:
 
 
 @vm.command(name="list")
-@click.option("--node", default="", help="Only VMs assigned to or running on this node.")
+@click.option("--node", default="", shell_complete=complete_nodes, help="Only VMs assigned to or running on this node.")
 @click.option("--state", type=click.Choice(VM_LIST_STATES), default=None,
               help="Only VMs in this state: desired (start, stop, disable) or observed "
                    "(running, stopped, paused, …).")
 @click.option("--all", "show_all", is_flag=True,
               help="Also list domains running on nodes that are not pvc VMs.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Redraw whenever a VM changes (pushed by ZooKeeper); Ctrl-C leaves.")
 @format_option
 @click.pass_context
-def list_(ctx: click.Context, node: str, state: str, show_all: bool, fmt: str) -> None:
+def list_(ctx: click.Context, node: str, state: str, show_all: bool, watch: bool,
+          fmt: str) -> None:
     """List VMs (with --all, also the domains pvc does not know that nodes run)."""
     c = cluster(ctx)
     if node and node not in c.node_names():
         raise click.BadParameter(f"no node named {node!r}", param_hint="--node")
+
+    def view() -> Any:
+        rows = _list_rows(c, node, state, show_all)
+        return rows if fmt == "json" else table_text(rows, LIST_COLUMNS)
+
+    if watch:
+        from cli.watch import Watches, redraw_on_change
+        s = c.schema
+        watches = Watches(c)
+        watches.children(s.vms, each=lambda u: [s.vm(u)])
+        watches.children(s.nodes, each=lambda n: [s.node_field(n, "domains"), s.node_alive(n)])
+        watches.children(s.vm_operations)
+        redraw_on_change(watches, view, fmt)
+    elif fmt == "json":
+        emit_json(view())
+    else:
+        click.echo(view())
+
+
+def _list_rows(c: Any, node: str, state: str | None, show_all: bool) -> list[dict[str, Any]]:
     nodes = c.nodes()
     rows = [v.to_json() for v in c.views(c.vms(), nodes)]
     if show_all:
@@ -104,14 +129,11 @@ def list_(ctx: click.Context, node: str, state: str, show_all: bool, fmt: str) -
     if state:
         rows = [r for r in rows if state in (r["state"], r["observed"])]
     rows.sort(key=lambda r: r["name"])
-    if fmt == "json":
-        emit_json(rows)
-    else:
-        table(rows, LIST_COLUMNS)
+    return rows
 
 
 @vm.command()
-@click.argument("ref", metavar="VM")
+@vm_argument
 @click.option("--xml", "show_xml", is_flag=True,
               help="Print only the stored definition (with --format json: add it as `xml`).")
 @format_option
@@ -134,7 +156,7 @@ def info(ctx: click.Context, ref: str, show_xml: bool, fmt: str) -> None:
 
 
 @vm.command()
-@click.argument("ref", metavar="VM")
+@vm_argument
 @click.argument("xmlfile", type=click.File("rb"), required=False)
 @click.option("--editor", is_flag=True,
               help="Edit the stored definition in $EDITOR; it is checked when you save, the "
@@ -168,7 +190,6 @@ def modify(ctx: click.Context, ref: str, xmlfile: Any, editor: bool, restart: bo
     elif fmt == "text":
         click.echo(change.op.message)
     if restart and change.running_on:
-        from cli.ops import run_request
         from pvc.vm import lifecycle
         run_request(ctx, lifecycle.request(c, ref, "restart", reason or "apply vm modify"),
                     wait, fmt, wait_timeout)
@@ -179,6 +200,8 @@ def modify(ctx: click.Context, ref: str, xmlfile: Any, editor: bool, restart: bo
 def _edit(c: Any, ref: str, yes: bool) -> str | None:
     """The operator's edit of the stored XML, checked, its diff shown and confirmed; None
     when nothing changed. A definition that does not check out can be edited again."""
+    import sys
+
     from pvc.core.errors import InvalidInput
     from pvc.vm import changes
     found = c.vm(ref).value
@@ -191,6 +214,8 @@ def _edit(c: Any, ref: str, yes: bool) -> str | None:
             preview = changes.modify(c, ref, edited, dry_run=True)
             break
         except InvalidInput as e:
+            if not sys.stdin.isatty():   # nobody to ask: the error, as for a file
+                raise
             click.echo(f"error: {e}", err=True)
             if not click.confirm("Edit it again?", default=True, err=True):
                 raise click.exceptions.Abort() from None
@@ -201,7 +226,7 @@ def _edit(c: Any, ref: str, yes: bool) -> str | None:
 
 
 @vm.command(name="meta")
-@click.argument("ref", metavar="VM")
+@vm_argument
 @click.option("--autostart/--no-autostart", default=None,
               help="Start it when its node is unflushed.")
 @click.option("--selector", type=click.Choice(SELECTORS), default=None,
@@ -230,7 +255,7 @@ def meta_(ctx: click.Context, ref: str, autostart: bool | None, selector: str | 
 
 
 @vm.command()
-@click.argument("ref", metavar="VM")
+@vm_argument
 @click.argument("new_name", metavar="NEW_NAME")
 @click.option("--reason", default="", help="Why (kept in the operation record).")
 @format_option
@@ -246,7 +271,7 @@ def rename(ctx: click.Context, ref: str, new_name: str, reason: str, fmt: str) -
 
 
 def _action(action: str, doc: str, asks: bool = False) -> click.Command:
-    @click.argument("ref", metavar="VM")
+    @vm_argument
     @click.option("--wait", is_flag=True, help="Wait until it is done; exit non-zero if it "
                                                "failed.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
@@ -276,7 +301,7 @@ disable = _action("disable", "Shut a VM down and keep it down (not restarted by 
 
 
 def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
-    @click.argument("ref", metavar="VM")
+    @vm_argument
     @click.option("--method", type=click.Choice(["live", "shutdown"]), default=None,
                   help="Migration method (default: the VM's, else the cluster's).")
     @click.option("--force-live", is_flag=True, help="Fail rather than fall back to shutdown.")
@@ -308,6 +333,7 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     if mode != "unmigrate":   # unmigrate goes back to the last node: no target to choose
         command = click.option(
             "--target", default="", metavar="NODE", required=needs_target,
+            shell_complete=complete_nodes,
             help="Target node" + ("." if needs_target else
                                   " (default: chosen by the VM's selector)."))(command)
     return vm.command(name=mode)(command)
@@ -321,7 +347,7 @@ move = _move_command("move", "Move a VM to another node for good (forgets its la
 
 
 @vm.command(name="log")
-@click.argument("ref", metavar="VM")
+@vm_argument
 @click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
               help="Show the last N lines (default: all; 10 with --follow).")
 @click.option("--follow", "-f", is_flag=True,
@@ -361,9 +387,19 @@ def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
                    err=True)
     text = "\n".join(line for _seq, line in shown)
     if sys.stdout.isatty():
+        _pager_at_the_newest_line()
         click.echo_via_pager(text + "\n")
     else:
         click.echo(text)
+
+
+def _pager_at_the_newest_line() -> None:
+    """The default pager, less, opens at the end (the newest output is what one looks for);
+    an operator's own $PAGER is left as it is."""
+    import os
+    import shutil
+    if not os.environ.get("PAGER") and shutil.which("less"):
+        os.environ["PAGER"] = "less -R +G"
 
 
 def _follow_console(c: Any, path: str, buf: Any, count: int) -> None:

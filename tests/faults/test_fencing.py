@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from pvc.core.timefmt import times_as_epoch
 from tests.faults.conftest import Faults, until
 
 pytestmark = pytest.mark.faults
@@ -33,7 +34,8 @@ def status(f: Faults) -> dict[str, Any]:
 
 
 def fence_records(f: Faults, name: str) -> list[dict[str, Any]]:
-    return [o for o in f.pvc.json("task", "list", "--limit", "1000")
+    """Its fence records, times as epoch seconds."""
+    return [o for o in times_as_epoch(f.pvc.json("task", "list", "--limit", "1000"))
             if o["kind"] == "node.fence" and o["target"] == name]
 
 

@@ -197,3 +197,19 @@ def test_a_cordoned_node_takes_no_new_vms_and_keeps_its_own(fc: FakeCluster) -> 
         flush.request(fc.client, "hv2", "unflush")
     holds.uncordon(fc.client, "hv2")
     assert fc.client.node("hv2").cordon == {}
+
+
+# ---------------------------------------------------------------------- JSON times
+
+def test_json_times_are_iso_8601_with_a_zone_and_come_back() -> None:
+    from pvc.core.timefmt import times_as_epoch, times_as_text
+    record = {"created": 1764563785.25, "finished": 0.0, "attempts": 2, "changed": 3,
+              "history": [[1764563785.5, "queued", "submitted"]],
+              "progress": {"items": {"a": "moved"}}, "fence": {"at": 1764563786.0}}
+    shown = times_as_text(record)
+    assert shown["created"] == "2025-12-01T04:36:25.250000+00:00"
+    assert shown["finished"] is None and shown["attempts"] == 2 and shown["changed"] == 3
+    assert shown["history"][0][0] == "2025-12-01T04:36:25.500000+00:00"
+    assert shown["fence"]["at"].endswith("+00:00")
+    back = times_as_epoch(shown)
+    assert back["created"] == 1764563785.25 and back["history"][0][0] == 1764563785.5
