@@ -1,6 +1,8 @@
 """`pvc task …`: the durable operation records."""
 from __future__ import annotations
 
+import json
+
 import click
 
 from cli.common import cluster, emit_json, format_option, stamp, table, wait_timeout_option
@@ -48,11 +50,16 @@ def list_(ctx: click.Context, limit: int, state: str, fmt: str) -> None:
 @click.pass_context
 def show(ctx: click.Context, op_id: str, fmt: str) -> None:
     """Show one operation with its progress and history."""
-    op = cluster(ctx).operation(op_id)
+    c = cluster(ctx)
+    op = c.operation(op_id)
+    flower = f"{c.config.cluster.flower_url.rstrip('/')}/task/{op.id}" \
+        if c.config.cluster.flower_url and op.task else ""
     if fmt == "json":
-        emit_json(op.to_json())
+        emit_json({**op.to_json(), "flower_url": flower})
         return
     click.echo(f"operation {op.id}: {op.kind} {op.target} on {op.node or '-'}")
+    if flower:
+        click.echo(f"  flower      {flower}")
     click.echo(f"  state       {op.state}" + (f" ({op.error})" if op.error else ""))
     click.echo(f"  requested   {stamp(op.created)} by {op.requested_by}"
                + (f": {op.reason}" if op.reason else ""))
@@ -60,6 +67,9 @@ def show(ctx: click.Context, op_id: str, fmt: str) -> None:
                f"   attempts {op.attempts}")
     if op.message:
         click.echo(f"  message     {op.message}")
+    for side in ("before", "after"):   # a recorded change: what it changed
+        if side in op.args:
+            click.echo(f"  {side:<11} {json.dumps(op.args[side], sort_keys=True)}")
     prog = op.progress
     if prog:
         click.echo(f"  progress    {prog.get('done', 0)}/{prog.get('total', '?')}")

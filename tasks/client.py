@@ -36,6 +36,10 @@ def submit(cfg: Config, op: Operation) -> None:
     try:
         client_app(cfg).send_task(
             op.task, args=[op.target_id, op.id], task_id=op.id, queue=queue_for(op.node),
+            # what Flower shows as the task's arguments: names, not only ids
+            argsrepr=f"{op.kind} {op.target} (id {op.target_id}), operation {op.id}",
+            kwargsrepr=f"requested by {op.requested_by}"
+                       + (f": {op.reason}" if op.reason else ""),
             retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
                                       "interval_step": 0.2, "interval_max": 0.5})
     except (OperationalError, OSError) as e:

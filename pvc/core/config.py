@@ -134,6 +134,8 @@ class ClusterConfig:
     coordinators: list[str] = _f([], "node names taking part in the primary election")
     floating_ip: str = _f("", "the cluster's floating address (CIDR, e.g. 10.0.0.250/24), held "
                               "by the primary coordinator on its cluster_interface")
+    flower_url: str = _f("", "where operators open Flower (e.g. http://10.0.0.250:5555); "
+                             "`pvc task show` links each task's page there")
     handoff_delay: float = _f(2.0, "seconds the old primary keeps the floating IP after the new "
                                    "one announced it (ARP caches settle)", minimum=0.0)
     console_log_lines: int = _f(1000, "lines of console kept per VM (the buffer follows the "

@@ -141,6 +141,7 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
         dns=DnsConfig(enabled=database, password_file=str(layout.secret("dns.password"))
                       if database else ""),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
+        flower_url=f"http://127.0.0.1:{layout.flower_port}",
         # keepalives every 2 s: dead after 6 missed, fenced after 2 more checks (~16 s)
         fencing=FencingConfig(intervals=6, saving_throws=2),
         zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",

@@ -32,9 +32,10 @@ class Change:
 
 def xml_diff(old: str, new: str, name: str) -> str:
     """A unified diff of two definitions (what `modify` shows and records)."""
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 f"{name} (stored)", f"{name} (new)")
-    return "".join(lines)
+    lines = difflib.unified_diff(old.rstrip("\n").splitlines(keepends=False),
+                                 new.rstrip("\n").splitlines(keepends=False),
+                                 f"{name} (stored)", f"{name} (new)", lineterm="")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def modify(cluster: Cluster, ref: str, xml: str, reason: str = "",

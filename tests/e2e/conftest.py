@@ -26,9 +26,9 @@ class Pvc:
         self.env = env
         self.offset = offset
 
-    def __call__(self, *args: str, ok: bool = True, timeout: float = 180
-                 ) -> subprocess.CompletedProcess:
-        res = run_pvc(*args, env=self.env, timeout=timeout)
+    def __call__(self, *args: str, ok: bool = True, timeout: float = 180,
+                 env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        res = run_pvc(*args, env={**self.env, **(env_extra or {})}, timeout=timeout)
         assert "Traceback" not in res.stderr, res.stderr
         if ok:
             assert res.returncode == 0, f"pvc {' '.join(args)}: {res.stderr}"
