@@ -14,6 +14,7 @@ PACKAGES=(
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
     docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
     openipmi ipmitool
+    chromium
     python3-venv python3-dev gcc
 )
 

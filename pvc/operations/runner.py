@@ -25,7 +25,14 @@ from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, PvcError
 from pvc.core.models import VM, Operation
-from pvc.core.store import NodeExists, NoNode, SessionEvent, Transaction, VersionConflict
+from pvc.core.store import (
+    KEEP,
+    NodeExists,
+    NoNode,
+    SessionEvent,
+    Transaction,
+    VersionConflict,
+)
 from pvc.operations.records import apply_progress, finish, transition
 from pvc.operations.registry import Reporter
 
@@ -55,6 +62,7 @@ class Runner:
         self._progress_lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
+        self._trailing: threading.Timer | None = None   # writes what a burst left pending
         self.claims: dict[str, str] = {}           # VM uuid -> name, claimed by this run
         self._claims_lock = threading.Lock()
         self.connected = threading.Event()          # the session is up (not suspended)
@@ -289,23 +297,52 @@ class Runner:
                 p.setdefault("items", {})[item] = item_state or ""
                 if outcome is not None:
                     p.setdefault("outcomes", {})[item] = str(outcome)
-            if time.monotonic() - self._last_write < PROGRESS_WRITE_INTERVAL:
+            since = time.monotonic() - self._last_write
+            if since < PROGRESS_WRITE_INTERVAL:
+                # the last of a burst is written when the interval is up, so a long step
+                # (one migration) shows as what it is, not as what came before it
+                if self._trailing is None:
+                    self._trailing = threading.Timer(PROGRESS_WRITE_INTERVAL - since,
+                                                     self._write_pending)
+                    self._trailing.daemon = True
+                    self._trailing.start()
                 return
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        with self._progress_lock:
+            self._trailing = None
             pending, self._pending = self._pending, {}
             self._last_write = time.monotonic()
+        if not pending:
+            return
+
+        ended = threading.Event()
+
+        def apply(op: dict[str, Any]) -> Any:
+            if op["state"] in states.OP_TERMINAL:   # ended meanwhile: its outcome stands
+                ended.set()
+                return KEEP
+            return apply_progress(op, pending)
+
         try:
             data = self.cluster.store.update_json(self.cluster.schema.operation(self.op_id),
-                                                  lambda op: apply_progress(op, pending))
+                                                  apply)
         except PvcError as e:   # progress is best effort; the outcome is written at the end
             log.warning("operation %s: progress not recorded (%s)", self.op_id, e)
             with self._progress_lock:
                 self._pending = merge_pending(pending, self._pending)
+            return
+        if ended.is_set():
             return
         self.report({"state": "PROGRESS", "message": data.get("message", ""),
                      **{k: v for k, v in data.get("progress", {}).items() if k != "items"}})
 
     def _take_pending(self) -> dict[str, Any]:
         with self._progress_lock:
+            if self._trailing is not None:
+                self._trailing.cancel()
+                self._trailing = None
             pending, self._pending = self._pending, {}
             return pending
 

@@ -194,3 +194,31 @@ def test_two_nodes_dying_at_once_are_fenced_one_after_the_other(cluster_ok: Faul
     first, second = sorted(span(r) for r in records)
     assert first[1] <= second[0], (first, second)
     bring_back(f, *dead)
+
+
+def test_in_maintenance_a_hung_node_is_not_fenced_until_maintenance_ends(
+        cluster_ok: Faults) -> None:
+    f = cluster_ok
+    dead = a_secondary(f)
+    home = sorted(vm for vm, nodes in f.where().items() if nodes == [dead])
+    f.pvc("cluster", "maintenance", "on", "--reason", "fault test")
+    ended = False
+    try:
+        with hung(f, f"node-{dead}"):
+            until(f"{dead} seen dead", lambda: node(f, dead)["daemon_state"] == "dead",
+                  FENCE_WAIT)
+            # the primary kept doing its duties well past the moment a fence was due
+            last = times_as_epoch(node(f, dead))["keepalive"]
+            due = last + (6 + 2 + 2) * 2.0     # the sandbox: 6 missed 2 s keepalives, 2 checks
+            until("the primary's duties past the fence's due time", lambda: times_as_epoch(
+                node(f, primary(f)))["keepalive"] > due, FENCE_WAIT)
+            assert fence_records(f, dead) == [] and power(f, dead) == "on"
+            assert all(f.where().get(vm) == [dead] for vm in home)   # left where they run
+            f.pvc("cluster", "maintenance", "off", "--yes")
+            ended = True
+            fenced(f, dead)                             # maintenance over: it is fenced
+            vms_once_on(f, [n for n in f.nodes if n != dead])
+    finally:
+        if not ended:
+            f.pvc("cluster", "maintenance", "off", "--yes")
+    bring_back(f, dead)

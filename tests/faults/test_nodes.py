@@ -109,3 +109,20 @@ def test_a_chatty_guest_cannot_flood_zookeeper(cluster_ok: Faults) -> None:
     with socket.create_connection((f.layout.net.host_address, f.layout.zk_port), timeout=5) as s:
         s.sendall(b"ruok")
         assert s.recv(4) == b"imok"
+
+
+def test_in_maintenance_a_destroyed_vm_stays_down_until_maintenance_ends(
+        cluster_ok: Faults) -> None:
+    f = cluster_ok
+    vm, node = next((vm, nodes[0]) for vm, nodes in sorted(f.where().items()))
+    uuid = f.pvc.json("vm", "info", vm)["uuid"]
+    f.pvc("cluster", "maintenance", "on", "--reason", "fault test")
+    try:
+        f.hv(node).destroy(uuid)
+        until(f"{node} saying why {vm} stays down", lambda: "maintenance" in f.pvc.json(
+            "node", "info", node)["drift"].get(vm, ""))
+        assert vm not in f.where()                     # not started again on its own
+    finally:
+        f.pvc("cluster", "maintenance", "off", "--yes")
+    until(f"{vm} running again", lambda: f.where().get(vm) == [node])
+    f.settled()

@@ -213,3 +213,22 @@ def test_json_times_are_iso_8601_with_a_zone_and_come_back() -> None:
     assert shown["fence"]["at"].endswith("+00:00")
     back = times_as_epoch(shown)
     assert back["created"] == 1764563785.25 and back["history"][0][0] == 1764563785.5
+
+
+# ---------------------------------------------------------------------- progress
+
+def test_the_last_progress_of_a_burst_is_written_without_a_later_one(fc: FakeCluster) -> None:
+    """A flush reports several steps at once, then one migration runs for minutes: the record
+    (and Flower) must show that migration, not the step before it."""
+    from pvc.operations.runner import Runner
+    req = flush.request(fc.client, "hv1", "flush")
+    ctx = fc.contexts["hv1"]
+    with Runner(ctx.cluster, req.op.id) as run:
+        run.running()
+        for step in ("flushing 2 VMs", "web1: queued", "web1: migrating to hv2 (live)"):
+            run.progress(step, done=0, total=2)
+        fc.client.store.wait_for(fc.client.schema.operation(req.op.id),
+                                 lambda r: r["message"] == "web1: migrating to hv2 (live)", 5)
+        run.succeed("flushed")
+    record = fc.record(req.op.id)
+    assert (record["state"], record["message"]) == (OpState.SUCCEEDED, "flushed")
