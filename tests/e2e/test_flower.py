@@ -14,6 +14,7 @@ import pytest
 
 from pvc.sandbox import sandbox as sb
 from tests.e2e.conftest import Pvc, wait_until
+from tests.e2e.test_operator import on_a_terminal
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -71,6 +72,10 @@ def test_flower_shows_a_running_flush_with_names_and_progress(pvc: Pvc) -> None:
             with paused_libvirtd(pvc, "hv2"):
                 op = pvc.json("node", "flush", "hv1")["id"]
                 seen_in_flower(page, url, op)
+                # an operation is unfinished: turning maintenance off asks first
+                code, out = on_a_terminal(["cluster", "maintenance", "off"], answer="n")
+                assert code == 130 and "operation(s) are not finished (node.flush hv1" in out
+                assert pvc.json("cluster", "status")["maintenance"] is not None
         finally:
             if op:   # hv1 back as it was for the other tests
                 pvc("task", "watch", op, timeout=300, ok=False)
