@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -142,3 +144,34 @@ class LineReader:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def on_a_terminal(args: list[str], answer: str = "", env: dict[str, str] | None = None,
+                  timeout: float = 60) -> tuple[int, str]:
+    """Run pvc with a terminal for stdin, stdout and stderr; answer its prompt (if any) once
+    the prompt is shown. Its exit code and everything it wrote."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), *args], stdin=follower,
+                            stdout=follower, stderr=follower,
+                            env={**os.environ, **SANDBOX_ENV, **(env or {})})
+    os.close(follower)
+    output = b""
+    answered = not answer
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"[y/N]" in output:
+                os.write(leader, answer.encode() + b"\n")
+                answered = True
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(10), output.decode(errors="replace")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import OFFSET, SANDBOX_ENV, LineReader, wait_until
+from tests.e2e.conftest import OFFSET, SANDBOX_ENV, LineReader, on_a_terminal, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -209,31 +209,13 @@ def test_vm_log_prints_the_console_plain_when_piped(pvc) -> None:
 
 
 def test_vm_log_pages_on_a_terminal(pvc, tmp_path: Path) -> None:
-    import os
-    import pty
-    import subprocess
     pager = tmp_path / "pager"
     pager.write_text("#!/bin/sh\nsed 's/^/PAGED: /'\n")
     pager.chmod(0o755)
     wait_until("demo6's console", lambda: "line 29" in pvc("vm", "log", "demo6").stdout)
-    leader, follower = pty.openpty()
-    from tests.conftest import ROOT
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), "vm", "log", "demo6", "-n", "2"],
-                            stdin=follower, stdout=follower, stderr=follower,
-                            env={**os.environ, **SANDBOX_ENV, "PAGER": str(pager)})
-    os.close(follower)
-    assert proc.wait(60) == 0
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    assert b"PAGED: line 28" in output and b"PAGED: line 29" in output
+    code, output = on_a_terminal(["vm", "log", "demo6", "-n", "2"], env={"PAGER": str(pager)})
+    assert code == 0
+    assert "PAGED: line 28" in output and "PAGED: line 29" in output
 
 
 def test_vm_log_follow_streams_new_lines_once(pvc) -> None:

@@ -13,8 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from pvc.sandbox import sandbox as sb
-from tests.e2e.conftest import Pvc, wait_until
-from tests.e2e.test_operator import on_a_terminal
+from tests.e2e.conftest import Pvc, on_a_terminal, wait_until
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"

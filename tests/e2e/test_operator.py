@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import SANDBOX_ENV, LineReader, Pvc, wait_until
+from tests.e2e.conftest import SANDBOX_ENV, LineReader, Pvc, on_a_terminal, wait_until
 from tests.e2e.test_cli import console_file
 
 pytestmark = pytest.mark.e2e
@@ -40,37 +37,6 @@ def defined(pvc: Pvc, tmp_path: Path, name: str, node: str = "hv1") -> Iterator[
     finally:
         pvc("vm", "stop", uuid, "--wait", "--yes")
         pvc("vm", "undefine", uuid, "--yes")
-
-
-def on_a_terminal(args: list[str], answer: str = "", env: dict[str, str] | None = None,
-                  timeout: float = 60) -> tuple[int, str]:
-    """Run pvc with a terminal for stdin, stdout and stderr; answer its prompt (if any) once
-    the prompt is shown. Its exit code and everything it wrote."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), *args], stdin=follower,
-                            stdout=follower, stderr=follower,
-                            env={**os.environ, **SANDBOX_ENV, **(env or {})})
-    os.close(follower)
-    output = b""
-    answered = not answer
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-            if not answered and b"[y/N]" in output:
-                os.write(leader, answer.encode() + b"\n")
-                answered = True
-        elif proc.poll() is not None:
-            break
-    os.close(leader)
-    return proc.wait(10), output.decode(errors="replace")
 
 
 # ---------------------------------------------------------------------- change a VM
