@@ -39,6 +39,7 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
     data = node_json(n)
     data["unknown_domains"] = [d["name"] for d in c.unknown_domains([n])]
     data["drift"] = {d.get("name", u): d.get("why", "") for u, d in n.drift.items()}
+    data["cordon"] = n.cordon      # who cordoned it, why, since when ({}: not cordoned)
     return data
 
 
@@ -86,8 +87,10 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
     data = node_details(c, c.node(name))
     if fmt == "json":
         emit_json(data)
-    else:
-        pairs(data, FIELDS + ["unknown_domains", "drift"])
+        return
+    from pvc.operations.holds import describe
+    data["cordon"] = describe(data["cordon"]) if data["cordon"] else ""
+    pairs(data, FIELDS + ["cordon", "unknown_domains", "drift"])
 
 
 def _flush_command(kind: str, doc: str, name: str) -> click.Command:

@@ -146,6 +146,7 @@ def test_a_cordoned_node_takes_no_new_vms(pvc: Pvc, tmp_path: Path) -> None:
     try:
         hv3 = next(n for n in pvc.json("node", "list") if n["name"] == "hv3")
         assert hv3["cordoned"] is True
+        assert pvc.json("node", "info", "hv3")["cordon"]["reason"] == "fan noise"
         assert "hv3 by" in pvc("cluster", "status").stdout
         with defined(pvc, tmp_path, "op-cord", node="hv1"):
             assert "cordoned" in pvc.error("vm", "migrate", "op-cord", "--target", "hv3")
