@@ -13,6 +13,7 @@ import pytest
 from pvc.core.store import decode_text
 from pvc.hypervisor.adapter import LibvirtHypervisor, undefine_all
 from pvc.node.daemon import NodeDaemon
+from pvc.operations import holds
 from pvc.vm import definition
 from tests.conftest import make_config, write_config
 from tests.integration.helpers import demo_xml
@@ -108,9 +109,16 @@ def test_domain_events_update_observed_state(cluster, hv1_config, hv) -> None:
     try:
         path = cluster.schema.node_field("hv1", "domains")
         cluster.store.wait_for(path, lambda v: vm.uuid in (v or {}), timeout=10)
+        # in maintenance the daemon does not start it again (which could come before a
+        # watch reads the published domains)
+        holds.maintenance_on(cluster)
         hv.destroy(vm.uuid)   # behind pvc's back: the daemon hears libvirt's event
         cluster.store.wait_for(path, lambda v: vm.uuid not in (v or {}), timeout=10)
+        holds.maintenance_off(cluster)   # and once it is over, it is started again
+        cluster.store.wait_for(path, lambda v: vm.uuid in (v or {}), timeout=10)
     finally:
+        if cluster.maintenance() is not None:
+            holds.maintenance_off(cluster)
         stop_daemon(d, t)
 
 
