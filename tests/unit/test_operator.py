@@ -174,6 +174,10 @@ def test_in_maintenance_no_fence_is_asked_or_carried_out(fc: FakeCluster) -> Non
     fencing.execute(fc.contexts[str(primary)], req.op.id, None,
                     bmc_for=lambda _a: pytest.fail("no BMC may be called"))  # type: ignore
     assert "not fenced: the cluster is in maintenance" in fc.record(req.op.id)["message"]
+    holds.maintenance_off(fc.client)        # over: the dead node is fenced as it would be
+    assert fencing.fence_duty(fc.client, fc.contexts[str(primary)].config, watch,
+                              lambda req: asked.append(req.op.id)).startswith(f"fencing {dead}")
+    assert len(asked) == 1
 
 
 # ---------------------------------------------------------------------- cordon
