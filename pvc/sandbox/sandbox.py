@@ -317,11 +317,14 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         postgres.bootstrap_dns_database(
             layout.net.node_address(names.index(leader) + 1), 5432,
             db_passwords["superuser"], dns.dbname, dns.user, dns_pw)
-        for n in cluster.coordinators:   # PowerDNS exits if its database refuses it
+        # PowerDNS exits if its database refuses it, and each one may read any member: every
+        # member has the DNS database before the first PowerDNS starts
+        for n in cluster.coordinators:
             address = layout.net.node_address(names.index(n) + 1)
             procs.wait_until(f"the DNS database replicated to {n}", partial(
                 postgres.dns_database_answers, address, 5432, dns.dbname, dns.user, dns_pw),
                 30, None, layout.dir / "db" / n / "patroni.out")
+        for n in cluster.coordinators:
             start(f"pdns-{n}")
         for n in cluster.coordinators:
             address = layout.net.node_address(names.index(n) + 1)
