@@ -49,13 +49,17 @@ pvc sandbox is up: {len(state.nodes)} {kind} nodes ({', '.join(state.nodes)}), \
 Try:
   pvc cluster status
   pvc node list
-  pvc vm list
+  pvc vm list --watch                    (redrawn on every change; Ctrl-C to leave)
   pvc vm stop {demo} --wait && pvc vm start {demo} --wait
+  pvc vm modify {demo} --editor          (change its XML; --restart applies it now)
   pvc vm log {demo} --follow              (Ctrl-C to stop)
   pvc node flush hv1 --wait && pvc node unflush hv1 --wait
   pvc node primary hv2 --wait            (the floating IP and the database leader move)
   pvc network list && pvc network leases 100{dig}
+  pvc cluster maintenance on --reason test    (nothing acts on its own until `off`)
+  pvc node cordon hv3                    (no new VMs there; `uncordon` to undo)
   pvc task list
+  source <(pvc completion bash)          (tab-completes VM and node names)
   pvc sandbox down""")
 
 
