@@ -65,6 +65,7 @@ class NodeDaemon:
         self.gateways: Gateways | None = None      # primary-only, on coordinators
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
+        self.maintenance = threading.Event()       # the cluster is in maintenance (a watch)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -101,7 +102,7 @@ class NodeDaemon:
             self._put("domain_state", DomainState.READY)
         self._put("daemon_state", DaemonState.RUN)
         if self.config.node.enable_hypervisor:   # maintenance off: what it held, at once
-            ctx.store.watch_raw(ctx.schema.maintenance, lambda _d, _v: self.reconcile_soon())
+            ctx.store.watch_raw(ctx.schema.maintenance, self._on_maintenance)
         if self.role is not None:
             for path in (ctx.schema.primary, ctx.schema.handoff):
                 ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
@@ -199,6 +200,15 @@ class NodeDaemon:
         if self.role is not None:
             self.role.step()
 
+    def _on_maintenance(self, _data: bytes | None, version: int | None) -> None:
+        """The cluster went into maintenance (the znode exists) or out of it (then what was
+        held back is started at once)."""
+        if version is None:
+            self.maintenance.clear()
+        else:
+            self.maintenance.set()
+        self.reconcile_soon()
+
     def reconcile_soon(self) -> None:
         """Check at once (not at the next keepalive) which VMs should run here."""
         self._nudge(self._drift)
@@ -232,7 +242,7 @@ class NodeDaemon:
             return
         assert self.ctx is not None
         state = self.ctx.store.get_text(self.ctx.schema.node_field(self.name, "domain_state"))
-        held = self.ctx.cluster.maintenance() is not None
+        held = self.maintenance.is_set()
         result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state, held))
         for uuid in result.started_uuids:
             self.restarts.started(uuid)

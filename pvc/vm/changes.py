@@ -92,7 +92,8 @@ def meta(cluster: Cluster, ref: str, reason: str = "", **wanted: Any) -> Change:
     current = cluster.vm(ref)
     vm: VM = current.value
     if "node_limit" in wanted:
-        wanted["node_limit"] = _known_nodes(cluster, wanted["node_limit"])
+        wanted["node_limit"] = [n for n in wanted["node_limit"] if n]
+        definition.require_known_nodes(cluster, wanted["node_limit"])
     definition.check_choices(wanted.get("node_selector", ""), wanted.get("migration_method", ""))
     refuse_if_busy(cluster, vm)
     before = {k: getattr(vm, k) for k in wanted}
@@ -144,14 +145,6 @@ def rename(cluster: Cluster, ref: str, new_name: str, reason: str = "") -> Chang
     tx.create(cluster.schema.vm_name(new_name), vm.uuid)
     _commit(cluster, tx, vm, op)
     return Change(vm, op, [])
-
-
-def _known_nodes(cluster: Cluster, limit: list[str]) -> list[str]:
-    wanted = [n for n in limit if n]
-    unknown = sorted(set(wanted) - set(cluster.node_names()))
-    if unknown:
-        raise NotFound(f"unknown node(s): {', '.join(unknown)}")
-    return wanted
 
 
 def _network_users(cluster: Cluster, tx: Transaction, uuid: str, old: list[int],

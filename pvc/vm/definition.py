@@ -24,10 +24,8 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     fits_somewhere(cluster, facts)
     node_limit = [n for n in node_limit if n]
     check_choices(selector, migration_method)
-    known = set(cluster.node_names())
-    unknown = sorted({n for n in [node, *node_limit] if n and n not in known})
-    if unknown and not allow_unknown_nodes:
-        raise NotFound(f"unknown node(s): {', '.join(unknown)}")
+    if not allow_unknown_nodes:
+        require_known_nodes(cluster, [node, *node_limit])
     if node and node_limit and node not in node_limit:
         raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
     vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
@@ -94,6 +92,14 @@ def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
             raise NotFound(f"the VM's interface is on bridge {managed.BRIDGE_PREFIX}{vni}, but "
                            f"there is no managed network {vni} (pvc network add {vni} …)")
     return vnis
+
+
+def require_known_nodes(cluster: Cluster, names: Iterable[str]) -> None:
+    """Refuse node names the cluster does not have ("" stands for none)."""
+    known = set(cluster.node_names())
+    unknown = sorted({n for n in names if n and n not in known})
+    if unknown:
+        raise NotFound(f"unknown node(s): {', '.join(unknown)}")
 
 
 def fits_somewhere(cluster: Cluster, facts: domxml.DomainFacts) -> None:
