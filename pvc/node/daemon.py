@@ -43,6 +43,8 @@ from pvc.vm.lifecycle import record_failure
 log = logging.getLogger(__name__)
 
 
+MAINTENANCE_HOLD = "the cluster is in maintenance (nothing starts on its own)"
+
 class NodeDaemon:
     def __init__(self, config: Config, context: NodeContext | None = None) -> None:
         self.config = config
@@ -65,7 +67,6 @@ class NodeDaemon:
         self.gateways: Gateways | None = None      # primary-only, on coordinators
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
-        self.maintenance = threading.Event()       # the cluster is in maintenance (a watch)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -94,7 +95,10 @@ class NodeDaemon:
                 ctx.store.watch_children(path, lambda _kids: self._nudge(self._networks_dirty))
         if self.config.node.enable_hypervisor:
             ctx.hv.on_lifecycle(self._on_domain_event)
-            self.last_reconcile = reconcile.reconcile(ctx)
+            # a daemon (re)started in maintenance starts nothing on its own either
+            held = ctx.cluster.maintenance() is not None
+            self.last_reconcile = reconcile.reconcile(
+                ctx, (lambda _vm: MAINTENANCE_HOLD) if held else None)
             log.info(self.last_reconcile.sentence())
         else:
             log.info("hypervisor disabled on %s: runs no VMs, never a target", self.name)
@@ -102,7 +106,7 @@ class NodeDaemon:
             self._put("domain_state", DomainState.READY)
         self._put("daemon_state", DaemonState.RUN)
         if self.config.node.enable_hypervisor:   # maintenance off: what it held, at once
-            ctx.store.watch_raw(ctx.schema.maintenance, self._on_maintenance)
+            ctx.store.watch_raw(ctx.schema.maintenance, lambda _d, _v: self.reconcile_soon())
         if self.role is not None:
             for path in (ctx.schema.primary, ctx.schema.handoff):
                 ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
@@ -200,15 +204,6 @@ class NodeDaemon:
         if self.role is not None:
             self.role.step()
 
-    def _on_maintenance(self, _data: bytes | None, version: int | None) -> None:
-        """The cluster went into maintenance (the znode exists) or out of it (then what was
-        held back is started at once)."""
-        if version is None:
-            self.maintenance.clear()
-        else:
-            self.maintenance.set()
-        self.reconcile_soon()
-
     def reconcile_soon(self) -> None:
         """Check at once (not at the next keepalive) which VMs should run here."""
         self._nudge(self._drift)
@@ -242,7 +237,9 @@ class NodeDaemon:
             return
         assert self.ctx is not None
         state = self.ctx.store.get_text(self.ctx.schema.node_field(self.name, "domain_state"))
-        held = self.maintenance.is_set()
+        # read, not taken from the watch: a VM that dies just after `maintenance on`
+        # returned must find it on, even before the watch's notification arrived
+        held = self.ctx.cluster.maintenance() is not None
         result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state, held))
         for uuid in result.started_uuids:
             self.restarts.started(uuid)
@@ -291,7 +288,7 @@ class NodeDaemon:
         cluster is in maintenance, a node that is being flushed (or is flushed) takes no VMs,
         and a crash loop is not fed."""
         if maintenance:
-            return "the cluster is in maintenance (nothing starts on its own)"
+            return MAINTENANCE_HOLD
         if state not in (None, DomainState.READY):
             return f"this node is {state}"
         return self.restarts.refusal(vm)

@@ -236,3 +236,16 @@ def test_the_last_progress_of_a_burst_is_written_without_a_later_one(fc: FakeClu
         run.succeed("flushed")
     record = fc.record(req.op.id)
     assert (record["state"], record["message"]) == (OpState.SUCCEEDED, "flushed")
+
+
+def test_a_daemon_restarted_in_maintenance_starts_nothing_on_its_own(fc: FakeCluster) -> None:
+    fc.define("web1", "hv1")
+    holds.maintenance_on(fc.client)
+    fc.daemons["hv1"].stop()
+    crash(fc, "web1", "hv1")
+    fc.start_node("hv1")                                 # its start-up reconcile holds too
+    fc.daemons["hv1"].reconcile_soon()
+    until("the drift says why", lambda: drift_says(fc, "hv1", "maintenance"))
+    assert fc.world.where("web1") == []
+    holds.maintenance_off(fc.client)
+    until("web1 started", lambda: fc.world.where("web1") == ["fake://hv1"])
