@@ -84,7 +84,10 @@ class BenchServices:
         self.base.mkdir(parents=True, mode=0o700)
         self.password_file = self.base / "redis.password"
         password = services.write_secret(self.password_file)
-        self.pids["zk"] = services.start_zookeeper(self.base / "zk", self.zk_port)
+        self.zk_auth_file = self.base / "zookeeper.auth"
+        zk_password = services.write_secret(self.zk_auth_file, "pvc:" + services.new_password())
+        self.pids["zk"] = services.start_zookeeper(self.base / "zk", self.zk_port,
+                                                   {"pvc": zk_password.partition(":")[2]})
         self.pids["redis"] = services.start_redis(self.base / "redis", self.redis_port, password)
         return self
 
@@ -102,7 +105,8 @@ class BenchServices:
         from pvc.core.config import ClusterConfig, Config, NodeConfig, RedisConfig, ZooKeeperConfig
         cluster = ClusterConfig(
             name="bench", zookeeper=ZooKeeperConfig(hosts=f"127.0.0.1:{self.zk_port}",
-                                                    root=root, session_timeout=4.0),
+                                                    root=root, session_timeout=4.0,
+                                                    auth_file=str(self.zk_auth_file)),
             redis=RedisConfig(port=self.redis_port, password_file=str(self.password_file)))
         node_cfg = NodeConfig(name=node, libvirt_uri=uri, domain_type="test",
                               console_log_directory=str(self.base / "console"))

@@ -28,10 +28,18 @@ class Services:
         self.libvirtds: dict[str, object] = {}
         self.redis_password_file = base / "secrets" / "redis.password"
         self.zk_auth_file = base / "secrets" / "zookeeper.auth"
+        # another identity the ZooKeeper server knows (as Patroni's is in production)
+        self.zk_other_auth_file = base / "secrets" / "other.auth"
 
     @property
     def zk_hosts(self) -> str:
         return f"127.0.0.1:{ZK_PORT}"
+
+    @property
+    def zk_auth(self) -> tuple[str, str]:
+        """pvc's ZooKeeper login (user, password)."""
+        user, _, password = self.zk_auth_file.read_text().strip().partition(":")
+        return user, password
 
     def libvirt_uri(self, name: str, kind: str = "test") -> str:
         """A libvirtd of its own for name, started on first use."""
@@ -68,8 +76,10 @@ def services() -> Iterator[Services]:
     s = Services(SERVICES_DIR)
     try:
         password = svc.write_secret(s.redis_password_file)
-        svc.write_secret(s.zk_auth_file, f"pvc:{uuid.uuid4().hex}")
-        s.pids["zookeeper"] = svc.start_zookeeper(SERVICES_DIR / "zookeeper", ZK_PORT)
+        users = {"pvc": uuid.uuid4().hex, "other": uuid.uuid4().hex}
+        svc.write_secret(s.zk_auth_file, f"pvc:{users['pvc']}")
+        svc.write_secret(s.zk_other_auth_file, f"other:{users['other']}")
+        s.pids["zookeeper"] = svc.start_zookeeper(SERVICES_DIR / "zookeeper", ZK_PORT, users)
         s.pids["redis"] = svc.start_redis(SERVICES_DIR / "redis", REDIS_PORT, password)
         yield s
     finally:

@@ -5,6 +5,7 @@ named after its node. pvc's rule: the database leader follows the primary coordi
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -55,19 +56,26 @@ class ClusterView:
 class Patroni:
     """Patroni's REST API, reached at any member that answers."""
 
-    def __init__(self, urls: list[str], timeout: float = 5.0) -> None:
+    def __init__(self, urls: list[str], timeout: float = 5.0,
+                 auth: tuple[str, str] | None = None) -> None:
+        """auth: (user, password) of the REST API (restapi.authentication), sent with every
+        request: Patroni refuses writes without it."""
         self.urls = urls
         self.timeout = timeout
+        self.headers = {"Content-Type": "application/json"}
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
 
     def _request(self, path: str, body: dict[str, Any] | None = None,
-                 timeout: float | None = None) -> tuple[int, str]:
+                 timeout: float | None = None, method: str = "") -> tuple[int, str]:
         """(status, body) from the first member that answers."""
         errors = []
         for url in self.urls:
             req = urllib.request.Request(
-                url.rstrip("/") + path, method="POST" if body is not None else "GET",
+                url.rstrip("/") + path, method=method or ("POST" if body is not None else "GET"),
                 data=json.dumps(body).encode() if body is not None else None,
-                headers={"Content-Type": "application/json"})
+                headers=self.headers)
             try:
                 with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
                     return r.status, r.read().decode(errors="replace")
@@ -107,6 +115,10 @@ class Patroni:
             progress(f"database: switching the leader from {old or 'none'} to {candidate}")
             status, text = self._request("/switchover", {"leader": old, "candidate": candidate},
                                          timeout=settle)
+            if status == 401:
+                raise PatroniError("Patroni refused pvc's credentials (HTTP 401): check "
+                                   "cluster.database.rest_auth_file against Patroni's "
+                                   "restapi.authentication")
             if status == 200:
                 self._wait_settled(candidate, old, settle)
                 return f"database leader moved from {old} to {candidate}"
@@ -114,6 +126,13 @@ class Patroni:
             progress(f"{last} (attempt {attempt} of {attempts})")
             time.sleep(min(2.0 * attempt, 5.0))   # Patroni needs a moment between attempts
         raise PatroniError(last)
+
+    def refuses_anonymous_writes(self) -> bool:
+        """Whether the API refuses a write without credentials. The probe is a PATCH /config
+        with an empty body: it changes nothing where it is accepted (an open API)."""
+        anonymous = Patroni(self.urls, self.timeout)
+        status, _text = anonymous._request("/config", {}, method="PATCH")
+        return status == 401
 
     def _wait_settled(self, leader: str, old: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -175,7 +175,7 @@ def patroni_for(config: Config, nodes: list[Node]) -> Patroni | None:
     coordinators = set(config.cluster.coordinators)
     urls = [f"http://{n.cluster_address}:{db.patroni_port}" for n in nodes
             if n.name in coordinators and n.cluster_address]
-    return Patroni(urls) if urls else None
+    return Patroni(urls, auth=config.patroni_auth()) if urls else None
 
 
 def database_status(config: Config, nodes: list[Node], primary: str) -> dict[str, Any]:

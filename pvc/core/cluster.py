@@ -27,7 +27,8 @@ class Cluster:
         not patient: it says at once that ZooKeeper does not answer."""
         zk = config.cluster.zookeeper
         timeout = zk.timeout + zk.session_timeout if patient else zk.timeout
-        store = ZkStore(zk.hosts, timeout, zk.session_timeout, config.zookeeper_auth()).connect()
+        store = ZkStore(zk.hosts, timeout, zk.session_timeout, config.zookeeper_auth(),
+                        zk.sasl).connect()
         cluster = cls(store, Schema(zk.root), config)
         try:
             cluster.ensure_schema()
@@ -222,9 +223,11 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         drift=decode_json(raw["drift"]) or {},
         fence=decode_json(raw["fence"]) or {},
         cordon=decode_json(raw["cordon"]) or {},
+        bmc=decode_json(raw["bmc"]) or {},
     )
     for key, value in static.items():
-        if hasattr(node, key) and key not in ("name", "domains", "drift", "fence", "cordon"):
+        if hasattr(node, key) and key not in ("name", "domains", "drift", "fence", "cordon",
+                                              "bmc"):
             setattr(node, key, value)
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift"):

@@ -52,6 +52,9 @@ class ZooKeeperConfig:
     auth_file: str = _f("", "file (mode 0600) holding `user:password`: pvc authenticates "
                             "with it and every znode it creates is readable and writable by "
                             "that identity only (empty: no authentication, open znodes)")
+    sasl: bool = _f(True, "log each session in with SASL (DIGEST-MD5) as auth_file's user: "
+                          "the servers refuse every session that has not logged in (README, "
+                          "Security); false only for servers without a JAAS Server section")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class DatabaseConfig:
                                  "address", minimum=1, maximum=65535)
     postgres_port: int = _f(5432, "PostgreSQL's port on each coordinator's cluster address",
                             minimum=1, maximum=65535)
+    rest_auth_file: str = _f("", "file (mode 0600) holding `user:password` of Patroni's REST "
+                                 "API (its restapi.authentication): pvc sends it with every "
+                                 "request; Patroni refuses unauthenticated writes")
 
 
 @dataclass(frozen=True)
@@ -201,11 +207,11 @@ class Config:
 
     def zookeeper_auth(self) -> tuple[str, str] | None:
         """(user, password) of the cluster's ZooKeeper identity, if configured."""
-        path = self.cluster.zookeeper.auth_file
-        if not path:
-            return None
-        user, _, password = Path(path).read_text().strip().partition(":")
-        return user, password
+        return _user_password(self.cluster.zookeeper.auth_file)
+
+    def patroni_auth(self) -> tuple[str, str] | None:
+        """(user, password) of Patroni's REST API, if configured."""
+        return _user_password(self.cluster.database.rest_auth_file)
 
     def ipmi_password(self) -> str:
         path = self.node.ipmi_password_file
@@ -220,6 +226,14 @@ class Config:
         if redis.password_file:
             return Path(redis.password_file).read_text().strip()
         return redis.password
+
+
+def _user_password(path: str) -> tuple[str, str] | None:
+    """(user, password) from a `user:password` file; None when no file is configured."""
+    if not path:
+        return None
+    user, _, password = Path(path).read_text().strip().partition(":")
+    return user, password
 
 
 # ---------------------------------------------------------------------------- validation
@@ -342,9 +356,9 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
         errors.append("cluster.dns: enabled needs cluster.database.enabled (its records live "
                       "in PostgreSQL)")
     zk = cfg.cluster.zookeeper
-    _check_secret_file("cluster.zookeeper.auth_file", zk.auth_file, errors,
-                       lambda text: ":" in text.strip() and not text.strip().startswith(":"),
-                       "must hold user:password")
+    for key, path in (("cluster.zookeeper.auth_file", zk.auth_file),
+                      ("cluster.database.rest_auth_file", cfg.cluster.database.rest_auth_file)):
+        _check_secret_file(key, path, errors, _holds_user_password, "must hold user:password")
     if cfg.cluster.floating_ip:
         try:
             iface = ipaddress.ip_interface(cfg.cluster.floating_ip)
@@ -366,6 +380,10 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     for i, c in enumerate(cfg.cluster.coordinators):
         if not names.valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
+
+
+def _holds_user_password(text: str) -> bool:
+    return ":" in text.strip() and not text.strip().startswith(":")
 
 
 def _check_secret_file(key: str, path: str, errors: list[str],

@@ -36,6 +36,8 @@ def _node_reasons(s: Snapshot) -> list[str]:
         if n.fence.get("state") == "failed":
             out.append(f"node {n.name}: fence failed ({n.fence.get('error')}); its VMs were not "
                        "started elsewhere, pvc tries again")
+        out += [f"node {n.name}: its BMC {problem}: fencing it proves nothing (README, "
+                f"Security: what to set on a BMC)" for problem in n.bmc.get("problems", [])]
         if n.daemon_state != DaemonState.RUN:
             out.append(f"node {n.name}: daemon {n.daemon_state}")
         elif n.workers == 0:

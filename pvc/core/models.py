@@ -68,6 +68,7 @@ class Node:
     ipmi: dict[str, Any] = field(default_factory=dict)   # its BMC: host, port, user
     fence: dict[str, Any] = field(default_factory=dict)  # the last fence's state, error, time
     cordon: dict[str, Any] = field(default_factory=dict)  # by, reason, since: takes no new VMs
+    bmc: dict[str, Any] = field(default_factory=dict)     # its BMC's audit: checked, problems
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test

@@ -59,7 +59,8 @@ ERROR_TEXT: dict[type[StoreError], str] = {
     VersionConflict: "{path} was changed concurrently",
     NotEmpty: "{path} has children",
     NotAllowed: "ZooKeeper refused access to {path}: the cluster's identity "
-                "(cluster.zookeeper.auth_file) is missing or wrong",
+                "(cluster.zookeeper.auth_file: its user and password, and the servers' JAAS "
+                "file) is missing or wrong",
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    AuthFailedError,
     BadVersionError,
     CancelledError,
     ConnectionClosedError,
@@ -26,7 +27,9 @@ from kazoo.exceptions import (
     NotEmptyError,
     OperationTimeoutError,
     RolledBackError,
+    SessionClosedRequireSaslError,
     SessionExpiredError,
+    ZookeeperError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.lock import Lock
@@ -58,6 +61,8 @@ KAZOO_ERRORS: dict[type[Exception], type[StoreError]] = {
     BadVersionError: VersionConflict,
     NotEmptyError: NotEmpty,
     NoAuthError: NotAllowed,
+    AuthFailedError: NotAllowed,                   # pvc's SASL login was refused
+    SessionClosedRequireSaslError: NotAllowed,     # a session without a login was closed
 }
 _RETRYABLE = (ConnectionLoss, OperationTimeoutError)
 _UNAVAILABLE = (KazooTimeoutError, SessionExpiredError, ConnectionClosedError)
@@ -72,6 +77,28 @@ def translate(err: Exception, path: str) -> Exception:
     return Conflict(f"{path}: {err!r}")
 
 
+def sasl_login(user: str, password: str) -> dict[str, str]:
+    """kazoo's options for a SASL DIGEST-MD5 login (ZooKeeper's DigestLoginModule)."""
+    return {"mechanism": "DIGEST-MD5", "username": user, "password": password}
+
+
+def _end_refused_logins(zk: KazooClient) -> None:
+    """kazoo raises the server's refusal of a SASL login (a wrong password) from its
+    connection thread, which then dies with the client still "connected" and every call
+    hanging; raised as AuthFailedError instead, kazoo ends the session itself and fails
+    every pending and later call with it (NotAllowed here)."""
+    conn = zk._connection
+    login = conn._authenticate_with_sasl
+
+    def guarded(host: str, timeout: float) -> None:
+        try:
+            login(host, timeout)
+        except ZookeeperError as e:
+            raise AuthFailedError(f"SASL login refused ({type(e).__name__})") from e
+
+    conn._authenticate_with_sasl = guarded
+
+
 def backoff(delay: float) -> float:
     """The next retry delay: doubled, capped, with jitter so retrying clients spread out."""
     return min(delay * 2, 0.5) * random.uniform(0.5, 1.5)
@@ -81,9 +108,12 @@ class ZkStore(Store):
     """A connection to the cluster state in ZooKeeper."""
 
     def __init__(self, hosts: str, timeout: float = 5.0, session_timeout: float = 10.0,
-                 auth: tuple[str, str] | None = None) -> None:
-        """auth: (user, password) of the cluster's identity: the session authenticates with
-        it (digest) and every znode it creates is readable and writable by it only."""
+                 auth: tuple[str, str] | None = None, sasl: bool = True) -> None:
+        """auth: (user, password) of the cluster's identity. The session logs in with it over
+        SASL (DIGEST-MD5, checked by the servers against their JAAS file, so a session
+        without the password gets nothing at all) unless sasl is False, and also presents
+        it as a digest identity: every znode pvc creates is readable and writable by that
+        identity only, so other authenticated users (Patroni) cannot touch pvc's tree."""
         self.hosts = hosts
         self.timeout = timeout
         self.acl = [make_digest_acl(auth[0], auth[1], all=True)] if auth else None
@@ -91,7 +121,9 @@ class ZkStore(Store):
                               connection_retry={"max_tries": -1, "delay": 0.05,
                                                 "max_delay": 1.0},
                               command_retry=None, default_acl=self.acl,
-                              auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None)
+                              auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
+                              sasl_options=sasl_login(*auth) if auth and sasl else None)
+        _end_refused_logins(self.zk)
         self.session = SessionEvents()
         # kazoo calls this on its own thread; it only records the state (no ZooKeeper calls)
         self.zk.add_listener(lambda state: self.session.state_changed(str(state).lower()))

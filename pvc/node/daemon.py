@@ -36,6 +36,7 @@ from pvc.node import reconcile
 from pvc.node.context import NodeContext
 from pvc.node.dns import DnsAggregator
 from pvc.node.gateways import Gateways
+from pvc.node.ipmi import BmcAddress, IpmiBmc
 from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
 from pvc.vm.lifecycle import record_failure
@@ -140,12 +141,27 @@ class NodeDaemon:
         if n.ipmi_host:   # the primary fences through it; the password apart, never listed
             static["ipmi"] = {"host": n.ipmi_host, "port": n.ipmi_port, "user": n.ipmi_user}
             ctx.store.put(ctx.schema.node_ipmi_secret(self.name), self.config.ipmi_password())
+            threading.Thread(target=self._audit_bmc, name="bmc-audit", daemon=True).start()
         if n.enable_hypervisor:
             caps = ctx.hv.capabilities()
             static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
         ctx.store.put(ctx.schema.node(self.name), static)
         self._put_json("fence", {})   # back: fenced no more
         self._ensure_alive(replace_stale=True)
+
+    def _audit_bmc(self) -> None:
+        """Is fencing through this node's BMC worth anything? (its answer to cipher suite 0
+        and to a wrong password; a BMC that does not answer is fencing's concern)"""
+        n = self.config.node
+        bmc = IpmiBmc(BmcAddress(n.ipmi_host, n.ipmi_port, n.ipmi_user,
+                                 self.config.ipmi_password()))
+        problems = bmc.audit()
+        for problem in problems:
+            log.warning("the BMC of %s %s: fencing it proves nothing", self.name, problem)
+        try:
+            self._put_json("bmc", {"checked": time.time(), "problems": problems})
+        except PvcError as e:
+            log.warning("could not record the BMC's audit: %s", e)
 
     def _ensure_alive(self, replace_stale: bool = False) -> None:
         """The liveness znode: ephemeral, owned by this session."""

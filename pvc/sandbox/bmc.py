@@ -1,5 +1,10 @@
 """A BMC per sandbox node: OpenIPMI's simulator (`ipmi_sim`) answering IPMI over LAN on the
-host's cluster address, its own port, user `admin` and a password from a 0600 file. Its power
+host's cluster address, its own port, user `admin` and a password from a 0600 file, set up as
+a real BMC should be: IPMI 2.0 (lanplus) only, with an authenticated cipher suite, no
+anonymous user. ipmi_sim cannot refuse cipher suite 0 (it opens a session with no
+authentication, whatever the password), so it listens on loopback behind a guard that answers
+every Open Session Request proposing anything but suite 3 or 17 with "no matching cipher
+suite", as a BMC with suite 0 disabled does. Its power
 is the node's: `power off` kills the node's processes (libvirtd and its guests, the daemon,
 worker, tailer, and Patroni and PowerDNS on a coordinator) and tells the supervisor to leave
 them stopped; `power on` starts them again; `power status` says which.
@@ -11,9 +16,16 @@ records the new state and hands the work to a detached `python -m pvc.sandbox.bm
 from __future__ import annotations
 
 import os
+import selectors
 import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
+
+from pvc.node import ipmi
 
 USER = "admin"
 # A node's programs, in the order power on starts them (power off kills them all at once).
@@ -45,6 +57,11 @@ def port(port_offset: int, index: int) -> int:
     return 23000 + port_offset + index
 
 
+def inner_port(udp_port: int) -> int:
+    """Where ipmi_sim itself listens, on loopback, behind the guard."""
+    return udp_port + 1000
+
+
 def files(base: Path, node: str, address: str, udp_port: int, password: str) -> Path:
     """Write one node's BMC configuration; its directory."""
     d = base / "bmc" / node
@@ -58,10 +75,11 @@ def files(base: Path, node: str, address: str, udp_port: int, password: str) -> 
     hook.write_text(text)
     hook.chmod(0o700)
     (d / "bmc.emu").write_text(EMU)
+    # no allowed_auths_* line: no IPMI 1.5 session at any privilege; no user 1: no anonymous
     lan = (f'name "{node}-bmc"\nset_working_mc 0x20\n'
            "startlan 1\n"
-           f"  addr {address} {udp_port}\n"
-           "  priv_limit admin\n  allowed_auths_admin md5\n"
+           f"  addr 127.0.0.1 {inner_port(udp_port)}\n"
+           "  priv_limit admin\n"
            f"  guid {udp_port:032x}\n"
            "endlan\n"
            f'chassis_control "{hook} {node}"\n'
@@ -70,12 +88,62 @@ def files(base: Path, node: str, address: str, udp_port: int, password: str) -> 
     with os.fdopen(fd, "w") as f:
         f.write(lan)
     (d / "state").mkdir(exist_ok=True)
+    (d / "listen").write_text(f"{address} {udp_port}\n")
     return d
 
 
 def command(d: Path) -> list[str]:
-    return ["ipmi_sim", "-n", "-c", str(d / "lan.conf"), "-f", str(d / "bmc.emu"),
-            "-s", str(d / "state")]
+    return [sys.executable, "-m", "pvc.sandbox.bmc", "run", str(d)]
+
+
+def run(d: Path) -> None:
+    """ipmi_sim on loopback and the guard in front of it; ends when ipmi_sim ends."""
+    address, udp_port = (d / "listen").read_text().split()
+    sim = subprocess.Popen(["ipmi_sim", "-n", "-c", str(d / "lan.conf"), "-f",
+                            str(d / "bmc.emu"), "-s", str(d / "state")])
+    signal.signal(signal.SIGTERM, lambda *_: sim.terminate())
+    try:
+        guard((address, int(udp_port)), ("127.0.0.1", inner_port(int(udp_port))), sim.poll)
+    finally:
+        sim.terminate()
+        sim.wait(5)
+
+
+def guard(listen: tuple[str, int], upstream: tuple[str, int],
+          ended: Callable[[], int | None]) -> None:
+    """Relay UDP between clients and the BMC, one upstream socket per client so answers find
+    their way back; refuse Open Session Requests that do not propose an authenticated suite."""
+    front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    front.bind(listen)
+    sel = selectors.DefaultSelector()
+    sel.register(front, selectors.EVENT_READ)
+    clients: dict[tuple[str, int], tuple[socket.socket, float]] = {}
+    while ended() is None:
+        for key, _ in sel.select(timeout=1.0):
+            sock = key.fileobj
+            if sock is front:
+                packet, client = front.recvfrom(4096)
+                proposed = ipmi.proposed_algorithms(packet)
+                if proposed is not None and proposed not in ipmi.AUTHENTICATED_SUITES:
+                    front.sendto(ipmi.open_session_refusal(packet), client)
+                    continue
+                back = clients.get(client, (None, 0.0))[0]
+                if back is None:
+                    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    back.connect(upstream)
+                    sel.register(back, selectors.EVENT_READ, client)
+                clients[client] = (back, time.monotonic())
+                back.send(packet)
+            else:
+                try:
+                    front.sendto(sock.recv(4096), key.data)   # type: ignore[union-attr]
+                except OSError:
+                    pass
+        for client, (back, last) in list(clients.items()):   # forget idle clients
+            if time.monotonic() - last > 300:
+                sel.unregister(back)
+                back.close()
+                del clients[client]
 
 
 def apply(base: Path, node: str) -> None:
@@ -118,3 +186,5 @@ def apply(base: Path, node: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "apply":
         apply(Path(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "run":
+        run(Path(sys.argv[2]))

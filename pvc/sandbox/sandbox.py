@@ -137,7 +137,9 @@ def node_names(count: int) -> list[str]:
 def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> ClusterConfig:
     net = layout.net
     return ClusterConfig(
-        database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}"),
+        database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}",
+                                rest_auth_file=str(layout.secret("patroni-rest.auth"))
+                                if database else ""),
         dns=DnsConfig(enabled=database, password_file=str(layout.secret("dns.password"))
                       if database else ""),
         name="sandbox", coordinators=nodes[:3], floating_ip=net.floating_ip,
@@ -261,7 +263,11 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         say(f"[{time.monotonic() - t0:5.1f}s] {msg}")
 
     redis_pw = services.write_secret(layout.secret("redis.password"))
-    services.write_secret(layout.secret("zookeeper.auth"), f"pvc:{secrets.token_urlsafe(18)}")
+    logins = {name: (user, services.write_secret(layout.secret(name),
+                                                 f"{user}:{services.new_password()}")
+                     .partition(":")[2])
+              for name, user in (("zookeeper.auth", "pvc"), ("patroni-zookeeper.auth", "patroni"),
+                                 ("patroni-rest.auth", "patroni"))}
     flower_pw = services.write_secret(layout.secret("flower.password"))
     dns_pw = services.write_secret(layout.secret("dns.password")) if state.database else ""
     db_passwords = {who: secrets.token_urlsafe(12) for who in
@@ -283,7 +289,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     sup = layout.supervisor
     sup.write(_specs(layout, libvirtds, redis_pw, flower_pw,
                      cluster.coordinators if state.database else [], cluster, dns_pw,
-                     db_passwords))
+                     db_passwords, logins))
     state.pids["supervisord"] = sup.start()
     state.save(layout)
 
@@ -360,10 +366,13 @@ NODE_ROLES = {"node": "workers.node_daemon", "worker": "workers.worker",
 
 def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
            flower_pw: str, database_on: list[str], cluster: ClusterConfig,
-           dns_pw: str, db_passwords: dict[str, str]) -> list[services.ProcessSpec]:
-    """Every program of the sandbox, as supervisord runs them."""
+           dns_pw: str, db_passwords: dict[str, str],
+           logins: dict[str, tuple[str, str]]) -> list[services.ProcessSpec]:
+    """Every program of the sandbox, as supervisord runs them. logins: (user, password) by
+    secret file name: pvc's and Patroni's ZooKeeper logins, Patroni's REST API."""
     net = layout.net
-    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port,
+    zk_users = dict([logins["zookeeper.auth"], logins["patroni-zookeeper.auth"]])
+    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port, zk_users,
                                      net.host_address),
              services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw,
                                  ("127.0.0.1", net.host_address)),
@@ -393,7 +402,8 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
             spec = services.patroni_spec(
                 db_dir / n, n, net.node_address(index), net.cidr(0),
                 f"{net.host_address}:{layout.zk_port}", f"pvc{layout.port_offset}",
-                8008, 5432, passwords)
+                8008, 5432, passwords, logins["patroni-zookeeper.auth"],
+                logins["patroni-rest.auth"])
             specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
         members = [net.node_address(list(libvirtds).index(n) + 1) for n in database_on]
         for n, address in zip(database_on, members):
@@ -410,7 +420,8 @@ def _wait_database(layout: Layout, cluster: ClusterConfig) -> str:
     """Until Patroni has a leader and every member runs (a replica streams); the leader."""
     from pvc.coordinator.patroni import Patroni
     patroni = Patroni([f"http://{layout.net.node_address(i + 1)}:8008"
-                       for i in range(len(cluster.coordinators))], timeout=2)
+                       for i in range(len(cluster.coordinators))], timeout=2,
+                      auth=Config(cluster=cluster).patroni_auth())
 
     def ready() -> bool:
         try:

@@ -40,9 +40,13 @@ def spawn(spec: ProcessSpec) -> int:
     return procs.spawn(spec.command, spec.log, env=env, cwd=spec.cwd)
 
 
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
 def write_secret(path: Path, value: str | None = None) -> str:
-    """A secret file only its owner can read."""
-    value = value or secrets.token_urlsafe(18)
+    """A secret file only its owner can read; its content."""
+    value = value or new_password()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -59,10 +63,10 @@ def write_private(path: Path, text: str) -> None:
 
 # ------------------------------------------------------------------------------ ZooKeeper
 
-def start_zookeeper(base: Path, port: int) -> int:
+def start_zookeeper(base: Path, port: int, users: dict[str, str]) -> int:
     if not procs.port_free(port):
         raise procs.StartFailed(f"port {port} (ZooKeeper) is already in use")
-    spec = zookeeper_spec(base, port)
+    spec = zookeeper_spec(base, port, users)
     pid = spawn(spec)
     wait_zookeeper(port, pid, spec.log)
     return pid
@@ -76,17 +80,35 @@ def wait_zookeeper(port: int, pid: int | None, log: Path, host: str = "127.0.0.1
 # (1 MiB here), and the heap has room for many of them being written at once.
 ZOOKEEPER_HEAP_MB = 256
 JUTE_MAXBUFFER = 1024 * 1024
+# The four-letter words pvc and its health checks use; `envi`, `conf`, `dump`, `wchc` … tell a
+# stranger the server's paths, sessions and watched znodes.
+FOUR_LETTER_WORDS = ("ruok", "srvr", "mntr")
 
 
-def zookeeper_spec(base: Path, port: int, address: str = "127.0.0.1") -> ProcessSpec:
+def zookeeper_security(users: dict[str, str]) -> tuple[str, str]:
+    """(zoo.cfg lines, JAAS file) of a ZooKeeper that refuses every session that has not
+    logged in over SASL as one of users: an unauthenticated client can neither read nor
+    write anything, whatever a znode's ACL says (Patroni's znodes have an open ACL)."""
+    cfg = ("authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
+           "enforce.auth.enabled=true\nenforce.auth.schemes=sasl\n"
+           f"4lw.commands.whitelist={','.join(FOUR_LETTER_WORDS)}\n")
+    entries = "".join(f'    user_{u}="{p}"\n' for u, p in users.items())
+    jaas = ("Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+            f"{entries.rstrip()};\n}};\n")
+    return cfg, jaas
+
+
+def zookeeper_spec(base: Path, port: int, users: dict[str, str],
+                   address: str = "127.0.0.1") -> ProcessSpec:
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     (base / "log").mkdir(exist_ok=True)
+    security, jaas = zookeeper_security(users)
+    write_private(base / "jaas.conf", jaas)
     (base / "zoo.cfg").write_text(
         "tickTime=500\ninitLimit=10\nsyncLimit=5\n"
         f"dataDir={data}\nclientPort={port}\nclientPortAddress={address}\n"
-        "admin.enableServer=false\nmaxClientCnxns=0\n"
-        "4lw.commands.whitelist=ruok,stat,srvr,mntr,envi,conf,isro\n"
+        "admin.enableServer=false\nmaxClientCnxns=0\n" + security +
         "minSessionTimeout=1000\nmaxSessionTimeout=30000\n")
     (base / "log4j.properties").write_text(
         "log4j.rootLogger=INFO, ROLLINGFILE\n"
@@ -99,6 +121,7 @@ def zookeeper_spec(base: Path, port: int, address: str = "127.0.0.1") -> Process
            "-XX:TieredStopAtLevel=1", "-Xss512k", "-XX:MaxMetaspaceSize=64m",
            f"-Djute.maxbuffer={JUTE_MAXBUFFER}", f"-Dzookeeper.log.dir={base}/log",
            f"-Dlog4j.configuration=file:{base}/log4j.properties",
+           f"-Djava.security.auth.login.config={base}/jaas.conf",
            "-Dzookeeper.jmx.log4j.disable=true",
            "-cp", ":".join([str(base)] + ZOOKEEPER_CLASSPATH),
            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(base / "zoo.cfg")]
@@ -254,9 +277,12 @@ POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def patroni_spec(base: Path, name: str, address: str, subnet: str, zk_hosts: str, scope: str,
-                 rest_port: int, pg_port: int, passwords: dict[str, str]) -> ProcessSpec:
+                 rest_port: int, pg_port: int, passwords: dict[str, str],
+                 zk_login: tuple[str, str], rest_login: tuple[str, str]) -> ProcessSpec:
     """One Patroni member (PostgreSQL 15 from Debian, Patroni from the venv), run as the
-    postgres user (initdb refuses root) on the node's cluster address."""
+    postgres user (initdb refuses root) on the node's cluster address. It logs in to
+    ZooKeeper over SASL as zk_login (Patroni passes a `sasl` auth_data entry to kazoo as a
+    DIGEST-MD5 login), and its REST API refuses writes without rest_login."""
     import pwd
 
     import yaml
@@ -270,8 +296,11 @@ def patroni_spec(base: Path, name: str, address: str, subnet: str, zk_hosts: str
     config = {
         "scope": scope, "namespace": "/service/", "name": name,
         "log": {"level": "INFO", "dir": str(base)},
-        "restapi": {"listen": f"{address}:{rest_port}", "connect_address": f"{address}:{rest_port}"},
-        "zookeeper": {"hosts": zk_hosts.split(",")},
+        "restapi": {"listen": f"{address}:{rest_port}", "connect_address": f"{address}:{rest_port}",
+                    "authentication": {"username": rest_login[0], "password": rest_login[1]}},
+        "ctl": {"authentication": {"username": rest_login[0], "password": rest_login[1]}},
+        "zookeeper": {"hosts": zk_hosts.split(","),
+                      "auth_data": {"sasl": f"{zk_login[0]}:{zk_login[1]}"}},
         "bootstrap": {
             "dcs": {"ttl": 20, "loop_wait": 2, "retry_timeout": 4,
                     "maximum_lag_on_failover": 1048576,

@@ -233,8 +233,10 @@ def test_the_database_leader_moved_behind_pvcs_back_comes_back(c: Faults) -> Non
     primary = one_primary_everywhere(c)
     assert primary is not None
     from pvc.coordinator.patroni import Patroni
+    from pvc.core import config as configmod
     net = c.layout.net
-    patroni = Patroni([f"http://{net.node_address(c.nodes.index(n) + 1)}:8008" for n in c.nodes])
+    patroni = Patroni([f"http://{net.node_address(c.nodes.index(n) + 1)}:8008" for n in c.nodes],
+                      auth=configmod.load(c.layout.client_config).patroni_auth())
     elsewhere = other(c, primary)
     patroni.switchover(elsewhere)           # as patronictl would: pvc is not asked
     assert status(c)["database"]["leader"] == elsewhere

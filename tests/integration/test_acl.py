@@ -1,41 +1,83 @@
-"""ZooKeeper ACLs: pvc's znodes belong to the cluster's identity; a client without it can
-neither read nor write them."""
+"""ZooKeeper's doors: the server refuses every session that has not logged in over SASL, and
+pvc's znodes belong to the cluster's identity, so even another user the server knows (Patroni,
+in production) can neither read nor write them."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Iterator
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError
+from kazoo.exceptions import KazooException, NoAuthError
+from kazoo.handlers.threading import KazooTimeoutError
 
 from pvc.core.cluster import Cluster
+from pvc.core.schema import Schema
 from pvc.core.store import NotAllowed
+from pvc.core.zookeeper import ZkStore, sasl_login
 from pvc.vm import definition
 from tests.integration.helpers import demo_xml
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stranger(services):
-    """A plain kazoo client with no credentials."""
-    zk = KazooClient(hosts=services.zk_hosts)
+def _client(services: Any, **kw: Any) -> KazooClient:
+    zk = KazooClient(hosts=services.zk_hosts, timeout=2, **kw)
     zk.start(timeout=10)
+    return zk
+
+
+@pytest.fixture
+def other(services: Any) -> Iterator[KazooClient]:
+    """A client logged in as another user the server knows (as Patroni is)."""
+    user, _, password = services.zk_other_auth_file.read_text().strip().partition(":")
+    zk = _client(services, sasl_options=sasl_login(user, password))
     yield zk
     zk.stop()
     zk.close()
 
 
-def test_an_unauthenticated_client_can_neither_read_nor_write(cluster, stranger, zk_root):
+STRANGERS = {
+    "no credentials": {},
+    "a digest identity of its own": {"auth_data": [("digest", "evil:guess")]},
+    "pvc's user with a wrong password": {"sasl_options": sasl_login("pvc", "guess")},
+}
+
+
+@pytest.mark.parametrize("who", list(STRANGERS))
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_session_that_has_not_logged_in_gets_nothing(services, cluster, zk_root, who):
+    definition.define(cluster, demo_xml("secret-vm"))
+    try:
+        zk = _client(services, **STRANGERS[who])
+    except (KazooException, KazooTimeoutError):
+        return                                            # refused before any request
+    try:
+        for request in (lambda: zk.get_children("/"),
+                        lambda: zk.get_children(f"{zk_root}/vms"),
+                        lambda: zk.create("/intruder", b"x"),
+                        lambda: zk.create("/zookeeper/intruder", b"x"),
+                        lambda: zk.create("/service/pvc/failover", b"x", makepath=True)):
+            with pytest.raises((KazooException, KazooTimeoutError)):
+                request()
+    finally:
+        zk.stop()
+        zk.close()
+    assert cluster.store.children("/") == sorted(cluster.store.children("/"))
+    assert "intruder" not in cluster.store.children("/")
+    assert not cluster.store.exists("/service/pvc/failover")
+
+
+def test_another_known_user_can_neither_read_nor_write_pvcs_tree(cluster, other, zk_root):
     vm = definition.define(cluster, demo_xml("secret-vm"))
-    for read in (lambda: stranger.get(f"{zk_root}/vms/{vm.uuid}"),
-                 lambda: stranger.get_children(f"{zk_root}/vms"),
-                 lambda: stranger.get(f"{zk_root}/schema")):
+    for read in (lambda: other.get(f"{zk_root}/vms/{vm.uuid}"),
+                 lambda: other.get_children(f"{zk_root}/vms"),
+                 lambda: other.get(f"{zk_root}/schema")):
         with pytest.raises(NoAuthError):
             read()
-    for write in (lambda: stranger.set(f"{zk_root}/vms/{vm.uuid}", b"{}"),
-                  lambda: stranger.create(f"{zk_root}/vms/intruder", b"x"),
-                  lambda: stranger.delete(f"{zk_root}/vm_names/secret-vm")):
+    for write in (lambda: other.set(f"{zk_root}/vms/{vm.uuid}", b"{}"),
+                  lambda: other.create(f"{zk_root}/vms/intruder", b"x"),
+                  lambda: other.delete(f"{zk_root}/vm_names/secret-vm")):
         with pytest.raises(NoAuthError):
             write()
     assert cluster.vm("secret-vm").value.uuid == vm.uuid          # untouched
@@ -50,24 +92,25 @@ def test_a_wrong_identity_gets_one_clear_error(client_config, tmp_path):
     cfg = replace(client_config, cluster=replace(client_config.cluster, zookeeper=zk))
     with pytest.raises(NotAllowed) as err:
         Cluster.connect(cfg)
-    assert "missing or wrong" in str(err.value) and "\n" not in str(err.value)
+    assert "password" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cluster_secure_closes_a_cluster_made_without_acls(client_config, stranger):
-    zk = replace(client_config.cluster.zookeeper, auth_file="")
-    open_cfg = replace(client_config, cluster=replace(client_config.cluster, zookeeper=zk))
-    open_cluster = Cluster.connect(open_cfg)
+def test_cluster_secure_closes_a_cluster_made_without_acls(client_config, other, zk_root):
+    zk = client_config.cluster.zookeeper
+    old = ZkStore(zk.hosts, zk.timeout, zk.session_timeout, client_config.zookeeper_auth())
+    old.acl = old.zk.default_acl = None                          # as pvc made znodes before ACLs
+    open_cluster = Cluster(old.connect(), Schema(zk_root), client_config)
+    open_cluster.ensure_schema()
     definition.define(open_cluster, demo_xml("old-vm"))
-    root = open_cluster.schema.root
     open_cluster.close()
-    assert stranger.get_children(f"{root}/vms")                   # open before
+    assert other.get_children(f"{zk_root}/vms")                  # open before
     secured = Cluster.connect(client_config)
     try:
-        changed = secured.store.secure(root)
+        changed = secured.store.secure(zk_root)
         assert changed >= 5
-        assert secured.store.secure(root) == 0                    # idempotent
+        assert secured.store.secure(zk_root) == 0                 # idempotent
         assert secured.vm("old-vm").value.name == "old-vm"
     finally:
         secured.close()
     with pytest.raises(NoAuthError):
-        stranger.get_children(f"{root}/vms")
+        other.get_children(f"{zk_root}/vms")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(services, zk_root):
-    s = Store(services.zk_hosts, timeout=3).connect()
+    s = Store(services.zk_hosts, timeout=3, auth=services.zk_auth).connect()
     s.ensure(zk_root)
     yield s
     s.delete(zk_root, recursive=True)
@@ -35,7 +35,7 @@ def test_compare_and_set_one_of_two_writers_wins(store, zk_root) -> None:
 def test_update_json_never_loses_an_update(services, store, zk_root) -> None:
     path = f"{zk_root}/counter"
     store.create(path, {"n": 0})
-    others = [Store(services.zk_hosts, timeout=3).connect() for _ in range(4)]
+    others = [Store(services.zk_hosts, timeout=3, auth=services.zk_auth).connect() for _ in range(4)]
 
     def bump(s: Store) -> None:
         for _ in range(25):
@@ -87,7 +87,7 @@ def test_wait_for_is_pushed_by_a_watch(store, zk_root) -> None:
 
 
 def test_lock_is_fair_and_freed_when_its_holder_dies(services, store, zk_root) -> None:
-    holder = Store(services.zk_hosts, timeout=3, session_timeout=2).connect()
+    holder = Store(services.zk_hosts, timeout=3, auth=services.zk_auth, session_timeout=2).connect()
     lock = holder.lock(f"{zk_root}/lock", "holder")
     assert lock.acquire(timeout=5)
     waiter_lock = store.lock(f"{zk_root}/lock", "waiter")

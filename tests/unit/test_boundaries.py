@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "coordinator": {"core", "network", "operations"},
     "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
     "console": {"core", "vm"},
-    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "install"},
+    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "node", "install"},
     "install": {"core"},
 }
 

@@ -69,3 +69,12 @@ def test_drift_counts_only_after_its_grace_and_unknown_domains_are_named() -> No
     found = check(snap([node("hv1", drift=drift, domains=stray)], [vm("a"), vm("b")]))
     assert found == ["VM a on hv1: should run here: crash loop (for 20s)",
                      "node hv1 runs domains pvc does not know: hand-made"]
+
+
+def test_a_bmc_that_lets_anyone_in_degrades_the_cluster() -> None:
+    sound = node("hv1", bmc={"checked": NOW, "problems": []})
+    open_bmc = node("hv3", bmc={"checked": NOW, "problems": [
+        "accepts unauthenticated IPMI (cipher suite 0)"]})
+    assert check(snap([sound, open_bmc])) == [
+        "node hv3: its BMC accepts unauthenticated IPMI (cipher suite 0): fencing it proves "
+        "nothing (README, Security: what to set on a BMC)"]
