@@ -40,6 +40,7 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
     data["unknown_domains"] = [d["name"] for d in c.unknown_domains([n])]
     data["drift"] = {d.get("name", u): d.get("why", "") for u, d in n.drift.items()}
     data["cordon"] = n.cordon      # who cordoned it, why, since when ({}: not cordoned)
+    data["bmc"] = n.bmc            # its BMC's audit: when, and what makes fencing unsafe
     return data
 
 
@@ -90,7 +91,15 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
         return
     from pvc.operations.holds import describe
     data["cordon"] = describe(data["cordon"]) if data["cordon"] else ""
-    pairs(data, FIELDS + ["cordon", "unknown_domains", "drift"])
+    data["bmc"] = bmc_text(data["bmc"])
+    pairs(data, FIELDS + ["cordon", "bmc", "unknown_domains", "drift"])
+
+
+def bmc_text(audit: dict[str, Any]) -> str:
+    if not audit:
+        return "not checked (no BMC, or not yet)"
+    return "; ".join(audit.get("problems") or ["sound (no cipher suite 0, wrong passwords "
+                                               "refused)"])
 
 
 def _flush_command(kind: str, doc: str, name: str) -> click.Command:

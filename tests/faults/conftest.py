@@ -135,6 +135,11 @@ class Faults:
                        "json", ok=False, timeout=timeout + 30)
         return json.loads(res.stdout) if res.stdout.strip() else self.record(op_id)
 
+    def attack(self, what: str, target: str) -> dict[str, Any]:
+        """What a stranger on the cluster network gets (tests/attacker.py, run in the
+        sandbox's client namespace)."""
+        return attack(self.layout.net.client, what, target)
+
     def log(self, program: str) -> str:
         node = program.split("-", 1)[1]
         role = program.split("-", 1)[0]
@@ -160,6 +165,15 @@ class Faults:
     def close(self) -> None:
         for hv in self._hvs.values():
             hv.close()
+
+
+def attack(namespace: str, what: str, target: str) -> dict[str, Any]:
+    from pvc.network import ip
+    from tests.conftest import PYTHON, ROOT
+    res = subprocess.run(ip.in_netns(namespace, [PYTHON, "-m", "tests.attacker", what, target]),
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
 def _field(client: str, name: str) -> str:

@@ -301,3 +301,23 @@ def test_dns_publishes_leases_added_changed_removed_and_follows_the_primary(
                   20)
         assert zone_writer(c) == elsewhere                     # written from the new primary
     settled(c)
+
+
+# ------------------------------------------------------------------------------ the doors
+
+def test_a_stranger_cannot_write_to_patronis_api(c: Faults) -> None:
+    leader = status(c)["database"]["leader"]
+    for n in c.nodes:
+        got = c.attack("patroni", f"http://{c.layout.net.node_address(c.nodes.index(n) + 1)}:8008")
+        assert got and set(got.values()) == {401}, (n, got)
+    assert status(c)["database"]["leader"] == leader
+    assert not Path("/tmp/pvc-attacker-was-here").exists()
+
+
+def test_a_stranger_can_neither_read_nor_write_patronis_znodes(c: Faults) -> None:
+    got = c.attack("zookeeper", f"{c.layout.net.host_address}:{c.layout.zk_port}")
+    assert "allowed" not in got.values(), got
+    with c.client() as cluster:           # pvc sees what the stranger did not make
+        assert "intruder" not in cluster.store.children("/")
+        assert not cluster.store.exists("/service/pvc/failover")
+        assert cluster.store.children(f"/service/pvc{c.layout.port_offset}")  # Patroni's own
