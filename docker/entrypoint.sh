@@ -26,6 +26,7 @@ cluster:
   database:
     enabled: true
     scope: pvc
+    rest_auth_file: /run/secrets/patroni_rest_auth
 node:
   name: "${PVC_NODE_NAME}"
   libvirt_uri: "qemu:///system"
@@ -61,6 +62,9 @@ cat > /etc/pvc/supervisord.conf <<CONF
 [supervisord]
 nodaemon=true
 logfile=/var/log/supervisord.log
+[program:virtlogd]
+command=/usr/sbin/virtlogd
+priority=5
 [program:libvirtd]
 command=/usr/sbin/libvirtd --listen
 priority=10
@@ -79,14 +83,19 @@ CONF
 case ",$PVC_COORDINATORS," in *",$PVC_NODE_NAME,"*)
     "$VENV/bin/python" - <<PY
 # Patroni on a coordinator: a member named after the node, on its cluster address
-import secrets, yaml
 from pathlib import Path
 from pvc.sandbox.services import patroni_spec
+
+def login(name):
+    user, _, password = Path(f"/run/secrets/{name}").read_text().strip().partition(":")
+    return user, password
+
 base = Path("/var/lib/pvc-patroni")
 spec = patroni_spec(base, "${PVC_NODE_NAME}", "${PVC_NODE_ADDRESS}", "10.201.0.0/24",
                     "zookeeper:2181", "pvc", 8008, 5432,
                     {w: Path("/run/secrets/database_password").read_text().strip()
-                     for w in ("superuser", "replication", "rewind")})
+                     for w in ("superuser", "replication", "rewind")},
+                    login("patroni_zookeeper_auth"), login("patroni_rest_auth"))
 with open("/etc/pvc/supervisord.conf", "a") as conf:
     conf.write(f"[program:patroni]\ncommand={' '.join(spec.command)}\npriority=15\n")
 PY

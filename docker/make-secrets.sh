@@ -1,6 +1,8 @@
 #!/bin/bash
-# The secrets docker-compose.yml hands to its containers (the sandbox's: redis.password,
-# zookeeper.auth, flower.password; and the database's), made once, 0600. Run before `docker-compose up`.
+# The secrets docker-compose.yml hands to its containers at run time (never into an image):
+# the sandbox's (redis.password, zookeeper.auth, flower.password), Patroni's ZooKeeper login
+# and REST API login, ZooKeeper's JAAS file of both logins, the database's. Made once, 0600.
+# Also writes ../.env naming this directory: without it `docker-compose config` fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p -m 0700 secrets
@@ -8,6 +10,18 @@ umask 077
 new() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 [ -s secrets/redis.password ] || new > secrets/redis.password
 [ -s secrets/zookeeper.auth ] || echo "pvc:$(new)" > secrets/zookeeper.auth
+[ -s secrets/patroni-zookeeper.auth ] || echo "patroni:$(new)" > secrets/patroni-zookeeper.auth
+[ -s secrets/patroni-rest.auth ] || echo "patroni:$(new)" > secrets/patroni-rest.auth
 [ -s secrets/flower.password ] || new > secrets/flower.password
 [ -s secrets/database.password ] || new > secrets/database.password
+{
+    echo "Server {"
+    echo "    org.apache.zookeeper.server.auth.DigestLoginModule required"
+    for f in secrets/zookeeper.auth secrets/patroni-zookeeper.auth; do
+        IFS=: read -r user password < "$f"
+        echo "    user_${user}=\"${password}\""
+    done
+    echo "};"
+} > secrets/zookeeper.jaas
+echo "PVC_SECRETS=./docker/secrets" > ../.env
 echo "secrets in $(pwd)/secrets"

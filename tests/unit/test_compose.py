@@ -2,7 +2,9 @@
 same cluster as the sandbox: its nodes, its ports (on 127.0.0.1 only), its secrets."""
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,17 @@ from pvc.sandbox import sandbox as sb
 from tests.conftest import ROOT
 
 
-def compose(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                           *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+SECRETS = "./docker/secrets"
+
+
+def compose(*args: str, secrets: str | None = SECRETS) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PVC_SECRETS"}
+    if secrets is not None:
+        env["PVC_SECRETS"] = secrets
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as no_env:   # not the checkout's .env
+        return subprocess.run(["docker-compose", "--env-file", no_env.name, "-f",
+                               str(ROOT / "docker-compose.yml"), "config", *args],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 
 def resolved() -> dict[str, Any]:
@@ -32,9 +42,11 @@ def test_compose_validates_silently() -> None:
 def test_compose_catches_a_mistake(tmp_path: Path) -> None:
     broken = (ROOT / "docker-compose.yml").read_text().replace("privileged:", "privilegd:")
     (tmp_path / "docker-compose.yml").write_text(broken)
-    res = subprocess.run(["docker-compose", "-f", str(tmp_path / "docker-compose.yml"),
-                          "--project-directory", str(ROOT), "config", "-q"],
-                         capture_output=True, text=True, timeout=60)
+    (tmp_path / "empty.env").write_text("")
+    res = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "empty.env"), "-f",
+                          str(tmp_path / "docker-compose.yml"), "--project-directory", str(ROOT),
+                          "config", "-q"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PVC_SECRETS": SECRETS})
     assert res.returncode != 0 and "privilegd" in res.stderr
 
 
@@ -78,3 +90,47 @@ def test_the_image_is_built_with_the_projects_setup_script() -> None:
     assert dockerfile.startswith("#") and "FROM debian:12" in dockerfile
     assert "scripts/setup.sh" in dockerfile
     assert (ROOT / "docker" / "entrypoint.sh").stat().st_mode & 0o111
+
+
+def test_compose_without_its_secrets_fails_loudly() -> None:
+    res = compose("-q", secrets=None)
+    assert res.returncode != 0 and "run docker/make-secrets.sh first" in res.stderr
+
+
+def test_secrets_reach_the_containers_only_at_run_time() -> None:
+    data = resolved()
+    for name, secret in data["secrets"].items():
+        assert Path(secret["file"]).parent == ROOT / "docker" / "secrets", name
+    nodes = [s for s in data["services"].values() if s.get("hostname")]
+    for svc in nodes:
+        assert {"patroni_zookeeper_auth", "patroni_rest_auth"} <= \
+            {s["source"] for s in svc["secrets"]}
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert "[program:virtlogd]" in entrypoint      # VMs log their serial console through it
+    assert "rest_auth_file: /run/secrets/patroni_rest_auth" in entrypoint
+
+
+def build_context(root: Path) -> set[str]:
+    """The files `docker build` would send from root: .dockerignore read by Docker's own
+    Python client (docker-py's exclude_paths), not by a pattern matcher of ours."""
+    from docker.utils.build import exclude_paths
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    return set(exclude_paths(str(root), patterns))
+
+
+LEAKS = (".venv/", ".git/", "docker/secrets/", "build/", ".pytest_cache/")
+
+
+def test_the_build_context_holds_no_secret_and_no_venv(tmp_path: Path) -> None:
+    for f in [".venv/bin/python", "docker/secrets/redis.password", "docker/secrets/zookeeper.auth",
+              ".env", "pvc/core/config.py", "pvc.egg-info/PKG-INFO", "build/lib/x.py",
+              "pvc/__pycache__/x.pyc", "somewhere/db.password", "Dockerfile"]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    sent = {f for f in build_context(tmp_path) if (tmp_path / f).is_file()}
+    assert sent == {"pvc/core/config.py", "Dockerfile"}
+    real = build_context(ROOT)
+    assert "scripts/setup.sh" in real and "Dockerfile" in real
+    assert [f for f in real if f.startswith(LEAKS) or f == ".env"
+            or f.endswith((".password", ".auth", ".jaas"))] == []
