@@ -53,15 +53,24 @@ def status_data(c: Any) -> dict[str, Any]:
 @format_option
 @click.pass_context
 def secure(ctx: click.Context, fmt: str) -> None:
-    """Give every znode of the cluster the cluster's ACL (after setting
-    cluster.zookeeper.auth_file on a cluster that had none): only that identity can then
-    read or write pvc's state."""
+    """Close an existing cluster: give every znode of pvc's the cluster's ACL (after setting
+    cluster.zookeeper.auth_file on a cluster that had none), then try the doors around pvc
+    as a stranger would (ZooKeeper without a login, its four-letter words, Patroni's API
+    without credentials) and say what to set for each that is open. Exits 1 while any is."""
+    from pvc.coordinator import doors
     c = connect(ctx)
     changed = c.store.secure(c.schema.root)
+    found = doors.audit(c)
     if fmt == "json":
-        emit_json({"root": c.schema.root, "changed": changed})
+        emit_json({"root": c.schema.root, "changed": changed,
+                   "doors": [d.to_json() for d in found]})
     else:
         click.echo(f"{changed} znodes under {c.schema.root} now carry the cluster's ACL")
+        for d in found:
+            click.echo(f"  {'closed' if d.closed else 'OPEN  '}  {d.name}"
+                       + ("" if d.closed else f": {d.remedy}"))
+    if not all(d.closed for d in found):
+        ctx.exit(1)
 
 
 def _dns(c: Any, primary: str) -> dict[str, Any]:

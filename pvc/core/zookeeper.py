@@ -99,6 +99,34 @@ def _end_refused_logins(zk: KazooClient) -> None:
     conn._authenticate_with_sasl = guarded
 
 
+def refuses_anonymous_sessions(hosts: str, timeout: float = 5.0) -> bool:
+    """Whether the servers refuse a session that has not logged in (a request without a
+    login is answered by closing the session, or the session never opens)."""
+    zk = KazooClient(hosts=hosts, timeout=max(timeout, 1.0),
+                     connection_retry={"max_tries": 1, "delay": 0.05})
+    try:
+        zk.start(timeout=timeout)
+        zk.exists("/")
+        return False
+    except (KazooException, KazooTimeoutError):
+        return True
+    finally:
+        threading.Thread(target=lambda: (zk.stop(), zk.close()), daemon=True).start()
+
+
+def answers_four_letter_word(host: str, port: int, word: str, timeout: float = 3.0) -> bool:
+    """Whether a server answers a four-letter word (not only with "not in the whitelist")."""
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(word.encode())
+            answer = s.recv(200)
+    except OSError:
+        return False
+    return bool(answer) and b"not in the whitelist" not in answer and \
+        b"not executed" not in answer
+
+
 def backoff(delay: float) -> float:
     """The next retry delay: doubled, capped, with jitter so retrying clients spread out."""
     return min(delay * 2, 0.5) * random.uniform(0.5, 1.5)

@@ -114,3 +114,42 @@ def test_cluster_secure_closes_a_cluster_made_without_acls(client_config, other,
         secured.close()
     with pytest.raises(NoAuthError):
         other.get_children(f"{zk_root}/vms")
+
+
+def _secure(cfg: Any, tmp_path: Any) -> tuple[int, dict[str, Any]]:
+    import json
+
+    from tests.conftest import run_pvc, write_config
+    res = run_pvc("--config", str(write_config(cfg, tmp_path / "pvc.yaml")), "cluster",
+                  "secure", "--format", "json")
+    assert "Traceback" not in res.stderr, res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_cluster_secure_finds_the_doors_closed(client_config, tmp_path):
+    code, out = _secure(client_config, tmp_path)
+    assert code == 0 and out["doors"] and all(d["closed"] for d in out["doors"]), out
+
+
+def test_cluster_secure_names_what_an_old_zookeeper_leaves_open(client_config, tmp_path):
+    """A ZooKeeper set up before pvc asked for logins: open sessions, every four-letter word.
+    pvc still closes its own znodes, and says what to set on the servers (exit 1)."""
+    from pvc.sandbox import procs, services
+    port = 12191
+    spec = services.zookeeper_spec(tmp_path / "zk", port, {"pvc": "x"})
+    cfg_file = tmp_path / "zk" / "zoo.cfg"
+    cfg_file.write_text("".join(line + "\n" for line in cfg_file.read_text().splitlines()
+                                if not line.startswith(("enforce.", "4lw.", "authProvider")))
+                        + "4lw.commands.whitelist=*\n")
+    pid = services.spawn(spec)
+    try:
+        services.wait_zookeeper(port, pid, spec.log)
+        zk = replace(client_config.cluster.zookeeper, hosts=f"127.0.0.1:{port}", sasl=False)
+        cfg = replace(client_config, cluster=replace(client_config.cluster, zookeeper=zk))
+        code, out = _secure(cfg, tmp_path)
+    finally:
+        procs.stop(pid)
+    assert code == 1
+    open_doors = {d["door"]: d["remedy"] for d in out["doors"] if not d["closed"]}
+    assert "enforce.auth.enabled=true" in open_doors["ZooKeeper refuses sessions without a login"]
+    assert any("4lw.commands.whitelist" in remedy for remedy in open_doors.values())
