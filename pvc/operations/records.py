@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 from typing import Any, Callable
 
-from pvc.core import states
+from pvc.core import names, states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, NotFound
 from pvc.core.models import Operation
@@ -144,6 +144,8 @@ def _rewrite(cluster: Cluster, op_id: str,
              change: Callable[[dict[str, Any], Transaction], bool | None]) -> Operation:
     """Compare-and-set over a record: change() edits it and says whether it ended (its
     target is then freed in the same transaction); None leaves the record as it is."""
+    names.check("operation", op_id, names.OPERATION_ID)   # '', '..': never a znode path
+
     def edit(record: dict[str, Any], tx: Transaction) -> Any:
         ended = change(record, tx)
         if ended is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+from pvc.core import names as pvc_names
 from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
@@ -96,8 +97,9 @@ def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
 
 def require_known_nodes(cluster: Cluster, names: Iterable[str]) -> None:
     """Refuse node names the cluster does not have ("" stands for none)."""
+    given = [pvc_names.check("node", n) for n in names if n]   # no control character shown
     known = set(cluster.node_names())
-    unknown = sorted({n for n in names if n and n not in known})
+    unknown = sorted({n for n in given if n not in known})
     if unknown:
         raise NotFound(f"unknown node(s): {', '.join(unknown)}")
 

@@ -14,7 +14,6 @@ from pvc.core.config import DatabaseConfig
 from pvc.sandbox import sandbox as sb
 from tests.conftest import ROOT
 
-
 SECRETS = "./docker/secrets"
 
 
