@@ -23,6 +23,7 @@ from pvc.install import units
 PROJECT = Path(__file__).resolve().parents[2]
 SAMPLE_CONFIG = PROJECT / "config" / "pvc.sample.yaml"
 UNIT_DIR = "etc/systemd/system"
+FLOWER_CLIENT = "/etc/pvc/flower.yaml"
 FLUSH_NOTICE = ("pvc-flush.service is installed but not enabled: a node that stops does not "
                 "move its VMs away first, and one that starts does not take them back. To "
                 "flush at stop and unflush at start: systemctl enable pvc-flush.service "
@@ -46,19 +47,19 @@ class Target:
     python: str = "/usr/bin/python3"
 
     def on_disk(self, path: str) -> Path:
+        """Where a path of the installed system is written now (under root)."""
         return self.root / path.lstrip("/")
 
     @property
     def venv(self) -> str:
-        """The venv's path as the installed system sees it."""
-        return str(self.on_disk(f"{self.prefix}/venv")) if self.root != Path("/") \
-            else f"{self.prefix}/venv"
+        """The venv's path as the installed system sees it (whatever root is)."""
+        return f"{self.prefix}/venv"
 
     @property
     def paths(self) -> units.Paths:
-        etc = self.on_disk("/etc/pvc")
-        return units.Paths(venv=self.venv, config=str(etc / "pvc.yaml"),
-                           flower_config=str(etc / "flowerconfig.py"))
+        """Paths as the installed system sees them: what units and scripts name."""
+        return units.Paths(venv=self.venv, config="/etc/pvc/pvc.yaml",
+                           flower_config="/etc/pvc/flowerconfig.py")
 
 
 def _run(cmd: list[str]) -> None:
@@ -77,7 +78,7 @@ def _write_private(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------- the node's choices
 
 def _node_config(t: Target) -> configmod.Config | None:
-    path = Path(t.paths.config)
+    path = t.on_disk(t.paths.config)
     if not path.exists():
         return None
     try:
@@ -103,22 +104,41 @@ def flower_config(address: str, port: int, user: str, password: str) -> str:
             f"address = {address!r}\nport = {port}\npersistent = False\n")
 
 
+def flower_client_config(t: Target) -> str:
+    """A client configuration with just the broker, for Flower (which cannot read the
+    node's files): from the node's configuration if it is filled in, else to be edited."""
+    import yaml
+    cfg = _node_config(t)
+    if cfg is None:
+        return ("# Flower's broker: the cluster's Redis (edit: host, port, password)\n"
+                "cluster:\n  redis:\n    host: 127.0.0.1\n    port: 6379\n"
+                "    password: \"\"\n")
+    redis = cfg.cluster.redis
+    return "# Flower's broker: the cluster's Redis (from pvc.yaml at install)\n" + yaml.safe_dump(
+        {"cluster": {"redis": {"host": redis.host, "port": redis.port,
+                               "password": cfg.redis_password()}}}, sort_keys=False)
+
+
 # ---------------------------------------------------------------------- install
 
 def install_plan(t: Target, source: Path = PROJECT) -> list[Step]:
     if not (units.SOURCE.is_dir() and SAMPLE_CONFIG.exists()):
         raise InstallFailed(f"run the installer from pvc's source tree (no {units.SOURCE} "
                             "here): git clone …; cd pvc; .venv/bin/pvc system install")
-    venv = t.on_disk(f"{t.prefix}/venv")
-    conf = Path(t.paths.config)
-    flower = Path(t.paths.flower_config)
+    venv = t.on_disk(t.venv)
+    conf = t.on_disk(t.paths.config)
+    flower = t.on_disk(t.paths.flower_config)
+    flower_client = t.on_disk(FLOWER_CLIENT)
     unit_dir = t.on_disk(UNIT_DIR)
     steps = [
+        # --copies: its interpreter is a file of the installed tree, not a link to the host's
         Step(f"create the venv {venv} ({t.python})",
-             lambda: _run([t.python, "-m", "venv", str(venv)])),
+             lambda: _run([t.python, "-m", "venv", "--copies", str(venv)])),
         Step(f"install pvc from {source} into it",
              lambda: _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           str(source)])),
+                           "--no-compile", str(source)])),
+        Step(f"point the venv's scripts at {t.venv} and compile it for there",
+             lambda: _settle_venv(t)),
     ]
     if conf.exists():
         steps.append(Step(f"keep the configuration {conf} (exists)", lambda: None))
@@ -133,6 +153,13 @@ def install_plan(t: Target, source: Path = PROJECT) -> list[Step]:
                           "for user pvc)",
                           lambda: _write_private(flower, flower_config(
                               "127.0.0.1", 5555, "pvc", secrets.token_urlsafe(16)))))
+    if flower_client.exists():
+        steps.append(Step(f"keep Flower's broker configuration {flower_client} (exists)",
+                          lambda: None))
+    else:
+        steps.append(Step(f"write Flower's broker configuration to {flower_client} (0600; "
+                          "Flower runs as its own user and gets only this and its basic auth)",
+                          lambda: _write_private(flower_client, flower_client_config(t))))
     steps.append(Step(f"install the systemd units into {unit_dir}: {', '.join(units.names())}",
                       lambda: _write_units(t)))
     enabled = list(units.ENABLED)
@@ -140,6 +167,24 @@ def install_plan(t: Target, source: Path = PROJECT) -> list[Step]:
                       lambda: _enable(t, enabled + (list(units.COORDINATOR_ONLY)
                                                     if is_coordinator(t) else []))))
     return steps
+
+
+def _settle_venv(t: Target) -> None:
+    """A venv built under root names root everywhere (script headers, activate, compiled
+    files) and pip records the checkout it came from: make it the venv of the installed
+    system, as if root were /."""
+    venv = t.on_disk(t.venv)
+    built, final = str(venv).encode(), t.venv.encode()
+    if built != final:
+        for script in [*(venv / "bin").iterdir(), venv / "pyvenv.cfg"]:
+            if script.is_file() and not script.is_symlink():
+                data = script.read_bytes()
+                if built in data:
+                    script.write_bytes(data.replace(built, final))
+    for record in venv.glob("lib/python3*/site-packages/*.dist-info/direct_url.json"):
+        record.unlink()   # the checkout's path: not the installed system's business
+    _run([str(venv / "bin" / "python"), "-m", "compileall", "-q", "-f", "-s", str(t.root),
+          "-p", "/", str(venv / "lib")])
 
 
 def _write_units(t: Target) -> None:
@@ -157,7 +202,7 @@ def _enable(t: Target, names: list[str]) -> None:
 # ---------------------------------------------------------------------- uninstall
 
 def uninstall_plan(t: Target) -> list[Step]:
-    venv = t.on_disk(f"{t.prefix}/venv")
+    venv = t.on_disk(t.venv)
     unit_dir = t.on_disk(UNIT_DIR)
     present = [n for n in units.names() if (unit_dir / n).exists()]
     steps = []
