@@ -72,12 +72,19 @@ REFUSED_COMMANDS = ("revoke", "revoke_by_stamped_headers", "terminate", "shutdow
                     "cancel_consumer", "rate_limit", "time_limit")
 
 
+def refusal(command: str) -> str:
+    return (f"pvc's workers refuse the remote-control command {command!r}: it would stop, "
+            "kill or re-route operations behind their records' back (use pvc task cancel, "
+            "pvc node flush, or systemd on the node)")
+
+
 def refuse_remote_control() -> None:
-    """Called in a worker before it starts: those commands are then unknown to it."""
-    from celery.worker.control import Panel
+    """Called in a worker before it starts: those commands then answer with a sentence
+    saying why they are refused (and do nothing)."""
+    from celery.worker.control import Panel, nok
     for name in REFUSED_COMMANDS:
-        Panel.data.pop(name, None)
-        Panel.meta.pop(name, None)
+        if name in Panel.data:
+            Panel.data[name] = lambda _state, _name=name, **_kw: nok(refusal(_name))
 
 
 def configure(cfg: Config) -> Celery:

@@ -3,8 +3,10 @@ it runs, and reports progress as Celery task state and events (so Flower shows i
 
 Admission: a task's arguments are (target id, operation id) and its record in ZooKeeper must
 name this task and this target. A message that does not (sent by hand, e.g. `celery call`) is
-refused with one log line; one for another node's operation (a worker consuming a foreign
-queue) is forwarded to that node's queue. Nothing runs on the wrong node.
+refused with one log line and recorded by Celery as a failure with the reason (Refused; no
+operation record is touched: the message may name someone else's); one for another node's
+operation (a worker consuming a foreign queue) is forwarded to that node's queue. Nothing runs
+on the wrong node.
 """
 from __future__ import annotations
 
@@ -20,18 +22,26 @@ from tasks.lease import Lease
 log = logging.getLogger(__name__)
 
 
+class Refused(Exception):
+    """A message pvc did not submit: the task fails with this sentence and does nothing."""
+
+
 class PvcTask(Task):
     abstract = True
     autoretry_for = (Unavailable,)
     retry_backoff = 1
     retry_backoff_max = 30
     max_retries = 10
+    throws = (Refused,)   # an expected failure: logged as one line, without a traceback
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         refusal = self.admit(args, kwargs)
+        if refusal.startswith("forwarded"):
+            log.info("task %s [%s] %s", self.name, self.request.id, refusal)
+            return refusal
         if refusal:
             log.warning("task %s [%s] %s", self.name, self.request.id, refusal)
-            return refusal
+            raise Refused(refusal)
         # kombu's virtual transports keep the delivery tag in the message properties
         properties = getattr(self.request, "properties", None) or {}
         tag = properties.get("delivery_tag")
@@ -86,6 +96,8 @@ class PvcTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
         """A crashed task never leaves its operation `running`: record the failure."""
+        if isinstance(exc, Refused):
+            return   # not pvc's submission: its arguments name no operation of ours to fail
         op_id = args[1] if len(args) > 1 else task_id
         try:
             from pvc.core import states

@@ -102,6 +102,30 @@ def check(net: ManagedNetwork, others: list[ManagedNetwork]) -> ManagedNetwork:
                           net.description)
 
 
+def underlay(cluster: Cluster) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """What a managed network must not cover: the cluster network itself (the floating IP's
+    subnet) and every address a node registered (cluster and migration addresses)."""
+    found = []
+    fip = cluster.config.cluster.floating_ip
+    if fip:
+        found.append(("the cluster network", ipaddress.ip_interface(fip).network))
+    for n in cluster.nodes():
+        for address in sorted({n.cluster_address, n.migration_address} - {""}):
+            try:
+                found.append((f"node {n.name}'s address", ipaddress.ip_network(address)))
+            except ValueError:
+                continue   # a host name, not an address: nothing to overlap
+    return [(what, net) for what, net in found if isinstance(net, ipaddress.IPv4Network)]
+
+
+def refuse_underlay(net: ManagedNetwork, taken: list[tuple[str, ipaddress.IPv4Network]]
+                    ) -> None:
+    for what, network in taken:
+        if net.subnet.overlaps(network):
+            raise InvalidInput(f"{net.ipv4} overlaps {what} {network}: a managed network "
+                               "must not cover the addresses the cluster itself runs on")
+
+
 def check_domain(domain: str) -> str:
     d = domain.strip().lower().rstrip(".")
     if not d or len(d) > 253:
@@ -172,6 +196,7 @@ def users(cluster: Cluster, vni: int) -> list[str]:
 
 def add(cluster: Cluster, net: ManagedNetwork) -> ManagedNetwork:
     net = check(net, all_networks(cluster))
+    refuse_underlay(net, underlay(cluster))
     s = cluster.schema
     tx = cluster.store.transaction()
     tx.create(s.network(net.vni), net.to_json())

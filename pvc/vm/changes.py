@@ -133,6 +133,7 @@ def rename(cluster: Cluster, ref: str, new_name: str, reason: str = "") -> Chang
                        "domain keeps the name it started with)")
     if vm.state == states.VmState.START:
         raise Conflict(f"VM {old_name} is set to start: stop it first")
+    definition.refuse_case_twin(cluster, new_name, renamed_from=old_name)
     new_xml = domxml.renamed(cluster.vm_xml(vm.uuid), new_name)
     vm.name = new_name
     op = records.recorded("vm.rename", new_name, vm.uuid, reason,

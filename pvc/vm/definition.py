@@ -29,6 +29,7 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
         require_known_nodes(cluster, [node, *node_limit])
     if node and node_limit and node not in node_limit:
         raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
+    refuse_case_twin(cluster, facts.name)
     vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
             state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
             node_selector=selector, node_limit=node_limit,
@@ -93,6 +94,16 @@ def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
             raise NotFound(f"the VM's interface is on bridge {managed.BRIDGE_PREFIX}{vni}, but "
                            f"there is no managed network {vni} (pvc network add {vni} …)")
     return vnis
+
+
+def refuse_case_twin(cluster: Cluster, name: str, renamed_from: str = "") -> None:
+    """Refuse a name another VM's differs from only in case: DNS names ignore case, so the
+    two would answer to one name on a managed network."""
+    folded = name.casefold()
+    for other in cluster.store.children(cluster.schema.vm_names):
+        if other not in (name, renamed_from) and other.casefold() == folded:
+            raise Conflict(f"a VM named {other!r} exists: {name!r} differs from it only in case "
+                           "(DNS names ignore case)")
 
 
 def require_known_nodes(cluster: Cluster, names: Iterable[str]) -> None:

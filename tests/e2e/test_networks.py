@@ -86,6 +86,8 @@ def test_a_network_is_built_on_every_node_and_carries_full_frames(pvc: Pvc) -> N
     (["--ipv4", "10.112.0.0/24", "--gateway", "10.113.0.1"], "outside 10.112.0.0/24"),
     (["--ipv4", "10.112.0.0/24", "--gateway", "10.112.0.1", "--dhcp-start", "10.112.0.9"],
      "give both --dhcp-start and --dhcp-end"),
+    # the underlay: the sandbox's cluster network is 10.200.X.0/24, its nodes .1-.3 there
+    (["--ipv4", "10.200.0.0/16", "--gateway", "10.200.255.1"], "overlaps the cluster network"),
 ])
 def test_bad_networks_are_refused_and_change_nothing(pvc: Pvc, args: list[str],
                                                       said: str) -> None:

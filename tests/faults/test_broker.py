@@ -106,10 +106,18 @@ def test_foreign_submissions_are_refused_in_one_line(cluster_ok: Faults) -> None
     app = Celery("intruder", set_as_current=False)
     app.conf.update(settings(configmod.load(f.layout.client_config)))
     result = app.send_task("pvc.vm.stop", args=["no-such-vm", "no-such-op"])   # pvc.default
-    assert result.get(timeout=30).startswith("refused: no operation 'no-such-op'")
+    with pytest.raises(Exception) as refused:            # a failure with the reason, in Celery
+        result.get(timeout=30)
+    assert "refused: no operation 'no-such-op'" in str(refused.value)
+    assert result.state == "FAILURE"
     logs = "".join(f.log(f"worker-{n}") for n in f.nodes)
     assert "refused: no operation 'no-such-op'" in logs
     assert "Traceback" not in logs
+    # remote control that would act behind the records' back: refused with a sentence
+    replies = app.control.revoke("no-such-op", reply=True, timeout=5)
+    assert replies and all("refuse the remote-control command 'revoke'" in r[h]["error"]
+                           for r in replies for h in r), replies
+    assert app.control.ping(timeout=5)                    # inspection stays
 
 
 def test_an_operation_consumed_by_another_nodes_worker_is_forwarded(cluster_ok: Faults) -> None:

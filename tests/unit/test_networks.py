@@ -132,3 +132,22 @@ def test_placement_keeps_a_vm_on_a_network_to_nodes_with_networking(fc: FakeClus
         placement.why_none(vm, nodes, placement.Plan())
     nodes[1].enable_networking = True
     assert placement.choose(vm, nodes, "mem").name == nodes[1].name
+
+
+def test_a_network_over_the_cluster_network_is_refused(fc: FakeCluster) -> None:
+    from dataclasses import replace
+
+    from pvc.core.config import Config
+    on_underlay = fc.cluster(Config(cluster=replace(fc.cluster_config,
+                                                    floating_ip="10.100.0.250/16")))
+    with pytest.raises(InvalidInput, match="overlaps the cluster network 10.100.0.0/16"):
+        managed.add(on_underlay, GOOD)
+    assert managed.all_networks(fc.client) == []
+
+
+def test_a_network_over_a_nodes_address_is_refused() -> None:
+    taken = [("node hv2's address", ipaddress.IPv4Network("10.100.0.7/32"))]
+    with pytest.raises(InvalidInput, match="overlaps node hv2's address 10.100.0.7/32"):
+        managed.refuse_underlay(GOOD, taken)
+    managed.refuse_underlay(net(ipv4="10.101.0.0/24", gateway="10.101.0.1", dhcp_start="",
+                                dhcp_end=""), taken)

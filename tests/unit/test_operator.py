@@ -249,3 +249,17 @@ def test_a_daemon_restarted_in_maintenance_starts_nothing_on_its_own(fc: FakeClu
     assert fc.world.where("web1") == []
     holds.maintenance_off(fc.client)
     until("web1 started", lambda: fc.world.where("web1") == ["fake://hv1"])
+
+
+def test_a_name_that_differs_only_in_case_is_refused(fc) -> None:
+    from pvc.core.errors import Conflict
+    from pvc.vm import changes, definition
+    from tests.fakes.cluster import vm_xml
+    definition.define(fc.client, vm_xml("web1"))
+    with pytest.raises(Conflict, match="'Web1' differs from it only in case"):
+        definition.define(fc.client, vm_xml("Web1"))
+    definition.define(fc.client, vm_xml("db1"))
+    with pytest.raises(Conflict, match="only in case"):
+        changes.rename(fc.client, "db1", "WEB1")
+    changes.rename(fc.client, "web1", "Web1")            # its own name, recased: fine
+    assert sorted(v.name for v in fc.client.vms()) == ["Web1", "db1"]
