@@ -41,6 +41,7 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
     data["drift"] = {d.get("name", u): d.get("why", "") for u, d in n.drift.items()}
     data["cordon"] = n.cordon      # who cordoned it, why, since when ({}: not cordoned)
     data["bmc"] = n.bmc            # its BMC's audit: when, and what makes fencing unsafe
+    data["services"] = n.services  # services around pvc there that do not serve, and why
     return data
 
 
@@ -92,7 +93,8 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
     from pvc.operations.holds import describe
     data["cordon"] = describe(data["cordon"]) if data["cordon"] else ""
     data["bmc"] = bmc_text(data["bmc"])
-    pairs(data, FIELDS + ["cordon", "bmc", "unknown_domains", "drift"])
+    data["services"] = "; ".join(data["services"].values()) or "-"
+    pairs(data, FIELDS + ["cordon", "bmc", "services", "unknown_domains", "drift"])
 
 
 def bmc_text(audit: dict[str, Any]) -> str:

@@ -127,6 +127,15 @@ class Patroni:
             time.sleep(min(2.0 * attempt, 5.0))   # Patroni needs a moment between attempts
         raise PatroniError(last)
 
+    def answers(self) -> bool:
+        """Whether every member in urls answers GET /patroni (its API serves, whatever its
+        PostgreSQL does)."""
+        try:
+            return all(Patroni([url], self.timeout)._request("/patroni")[0] in (200, 503)
+                       for url in self.urls)
+        except Unavailable:
+            return False
+
     def refuses_anonymous_writes(self) -> bool:
         """Whether the API refuses a write without credentials. The probe is a PATCH /config
         with an empty body: it changes nothing where it is accepted (an open API)."""

@@ -224,10 +224,11 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         fence=decode_json(raw["fence"]) or {},
         cordon=decode_json(raw["cordon"]) or {},
         bmc=decode_json(raw["bmc"]) or {},
+        services=decode_json(raw["services"]) or {},
     )
     for key, value in static.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift", "fence", "cordon",
-                                              "bmc"):
+                                              "bmc", "services"):
             setattr(node, key, value)
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift"):

@@ -38,6 +38,8 @@ def _node_reasons(s: Snapshot) -> list[str]:
                        "started elsewhere, pvc tries again")
         out += [f"node {n.name}: its BMC {problem}: fencing it proves nothing (README, "
                 f"Security: what to set on a BMC)" for problem in n.bmc.get("problems", [])]
+        if n.daemon_state == DaemonState.RUN:   # a dead daemon's last word is not news
+            out += [f"node {n.name}: {problem}" for _svc, problem in sorted(n.services.items())]
         if n.daemon_state != DaemonState.RUN:
             out.append(f"node {n.name}: daemon {n.daemon_state}")
         elif n.workers == 0:

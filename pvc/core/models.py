@@ -69,6 +69,7 @@ class Node:
     fence: dict[str, Any] = field(default_factory=dict)  # the last fence's state, error, time
     cordon: dict[str, Any] = field(default_factory=dict)  # by, reason, since: takes no new VMs
     bmc: dict[str, Any] = field(default_factory=dict)     # its BMC's audit: checked, problems
+    services: dict[str, str] = field(default_factory=dict)   # what does not serve there, why
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test

@@ -32,7 +32,7 @@ from pvc.core.errors import PvcError
 from pvc.core.models import VM
 from pvc.core.states import CoordinatorState, DaemonState, DomainState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
-from pvc.node import reconcile
+from pvc.node import reconcile, service_checks
 from pvc.node.context import NodeContext
 from pvc.node.dns import DnsAggregator
 from pvc.node.gateways import Gateways
@@ -66,6 +66,7 @@ class NodeDaemon:
         self.role: CoordinatorRole | None = None
         self.networks: NodeNetworks | None = None  # with enable_networking
         self.gateways: Gateways | None = None      # primary-only, on coordinators
+        self._services_seen: dict[str, str] | None = None
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
 
@@ -286,6 +287,14 @@ class NodeDaemon:
             self.role.step()
             if self.role.is_primary:
                 self._primary_duties()
+            self._publish_services()
+
+    def _publish_services(self) -> None:
+        """What does not serve around pvc on this coordinator (written on change only)."""
+        found = service_checks.problems(self.config, self.gateways)
+        if found != self._services_seen:
+            self._put_json("services", found)
+            self._services_seen = found
 
     def _primary_duties(self) -> None:
         """Cluster housekeeping, done by the primary coordinator only: prune old records,

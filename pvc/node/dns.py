@@ -45,6 +45,18 @@ class Record:
     ttl: int
 
 
+def answers(address: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether a DNS server answers there at all (any answer: it serves)."""
+    import dns.exception
+    import dns.message
+    query = dns.message.make_query("pvc-health-check.invalid.", dns.rdatatype.SOA)
+    try:
+        dns.query.udp(query, address, port=port, timeout=timeout)
+        return True
+    except (dns.exception.DNSException, OSError):
+        return False
+
+
 def soa(domain: str, serial: int) -> str:
     return f"ns1.{domain} hostmaster.{domain} {serial} 1800 300 86400 {TTL}"
 

@@ -124,6 +124,20 @@ class Gateways:
         except PvcError as e:
             log.warning("network %s: gateway address not removed: %s", vni, e)
 
+    def not_serving(self) -> dict[int, str]:
+        """While active: the managed networks whose dnsmasq does not run here, and why."""
+        if not self.active:
+            return {}
+        wanted = {n.vni for n in managed.all_networks(self.cluster)}
+        down = {}
+        for vni in sorted(wanted):
+            served = self.serving.get(vni)
+            if served is None:
+                down[vni] = "its gateway could not be started (see the node daemon's log)"
+            elif served[1].poll() is not None:
+                down[vni] = f"its dnsmasq exited ({served[1].returncode})"
+        return down
+
     # ------------------------------------------------------------------ dnsmasq
     def hook(self, net: ManagedNetwork) -> Path:
         """dnsmasq runs its --dhcp-script without arguments of ours: a wrapper names them."""

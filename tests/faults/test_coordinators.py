@@ -321,3 +321,21 @@ def test_a_stranger_can_neither_read_nor_write_patronis_znodes(c: Faults) -> Non
         assert "intruder" not in cluster.store.children("/")
         assert not cluster.store.exists("/service/pvc/failover")
         assert cluster.store.children(f"/service/pvc{c.layout.port_offset}")  # Patroni's own
+
+
+@pytest.mark.parametrize("program, said", [
+    ("pdns", "PowerDNS does not answer on"),
+    ("patroni", "Patroni's REST API does not answer on"),
+])
+def test_a_service_around_pvc_that_stops_serving_degrades_the_cluster(
+        c: Faults, program: str, said: str) -> None:
+    primary = status(c)["primary"]
+    victim = other(c, primary)                      # the database leader and DNS stay put
+    name = f"{program}-{victim}"
+    c.layout.supervisor.stop_program(name)
+    try:
+        until(f"{name} to show in cluster status", lambda: any(
+            r.startswith(f"node {victim}: {said}") for r in status(c)["reasons"]))
+    finally:
+        c.layout.supervisor.start_program(name)
+    until("the cluster healthy again", lambda: status(c)["healthy"], 90)

@@ -78,3 +78,14 @@ def test_a_bmc_that_lets_anyone_in_degrades_the_cluster() -> None:
     assert check(snap([sound, open_bmc])) == [
         "node hv3: its BMC accepts unauthenticated IPMI (cipher suite 0): fencing it proves "
         "nothing (README, Security: what to set on a BMC)"]
+
+
+def test_services_around_pvc_that_do_not_serve_degrade_it() -> None:
+    quiet = node("hv1", services={})
+    loud = node("hv2", services={"powerdns": "PowerDNS does not answer on 10.0.0.2:53: check",
+                                 "patroni": "Patroni's REST API does not answer on 10.0.0.2:8008"})
+    gone = node("hv3", daemon_state="dead", services={"powerdns": "stale"})
+    assert check(snap([quiet, loud, gone])) == [
+        "node hv2: Patroni's REST API does not answer on 10.0.0.2:8008",
+        "node hv2: PowerDNS does not answer on 10.0.0.2:53: check",
+        "node hv3: daemon dead"]
