@@ -241,10 +241,14 @@ def lock(ctx: click.Context, fmt: str) -> None:
 @node_argument()
 @click.argument("action", type=click.Choice(["status", "on", "off"]))
 @click.option("--yes", is_flag=True, help="Confirm `off`: it cuts the power, no clean stop.")
+@click.option("--reason", default="", help="Why (kept in the fence's operation record).")
 @format_option
 @click.pass_context
-def power(ctx: click.Context, node_name: str, action: str, yes: bool, fmt: str) -> None:
-    """A node's power over its BMC (IPMI), as fencing uses it: status, on, or off."""
+def power(ctx: click.Context, node_name: str, action: str, yes: bool, reason: str,
+          fmt: str) -> None:
+    """A node's power over its BMC (IPMI): status, on, or off. `off` is a fence run by
+    another node: once the BMC confirms the power is off, the node is fenced and its VMs
+    start elsewhere, as when the cluster fences a dead node."""
     from pvc.core.errors import InvalidInput
     from pvc.node.fencing import bmc_address
     from pvc.node.ipmi import IpmiBmc
@@ -257,12 +261,14 @@ def power(ctx: click.Context, node_name: str, action: str, yes: bool, fmt: str) 
         raise InvalidInput(f"`power off` cuts {node_name}'s power at once (no clean stop, its "
                            "VMs die with it): add --yes")
     bmc = IpmiBmc(address)
-    if action == "on":
+    if action == "off":   # a fence: confirmed off, then its VMs recover elsewhere
+        from cli.ops import run_request
+        from pvc.node.fencing import power_off_request
+        run_request(ctx, power_off_request(c, node_name, reason), True, fmt)
+    elif action == "on":
         bmc.power_on()
-    elif action == "off":
-        bmc.power_off()
     state = bmc.power_state()
-    if fmt == "json":
+    if fmt == "json" and action != "off":
         emit_json({"node": node_name, "power": state})
-    else:
-        click.echo(f"{node_name}: power {state}")
+    elif fmt == "text":
+        click.echo(f"{node_name}: power {state} (as its BMC reports it)")

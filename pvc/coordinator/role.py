@@ -22,6 +22,7 @@ old primary dies instead, its /primary goes with its session and the target wins
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,6 +101,11 @@ class CoordinatorRole:
         self.alive = alive                 # is a node's daemon alive?
         self.on_primary = on_primary       # called when this node became the primary
         self.is_primary = False
+        # Cut off from ZooKeeper (session suspended): this node cannot know whether it is
+        # still the primary, so it holds nothing a primary holds until the session is back.
+        self.cut_off = False
+        self._expired = False
+        self._lock = threading.Lock()
 
     def forget_stale(self) -> None:
         """At a daemon's start: a /primary in this node's name is an earlier process's (its
@@ -113,6 +119,42 @@ class CoordinatorRole:
         if self.floating is not None:
             self.floating.release()
 
+    # ------------------------------------------------------------------ ZooKeeper's word
+    def suspended(self) -> None:
+        """The session is suspended (on the store's session thread, never blocked by
+        ZooKeeper): another coordinator may win the role as soon as the session expires on
+        the ensemble's side, which this node cannot see. So a primary lets go at once of
+        what must never be held twice: the floating IP first, then its services. No
+        ZooKeeper call here: there is none to be had."""
+        with self._lock:
+            if not self.is_primary or self.cut_off:
+                return
+            self.cut_off = True
+            if self.floating is not None:
+                self.floating.release()
+        log.warning("%s: cut off from ZooKeeper: floating IP released, primary services "
+                    "stopping until the session is back", self.name)
+        self.services.stop_all()
+
+    def reconnected(self) -> None:
+        """Back on the same session: the role (its ephemeral znode) was never lost; the
+        loop's next step takes the IP again (announced) and starts the services."""
+        with self._lock:
+            self.cut_off = False
+
+    def expired(self) -> None:
+        """The session is gone, and with it the role: the loop's next step makes this node a
+        secondary; it never takes the IP again without winning the role anew."""
+        with self._lock:
+            self.cut_off = False
+            self._expired = self.is_primary
+            self.is_primary = False
+
+    def _take_floating_ip(self, announce: bool = False) -> None:
+        with self._lock:
+            if self.floating is not None and not self.cut_off:
+                self.floating.take(announce=announce)
+
     # ------------------------------------------------------------------ reading
     def holder(self) -> str | None:
         return self.cluster.store.get_text(self.cluster.schema.primary)
@@ -124,6 +166,11 @@ class CoordinatorRole:
     def step(self) -> None:
         """Everything this coordinator must do now: its part of a handoff, the election when
         the role is free, keeping the primary's floating IP."""
+        if self.cut_off:
+            return   # nothing is certain until the session is back
+        if self._expired:
+            self._expired = False
+            self._become_secondary()
         record = self.handoff()
         if record:
             self._handoff(record)
@@ -141,8 +188,7 @@ class CoordinatorRole:
     def _serve(self, record: dict[str, Any] | None) -> None:
         """The primary keeps its floating IP, and once no handoff is in flight its services
         run (again, after a handoff that was abandoned once they had stopped)."""
-        if self.floating is not None:
-            self.floating.take()          # idempotent
+        self._take_floating_ip()          # idempotent (announced when it was added)
         if record is None and not self.services.active:
             self._start_services()
 
@@ -160,8 +206,7 @@ class CoordinatorRole:
 
     def _become_primary(self, record: dict[str, Any] | None, by_election: bool) -> None:
         self.set_state(CoordinatorState.TAKEOVER)
-        if self.floating is not None:
-            self.floating.take(announce=True)   # even if held: ARP caches may point elsewhere
+        self._take_floating_ip(announce=True)   # even if held: ARP caches may point elsewhere
         self.is_primary = True
         if record and record.get("to") == self.name and by_election and \
                 self._join_handoff(record):
@@ -227,8 +272,7 @@ class CoordinatorRole:
 
     def _take_ip(self) -> None:
         self.set_state(CoordinatorState.TAKEOVER)
-        if self.floating is not None:
-            self.floating.take()
+        self._take_floating_ip(announce=True)
 
     def _release(self) -> None:
         time.sleep(self.handoff_delay)   # the seed's rule: neighbours' ARP caches settle

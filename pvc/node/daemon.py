@@ -43,6 +43,13 @@ from pvc.vm.lifecycle import record_failure
 
 log = logging.getLogger(__name__)
 
+# What the coordinator role does when ZooKeeper's session changes (on the session thread).
+ROLE_ON_SESSION: dict[SessionEvent, Callable[[CoordinatorRole], None]] = {
+    SessionEvent.SUSPENDED: CoordinatorRole.suspended,
+    SessionEvent.RECONNECTED: CoordinatorRole.reconnected,
+    SessionEvent.EXPIRED: CoordinatorRole.expired,
+}
+
 
 MAINTENANCE_HOLD = "the cluster is in maintenance (nothing starts on its own)"
 
@@ -117,6 +124,8 @@ class NodeDaemon:
         log.info("node %s is running", self.name)
 
     def _on_session(self, event: SessionEvent) -> None:
+        if self.role is not None:
+            ROLE_ON_SESSION.get(event, lambda _role: None)(self.role)
         if event == SessionEvent.NEW_SESSION:
             self._renewed.set()
             self._wake.set()

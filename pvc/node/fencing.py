@@ -73,11 +73,33 @@ class FenceWatch:
         return out
 
 
-def request(cluster: Cluster, target: str, primary: str, reason: str) -> Request:
-    """A `node.fence` of target, run by the primary's worker (one in flight per node)."""
-    op = records.new_operation("node.fence", target, target, primary, reason)
+def request(cluster: Cluster, target: str, primary: str, reason: str,
+            by_operator: bool = False) -> Request:
+    """A `node.fence` of target, run by the primary's worker (one in flight per node).
+    by_operator: `pvc node power NODE off`: the node is fenced whether its daemon lives or
+    not (the operator cut its power), so its VMs recover exactly as after a fence."""
+    op = records.new_operation("node.fence", target, target, primary, reason,
+                               {"by_operator": True} if by_operator else None)
     records.record_node_operation(cluster, op)
     return Request(op, submit=True)
+
+
+def power_off_request(cluster: Cluster, target: str, reason: str) -> Request:
+    """The operator's power-off of target, as a fence run by a node that is not target (the
+    primary, or when target is the primary another node whose daemon and worker run)."""
+    nodes = cluster.nodes()
+    primary = cluster.store.get_text(cluster.schema.primary) or ""
+    candidates = [primary] + [n.name for n in nodes if n.name in cluster.config.cluster.coordinators] \
+        + [n.name for n in nodes]
+    by_name = {n.name: n for n in nodes}
+    for name in candidates:
+        n = by_name.get(name)
+        if n is not None and name != target and n.daemon_state == DaemonState.RUN \
+                and n.workers > 0:
+            return request(cluster, target, name, reason or "powered off by the operator",
+                           by_operator=True)
+    raise OperationFailed(f"no other node's daemon and worker run to power {target} off and "
+                          "recover its VMs")
 
 
 # ---------------------------------------------------------------------- the fence
@@ -111,7 +133,8 @@ def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None,
 
 def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: BmcFor) -> str:
     node = cluster.node(target)
-    if node.daemon_state != DaemonState.DEAD:
+    by_operator = bool(run.record.args.get("by_operator")) if run.record else False
+    if node.daemon_state != DaemonState.DEAD and not by_operator:
         return f"{target} is {node.daemon_state}: not fenced"
     if cluster.maintenance() is not None:   # asked before maintenance began
         return f"{target} not fenced: the cluster is in maintenance"
@@ -128,6 +151,8 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
         _failed(cluster, target, str(e))
     run.note(f"{target}: power off confirmed by its BMC")
     _put(cluster, target, "daemon_state", DaemonState.FENCED)
+    # what it ran died with it: its old running list would show its VMs on two nodes
+    cluster.store.put(cluster.schema.node_field(target, "domains"), {})
     cluster.store.put(cluster.schema.node_field(target, "fence"),
                       {"state": "fenced", "at": time.time()})
     if cfg.cluster.fencing.action != "migrate":

@@ -149,6 +149,16 @@ class MemoryStore(Store):
         self.session.state_changed("connected")
         self.session.delivered()
 
+    def suspend(self) -> None:
+        """The connection is lost (the session lives on); returns once listeners heard it."""
+        self.session.state_changed("suspended")
+        self.session.delivered()
+
+    def resume(self) -> None:
+        """Connected again on the same session."""
+        self.session.state_changed("connected")
+        self.session.delivered()
+
     def _up(self) -> MemoryBackend:
         if not self.backend.available:
             raise Unavailable(f"ZooKeeper (memory) did not answer within {self.timeout:g}s")

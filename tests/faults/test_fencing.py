@@ -225,3 +225,28 @@ def test_in_maintenance_a_silent_node_is_not_fenced_and_comes_back(
     assert fences() == [] and power(f, dead) == "on"
     assert sorted(vm for vm, nodes in f.where().items() if nodes == [dead]) == home
     f.settled()
+
+
+@pytest.mark.parametrize("which", ["a secondary", "the primary"])
+def test_powering_a_node_off_through_pvc_is_a_fence(cluster_ok: Faults, which: str) -> None:
+    """`pvc node power NODE off`: run by another node, confirmed by the BMC, the node fenced
+    and its VMs running exactly once elsewhere; nothing shows them on two nodes, and they can
+    be migrated at once."""
+    f = cluster_ok
+    began = time.time()
+    victim = primary(f) if which == "the primary" else a_secondary(f)
+    alive = [n for n in f.nodes if n != victim]
+    home = sorted(vm for vm, nodes in f.where().items() if nodes == [victim])
+    assert home
+    res = f.pvc("node", "power", victim, "off", "--yes", "--reason", "test")
+    assert f"{victim}: power off (as its BMC reports it)" in res.stdout, res.stdout
+    [record] = [r for r in fence_records(f, victim) if r["created"] >= began]
+    assert record["state"] == "succeeded" and record["node"] != victim, record
+    assert node(f, victim)["daemon_state"] == "fenced"
+    vms_once_on(f, alive)
+    until("no VM shown on two nodes", lambda: not [
+        r for r in status(f)["reasons"] if "several nodes" in r])
+    moved = home[0]
+    f.pvc("vm", "migrate", moved, "--wait", "--wait-timeout", "120")
+    assert len(running_where(f, alive)[moved]) == 1
+    bring_back(f, victim)

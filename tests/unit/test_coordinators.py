@@ -174,3 +174,61 @@ def test_the_old_primary_dying_mid_switchover_leaves_the_target_primary(
     assert [n for n in primaries(fc) if n != old] == [new]
     assert events == [f"{new} start"]
     assert not fc.client.store.exists(fc.client.schema.handoff)
+
+
+class FakeFloatingIP:
+    """The floating IP as the kernel would hold it, and every announcement."""
+
+    def __init__(self) -> None:
+        self.here = False
+        self.announced = 0
+
+    def take(self, announce: bool = False) -> bool:
+        added, self.here = not self.here, True
+        self.announced += int(added or announce)
+        return added
+
+    def release(self) -> bool:
+        held, self.here = self.here, False
+        return held
+
+    def held(self) -> bool:
+        return self.here
+
+
+def test_a_primary_cut_off_from_zookeeper_lets_go_at_once(fc: FakeCluster) -> None:
+    events = record_services(fc)
+    holder = fc.client.store.get_text(fc.client.schema.primary)
+    daemon = fc.daemons[holder]
+    assert daemon.role is not None and daemon.ctx is not None
+    ip = FakeFloatingIP()
+    daemon.role.floating = ip                 # type: ignore[assignment]
+    daemon.role.step()
+    assert ip.here
+    daemon.ctx.store.suspend()                # type: ignore[attr-defined]
+    assert not ip.here and events == [f"{holder} stop"]   # at once, before any reconnect
+    daemon.role.step()                        # the loop runs on: it holds nothing still
+    assert not ip.here
+    daemon.ctx.store.resume()                 # type: ignore[attr-defined]
+    announced = ip.announced
+    daemon.role.step()                        # the same session: the role was never lost
+    assert ip.here and ip.announced > announced and events[-1] == f"{holder} start"
+
+
+def test_a_primary_whose_session_expired_never_takes_the_ip_without_the_role(
+        fc: FakeCluster) -> None:
+    holder = fc.client.store.get_text(fc.client.schema.primary)
+    daemon = fc.daemons[holder]
+    assert daemon.role is not None and daemon.ctx is not None
+    ip = FakeFloatingIP()
+    daemon.role.floating = ip                 # type: ignore[assignment]
+    daemon.role.step()
+    daemon.ctx.store.expire()                 # type: ignore[attr-defined]
+    assert not ip.here and not daemon.role.is_primary
+    fc.backend.quiesce()
+    for name in fc.names:                     # the others elect (one of them, or it again)
+        if fc.daemons[name].role is not None:
+            fc.daemons[name].role.step()      # type: ignore[union-attr]
+    new = fc.client.store.get_text(fc.client.schema.primary)
+    assert new is not None
+    assert ip.here == (new == holder)         # the IP only with the role won anew
