@@ -201,3 +201,12 @@ def gratuitous_arp(link: str, cidr: str, netns: str | None = None, count: int = 
     proc = subprocess.Popen(in_netns(netns, cmd) if netns else cmd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     threading.Thread(target=proc.wait, name="arping", daemon=True).start()   # reaps it
+
+
+def set_link_up(name: str, up: bool, netns: str | None = None) -> None:
+    run("link", "set", name, "up" if up else "down", netns=netns)
+
+
+def flush_addresses(netns: str) -> None:
+    """Every global address of every link in netns goes (what a power cut does to a host)."""
+    run("address", "flush", "scope", "global", netns=netns)

@@ -5,9 +5,11 @@ anonymous user. ipmi_sim cannot refuse cipher suite 0 (it opens a session with n
 authentication, whatever the password), so it listens on loopback behind a guard that answers
 every Open Session Request proposing anything but suite 3 or 17 with "no matching cipher
 suite", as a BMC with suite 0 disabled does. Its power
-is the node's: `power off` kills the node's processes (libvirtd and its guests, the daemon,
-worker, tailer, and Patroni and PowerDNS on a coordinator) and tells the supervisor to leave
-them stopped; `power on` starts them again; `power status` says which.
+is the node's: `power off` kills every process of the node (libvirtd and its guests, the
+daemon, worker, tailer, dnsmasq, and Patroni with its PostgreSQL and PowerDNS on a coordinator),
+tells the supervisor to leave them stopped, and takes the node's network down (its link and
+every address it held: the floating IP, a gateway's); `power on` brings the link and the
+node's own address up and starts its processes again; `power status` says which.
 
 ipmi_sim runs its chassis_control hook for every power request and blocks while it runs (a
 client that waits more than a second retransmits and the hook runs again), so the hook only
@@ -23,9 +25,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pvc.node import ipmi
+
+if TYPE_CHECKING:
+    from pvc.sandbox.network import ClusterNet
 
 USER = "admin"
 # A node's programs, in the order power on starts them (power off kills them all at once).
@@ -165,22 +170,41 @@ def apply(base: Path, node: str) -> None:
                     os.killpg(os.getpgid(pid), signal.SIGKILL)
                 except OSError:
                     pass
-        # and what its libvirtd left outside those groups: guests, virtlogd
-        for pid in procs.processes_mentioning(f"{base}/nodes/{node}/"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        # and what left those groups: guests, virtlogd, dnsmasq, PostgreSQL (Patroni starts it
+        # in a session of its own)
+        for pattern in (f"{base}/nodes/{node}/", f"{base}/db/{node}/",
+                        f"{base}/db/pdns-{node}/"):
+            for pid in procs.processes_mentioning(pattern):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         for pidfile in base.glob(f"nodes/{node}/libvirt/run/qemu/*.pid"):
             try:
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
+        net, index = _network(base, node)
+        net.power_off(node)
         state.write_text("off\n")   # only now does the BMC report the power off
     else:
+        net, index = _network(base, node)
+        if index:
+            net.power_on(node, index)
         for name in mine:
             if programs[name].get("state") != "RUNNING":
                 sup.start_program(name)
+
+
+def _network(base: Path, node: str) -> tuple[ClusterNet, int]:
+    """The sandbox's cluster network and the node's 1-based index in it (0: unknown)."""
+    import json
+
+    from pvc.sandbox.network import ClusterNet
+    state = json.loads((base / "state.json").read_text())
+    nodes = state.get("nodes", [])
+    return (ClusterNet(base, int(state.get("port_offset", 0))),
+            nodes.index(node) + 1 if node in nodes else 0)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,18 @@ class ClusterNet:
         ip.set_master(port, BRIDGE, self.switch)
         ip.add_address(CLUSTER_LINK, self.cidr(last), ns)
 
+    def power_off(self, node: str) -> None:
+        """The node's side of the network as a powered-off host leaves it: no address (its
+        cluster address, a floating IP, a gateway's), its link down."""
+        ip.flush_addresses(self.ns(node))
+        ip.set_link_up(CLUSTER_LINK, False, self.ns(node))
+
+    def power_on(self, node: str, index: int) -> None:
+        """As the host's network comes up at boot: its link and its own address (what the
+        daemon held, the floating IP, a gateway, it must win again)."""
+        ip.set_link_up(CLUSTER_LINK, True, self.ns(node))
+        ip.add_address(CLUSTER_LINK, self.cidr(index), self.ns(node))
+
     def down(self) -> None:
         for ns in ip.netns_list(self.prefix + "-"):
             ip.del_netns(ns)
