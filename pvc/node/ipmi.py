@@ -1,15 +1,17 @@
 """A node's BMC over IPMI (LAN): the only module that talks IPMI (pyghmi, a Python client;
-never ipmitool's text). Each call gets a fresh session and a deadline of its own: pyghmi's
-cached sessions hang for ~30 s on a BMC that stopped answering, then stay broken.
+never ipmitool's text). Each call runs in a process of its own with a fresh session, killed at
+its deadline, so a call pvc gave up on never acts later.
 """
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import struct
-import threading
+import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from pvc.core.errors import PvcError
 
@@ -46,41 +48,38 @@ class IpmiBmc:
         self.address = address
         self.timeout = timeout
 
-    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        """fn(a new pyghmi Command), within the deadline, in a thread of its own (pyghmi
-        blocks and has no deadline we can trust)."""
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                from pyghmi.ipmi import command
-                a = self.address
-                cmd = command.Command(bmc=a.host, port=a.port, userid=a.user.encode(),
-                                      password=a.password.encode())
-                result["value"] = fn(cmd)
-            except Exception as e:   # pyghmi raises its own and plain exceptions alike
-                result["error"] = str(e) or type(e).__name__
-
-        worker = threading.Thread(target=run, name=f"ipmi-{what}", daemon=True)
-        worker.start()
-        worker.join(self.timeout)
-        if worker.is_alive():
-            raise BmcError(f"BMC {self.address} did not answer {what} within {self.timeout:g}s")
-        if "error" in result:
-            raise BmcError(f"BMC {self.address} {what}: {result['error']}")
-        return result.get("value")
+    def _call(self, what: str, action: str) -> Any:
+        """One IPMI call in a process of its own (a fresh pyghmi session), killed at the
+        deadline: a call pvc gave up on can never act later (pyghmi shares its sessions
+        between threads and resends a request until the BMC answers; a power-off that got
+        through once the BMC was back would cut a node pvc had reported as not fenced)."""
+        a = self.address
+        request = json.dumps({"host": a.host, "port": a.port, "user": a.user,
+                              "password": a.password, "action": action})
+        try:   # the password goes through stdin, never the command line
+            done = subprocess.run([sys.executable, "-m", "pvc.node.ipmi"], input=request,
+                                  capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise BmcError(f"BMC {a} did not answer {what} within {self.timeout:g}s") from None
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = {"error": (done.stderr.strip().splitlines() or ["no answer"])[-1]}
+        if "error" in answer:
+            raise BmcError(f"BMC {a} {what}: {answer['error']}")
+        return answer.get("value")
 
     def power_state(self) -> str:
-        state = self._call("power status", lambda c: c.get_power()).get("powerstate", "")
+        state = self._call("power status", "status")
         if state not in ("on", "off"):
             raise BmcError(f"BMC {self.address} reported power {state!r}")
         return str(state)
 
     def power_off(self) -> None:
-        self._call("power off", lambda c: c.set_power("off"))
+        self._call("power off", "off")
 
     def power_on(self) -> None:
-        self._call("power on", lambda c: c.set_power("on"))
+        self._call("power on", "on")
 
     def audit(self) -> list[str]:
         """What makes fencing through this BMC prove nothing: it opens a session with cipher
@@ -96,6 +95,24 @@ class IpmiBmc:
         except BmcError:
             pass
         return problems
+
+
+def _serve_one_call() -> None:
+    """The process side of IpmiBmc._call: one request on stdin, one JSON answer out."""
+    request = json.loads(sys.stdin.read())
+    try:
+        from pyghmi.ipmi import command
+        cmd = command.Command(bmc=request["host"], port=request["port"],
+                              userid=request["user"].encode(),
+                              password=request["password"].encode())
+        if request["action"] == "status":
+            value: Any = cmd.get_power().get("powerstate", "")
+        else:
+            value = cmd.set_power(request["action"]).get("powerstate", "")
+        print(json.dumps({"value": value}))
+    except Exception as e:   # pyghmi raises its own and plain exceptions alike
+        text = str(e)
+        print(json.dumps({"error": text if text not in ("", "None") else type(e).__name__}))
 
 
 # ---------------------------------------------------------------------- RMCP+ (IPMI 2.0)
@@ -153,3 +170,7 @@ def offers_cipher_zero(host: str, port: int, timeout: float = 2.0) -> bool:
         except OSError:
             return False
     return len(answer) >= 18 and answer[5] & 0x3F == OPEN_SESSION_RESPONSE and answer[17] == 0
+
+
+if __name__ == "__main__":
+    _serve_one_call()

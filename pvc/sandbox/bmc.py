@@ -21,6 +21,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -114,11 +115,29 @@ def run(d: Path) -> None:
         sim.wait(5)
 
 
+# A request that waited longer than this in the guard's socket (the guard was stopped, as a
+# test makes a BMC unreachable) is dropped, as the network to an unreachable BMC would: a
+# client that gave up long ago must not power a node off when the BMC comes back.
+STALE_AFTER = 1.0
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)   # Linux's; Python does not name it
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, tuple[str, int], float]:
+    """A datagram, its sender and when the kernel received it (SO_TIMESTAMP)."""
+    packet, ancillary, _flags, sender = sock.recvmsg(4096, socket.CMSG_SPACE(16))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+            seconds, micros = struct.unpack("ll", data[:16])
+            return packet, sender, seconds + micros / 1e6
+    return packet, sender, time.time()
+
+
 def guard(listen: tuple[str, int], upstream: tuple[str, int],
           ended: Callable[[], int | None]) -> None:
     """Relay UDP between clients and the BMC, one upstream socket per client so answers find
     their way back; refuse Open Session Requests that do not propose an authenticated suite."""
     front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    front.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
     front.bind(listen)
     sel = selectors.DefaultSelector()
     sel.register(front, selectors.EVENT_READ)
@@ -127,7 +146,9 @@ def guard(listen: tuple[str, int], upstream: tuple[str, int],
         for key, _ in sel.select(timeout=1.0):
             sock = key.fileobj
             if sock is front:
-                packet, client = front.recvfrom(4096)
+                packet, client, received = _receive(front)
+                if time.time() - received > STALE_AFTER:
+                    continue   # sent while the BMC was unreachable: a network loses it
                 proposed = ipmi.proposed_algorithms(packet)
                 if proposed is not None and proposed not in ipmi.AUTHENTICATED_SUITES:
                     front.sendto(ipmi.open_session_refusal(packet), client)
