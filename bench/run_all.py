@@ -11,6 +11,7 @@ from bench import (
     bench_flush,
     bench_memory,
     bench_migration,
+    bench_power_off,
     bench_reconcile,
     bench_recovery,
     bench_vm_start,
@@ -19,7 +20,7 @@ from bench import (
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
-              bench_coordinators, bench_dns, bench_fencing, bench_watch]
+              bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off]
 
 
 def main() -> None:
