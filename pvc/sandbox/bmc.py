@@ -182,15 +182,23 @@ def apply(base: Path, node: str) -> None:
     programs = sup.programs()
     mine = [p + node for p in NODE_PROGRAMS if p + node in programs]
     if power in ("cutting", "off"):
-        for name in mine:   # a requested stop: the supervisor will not start them again
-            sup.stop_program(name, wait=False)
-        for name in mine:   # and the power is cut at once: no clean stop
+        groups = []
+        for name in mine:   # frozen first: a power cut runs no handler (no clean stop)
             pid = int(programs[name].get("pid") or 0)
-            if pid:
-                try:
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
-                except OSError:
-                    pass
+            if not pid:
+                continue   # not running (0 would name this very process's group)
+            try:
+                groups.append(os.getpgid(pid))
+                os.killpg(groups[-1], signal.SIGSTOP)
+            except OSError:
+                pass
+        for name in mine:   # a requested stop: the supervisor will not start them again
+            sup.stop_program(name, wait=False)   # (its SIGTERM waits: they are stopped)
+        for pgid in groups:   # and the power is gone
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
         # and what left those groups: guests, virtlogd, dnsmasq, PostgreSQL (Patroni starts it
         # in a session of its own)
         for pattern in (f"{base}/nodes/{node}/", f"{base}/db/{node}/",
