@@ -225,7 +225,8 @@ def test_a_primary_whose_session_expired_never_takes_the_ip_without_the_role(
     daemon.role.step()
     assert ip.here
     other = next(n for n in fc.names if n != holder)
-    daemon.role.suspended()                   # cut off: let go at once
+    daemon.role.suspend_grace = 0
+    daemon.role.suspended()                   # cut off, the grace over: let go
     assert not ip.here
     # meanwhile its session expired on the ensemble's side and another node won the role
     fc.client.store.delete(fc.client.schema.primary)
