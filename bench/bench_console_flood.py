@@ -48,7 +48,7 @@ def main() -> None:
     from pvc.sandbox.sandbox import Layout
     with BenchSandbox("test", nodes=1, vms=GUESTS) as sb:
         layout = Layout(Path(BENCH_SANDBOX_DIR), 2000)
-        zk_pid = int(layout.supervisor.info("zookeeper")["pid"])
+        zk_pid = int(layout.supervisor.info("zookeeper-hv1")["pid"])   # its one coordinator
         c = Cluster.connect(sb.config())
         uuids = {vm.name: vm.uuid for vm in c.vms()}
         paths = [c.schema.vm_console(u) for u in uuids.values()]
@@ -77,7 +77,7 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         writes = sum(a - b for a, b in zip(versions(), before))
         sizes = [len(c.store.get(p).value) for p in paths]
-        alive = _ruok(layout.net.host_address, layout.zk_port)
+        alive = _ruok(layout.zk_members(["hv1"])[0], layout.zk_port)
         c.close()
     record("console flood: 10 guests × 200 KB/s for 60 s", {
         "ZooKeeper alive at the end": alive,

@@ -91,7 +91,8 @@ class CoordinatorRole:
     def __init__(self, cluster: Cluster, name: str, services: PrimaryServices,
                  floating: FloatingIP | None, set_state: Callable[[str], None],
                  handoff_delay: float, alive: Callable[[str], bool],
-                 on_primary: Callable[[], None] = lambda: None) -> None:
+                 on_primary: Callable[[], None] = lambda: None,
+                 suspend_grace: float = 0.0) -> None:
         self.cluster = cluster
         self.name = name
         self.services = services
@@ -106,6 +107,13 @@ class CoordinatorRole:
         self.cut_off = False
         self._expired = False
         self._lock = threading.Lock()
+        # How long a suspended session may come back before the primary lets go: kazoo says
+        # "suspended" about 2/3 of the session timeout after the last word from ZooKeeper,
+        # which expires the session at the full timeout; a third of it more lets a client
+        # move to another member of the ensemble without a flap, and lets go no later than
+        # the moment another coordinator could be elected.
+        self.suspend_grace = suspend_grace
+        self._letting_go: threading.Timer | None = None
 
     def forget_stale(self) -> None:
         """At a daemon's start: a /primary in this node's name is an earlier process's (its
@@ -123,10 +131,25 @@ class CoordinatorRole:
     def suspended(self) -> None:
         """The session is suspended (on the store's session thread, never blocked by
         ZooKeeper): another coordinator may win the role as soon as the session expires on
-        the ensemble's side, which this node cannot see. So a primary lets go at once of
-        what must never be held twice: the floating IP first, then its services. No
-        ZooKeeper call here: there is none to be had."""
+        the ensemble's side, which this node cannot see. Unless the session is back within
+        the grace, a primary lets go of what must never be held twice (let_go)."""
         with self._lock:
+            if not self.is_primary or self.cut_off or self._letting_go is not None:
+                return
+            if self.suspend_grace <= 0:
+                self._letting_go = None
+            else:
+                self._letting_go = threading.Timer(self.suspend_grace, self.let_go)
+                self._letting_go.daemon = True
+                self._letting_go.start()
+                return
+        self.let_go()
+
+    def let_go(self) -> None:
+        """Cut off: the floating IP first, then the primary's services. No ZooKeeper call
+        here: there is none to be had."""
+        with self._lock:
+            self._letting_go = None
             if not self.is_primary or self.cut_off:
                 return
             self.cut_off = True
@@ -136,18 +159,29 @@ class CoordinatorRole:
                     "stopping until the session is back", self.name)
         self.services.stop_all()
 
+    def _cancel_letting_go(self) -> None:
+        if self._letting_go is not None:
+            self._letting_go.cancel()
+            self._letting_go = None
+
     def reconnected(self) -> None:
-        """Back on the same session: the role (its ephemeral znode) was never lost; the
-        loop's next step takes the IP again (announced) and starts the services."""
+        """Back on the same session: the role (its ephemeral znode) was never lost; if it
+        let go, the loop's next step takes the IP again (announced) and starts the
+        services."""
         with self._lock:
+            self._cancel_letting_go()
             self.cut_off = False
 
     def expired(self) -> None:
-        """The session is gone, and with it the role: the loop's next step makes this node a
-        secondary; it never takes the IP again without winning the role anew."""
+        """The session is gone, and with it the role: let go now if the grace has not run
+        out yet; the loop's next step makes this node a secondary; it never takes the IP
+        again without winning the role anew."""
+        with self._lock:
+            self._cancel_letting_go()
+        self.let_go()
         with self._lock:
             self.cut_off = False
-            self._expired = self.is_primary
+            self._expired = self._expired or self.is_primary
             self.is_primary = False
 
     def _take_floating_ip(self, announce: bool = False) -> None:

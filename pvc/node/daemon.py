@@ -85,7 +85,8 @@ class NodeDaemon:
             self.role = CoordinatorRole(
                 ctx.cluster, self.name, self.services, FloatingIP.of(self.config),
                 lambda state: self._put("coordinator_state", state),
-                self.config.cluster.handoff_delay, self._alive)
+                self.config.cluster.handoff_delay, self._alive,
+                suspend_grace=self.config.cluster.zookeeper.session_timeout / 3)
             self.role.forget_stale()   # before this process counts as the node's daemon
         self._put("coordinator_state", CoordinatorState.SECONDARY if self.coordinator
                   else CoordinatorState.CLIENT)

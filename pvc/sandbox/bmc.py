@@ -6,7 +6,8 @@ authentication, whatever the password), so it listens on loopback behind a guard
 every Open Session Request proposing anything but suite 3 or 17 with "no matching cipher
 suite", as a BMC with suite 0 disabled does. Its power
 is the node's: `power off` kills every process of the node (libvirtd and its guests, the
-daemon, worker, tailer, dnsmasq, and Patroni with its PostgreSQL and PowerDNS on a coordinator),
+daemon, worker, tailer, dnsmasq, and on a coordinator its ZooKeeper member, Patroni with its
+PostgreSQL and PowerDNS),
 tells the supervisor to leave them stopped, and takes the node's network down (its link and
 every address it held: the floating IP, a gateway's); `power on` brings the link and the
 node's own address up and starts its processes again; `power status` says which.
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 USER = "admin"
 # A node's programs, in the order power on starts them (power off kills them all at once).
-NODE_PROGRAMS = ("libvirtd-", "patroni-", "node-", "worker-", "tailer-", "pdns-")
+NODE_PROGRAMS = ("zookeeper-", "libvirtd-", "patroni-", "node-", "worker-", "tailer-", "pdns-")
 
 HOOK = """#!/bin/bash
 # ipmi_sim's chassis_control for one node: PROG NODE get power | set power 0|1 | set reset 1

@@ -1,6 +1,7 @@
 """`pvc sandbox`: a whole pvc cluster on one machine.
 
-One ZooKeeper, one Redis, one Flower; per simulated node its own libvirtd (qemu: real TCG
+A ZooKeeper ensemble (a member in each coordinator's namespace), one Redis, one Flower; per
+simulated node its own libvirtd (qemu: real TCG
 guests; test: libvirt's test driver), node daemon, Celery worker and console tailer. Demo VMs
 are defined with a node and desired state `start`, so each node daemon's start-up reconcile
 starts its share: the same code path as a production node coming up.
@@ -94,6 +95,14 @@ class Layout:
     def console_dir(self, name: str) -> Path:
         return self.node_dir(name) / "console"
 
+    def zk_members(self, nodes: list[str]) -> list[str]:
+        """The ZooKeeper ensemble: a member on each coordinator (the first three nodes), on
+        its cluster address, as production runs it."""
+        return [self.net.node_address(i) for i in range(1, min(len(nodes), 3) + 1)]
+
+    def zk_hosts(self, nodes: list[str]) -> str:
+        return ",".join(f"{a}:{self.zk_port}" for a in self.zk_members(nodes))
+
     @property
     def supervisor(self) -> Supervisor:
         return Supervisor(self.dir)
@@ -146,7 +155,7 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
         flower_url=f"http://127.0.0.1:{layout.flower_port}",
         # keepalives every 2 s: dead after 6 missed, fenced after 2 more checks (~16 s)
         fencing=FencingConfig(intervals=6, saving_throws=2),
-        zookeeper=ZooKeeperConfig(hosts=f"{net.host_address}:{layout.zk_port}",
+        zookeeper=ZooKeeperConfig(hosts=layout.zk_hosts(nodes),
                                   session_timeout=4.0,
                                   auth_file=str(layout.secret("zookeeper.auth"))),
         redis=RedisConfig(host=net.host_address, port=layout.redis_port,
@@ -272,8 +281,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     dns_pw = services.write_secret(layout.secret("dns.password")) if state.database else ""
     db_passwords = {who: secrets.token_urlsafe(12) for who in
                     ("superuser", "replication", "rewind")}
-    for port, what in ((layout.zk_port, "ZooKeeper"), (layout.redis_port, "Redis"),
-                       (layout.flower_port, "Flower")):
+    for port, what in ((layout.redis_port, "Redis"), (layout.flower_port, "Flower")):
         if not procs.port_free(port):
             raise procs.StartFailed(f"port {port} ({what}) is already in use")
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
@@ -304,9 +312,13 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
          f"{bmc.port(layout.port_offset, 1)}-{bmc.port(layout.port_offset, len(names))}")
     for n in names:   # slow to start: launch them first, wait later
         start(f"libvirtd-{n}")
-    services.wait_zookeeper(layout.zk_port, start("zookeeper"),
-                            layout.dir / "zookeeper" / "stdout.log", layout.net.host_address)
-    step(f"ZooKeeper on {layout.net.host_address}:{layout.zk_port}")
+    members = layout.zk_members(names)
+    zk_pids = {n: start(f"zookeeper-{n}") for n in cluster.coordinators}
+    for n, address in zip(cluster.coordinators, members):
+        services.wait_zookeeper(layout.zk_port, zk_pids[n],
+                                layout.dir / "zookeeper" / n / "stdout.log", address, 60)
+    step(f"ZooKeeper: an ensemble of {len(members)} on {', '.join(cluster.coordinators)} "
+         f"({layout.zk_hosts(names)})")
     services.wait_redis(layout.dir / "redis", layout.redis_port, start("redis"))
     step(f"Redis on {layout.net.host_address}:{layout.redis_port} (password in "
          f"{layout.secret('redis.password')}, append-only file on)")
@@ -372,12 +384,16 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
     secret file name: pvc's and Patroni's ZooKeeper logins, Patroni's REST API."""
     net = layout.net
     zk_users = dict([logins["zookeeper.auth"], logins["patroni-zookeeper.auth"]])
-    specs = [services.zookeeper_spec(layout.dir / "zookeeper", layout.zk_port, zk_users,
-                                     net.host_address),
-             services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw,
-                                 ("127.0.0.1", net.host_address)),
-             services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
-                                  flower_pw, layout.client_config)]
+    members = layout.zk_members(list(libvirtds))
+    specs = []
+    for n, address in zip(cluster.coordinators, members):   # in the coordinator's namespace
+        zk = services.zookeeper_spec(layout.dir / "zookeeper" / n, layout.zk_port, zk_users,
+                                     address, members, f"zookeeper-{n}")
+        specs.append(replace(zk, command=ip.in_netns(net.ns(n), zk.command)))
+    specs += [services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw,
+                                  ("127.0.0.1", net.host_address)),
+              services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
+                                   flower_pw, layout.client_config)]
     for i, n in enumerate(libvirtds, 1):
         d = bmc.files(layout.dir, n, net.host_address, bmc.port(layout.port_offset, i),
                       services.write_secret(layout.secret(f"bmc-{n}.password"),
@@ -401,7 +417,7 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
             index = list(libvirtds).index(n) + 1
             spec = services.patroni_spec(
                 db_dir / n, n, net.node_address(index), net.cidr(0),
-                f"{net.host_address}:{layout.zk_port}", f"pvc{layout.port_offset}",
+                cluster.zookeeper.hosts, f"pvc{layout.port_offset}",
                 8008, 5432, passwords, logins["patroni-zookeeper.auth"],
                 logins["patroni-rest.auth"])
             specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
@@ -566,9 +582,10 @@ def status(layout: Layout) -> dict[str, Any]:
         "demo_vms": state.demo_vms,
         "started": state.started,
         "client_config": str(layout.client_config),
-        "zookeeper": f"{layout.net.host_address}:{layout.zk_port}",
+        "zookeeper": layout.zk_hosts(state.nodes),
         "redis": f"{layout.net.host_address}:{layout.redis_port}",
         "network": {"subnet": layout.net.cidr(0), "floating_ip": layout.net.floating_ip,
+                    "host_address": layout.net.host_address,
                     "namespaces": {n: layout.net.ns(n) for n in state.nodes},
                     "client_namespace": layout.net.client},
         "flower": {"url": f"http://127.0.0.1:{layout.flower_port}", "user": FLOWER_USER,

@@ -72,8 +72,11 @@ def start_zookeeper(base: Path, port: int, users: dict[str, str]) -> int:
     return pid
 
 
-def wait_zookeeper(port: int, pid: int | None, log: Path, host: str = "127.0.0.1") -> None:
-    procs.wait_until("ZooKeeper", lambda: _zk_ok(port, host), 30, pid, log)
+def wait_zookeeper(port: int, pid: int | None, log: Path, host: str = "127.0.0.1",
+                   timeout: float = 30) -> None:
+    """Until the server serves (standalone, or in an ensemble with a quorum)."""
+    procs.wait_until(f"ZooKeeper on {host}:{port}", lambda: zk_serving(port, host), timeout,
+                     pid, log)
 
 
 # ZooKeeper's heap and its largest znode: a console buffer is capped well below jute.maxbuffer
@@ -98,17 +101,28 @@ def zookeeper_security(users: dict[str, str]) -> tuple[str, str]:
     return cfg, jaas
 
 
+QUORUM_PORT, ELECTION_PORT = 2888, 3888
+
+
 def zookeeper_spec(base: Path, port: int, users: dict[str, str],
-                   address: str = "127.0.0.1") -> ProcessSpec:
+                   address: str = "127.0.0.1", ensemble: list[str] | None = None,
+                   name: str = "zookeeper") -> ProcessSpec:
+    """One ZooKeeper server: standalone, or the member at `address` of an ensemble (the
+    members' addresses in order; its id is its place in the list, from 1)."""
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     (base / "log").mkdir(exist_ok=True)
     security, jaas = zookeeper_security(users)
     write_private(base / "jaas.conf", jaas)
+    members = ""
+    if ensemble and len(ensemble) > 1:
+        (data / "myid").write_text(f"{ensemble.index(address) + 1}\n")
+        members = "".join(f"server.{i}={a}:{QUORUM_PORT}:{ELECTION_PORT}\n"
+                          for i, a in enumerate(ensemble, 1))
     (base / "zoo.cfg").write_text(
         "tickTime=500\ninitLimit=10\nsyncLimit=5\n"
         f"dataDir={data}\nclientPort={port}\nclientPortAddress={address}\n"
-        "admin.enableServer=false\nmaxClientCnxns=0\n" + security +
+        "admin.enableServer=false\nmaxClientCnxns=0\n" + security + members +
         "minSessionTimeout=1000\nmaxSessionTimeout=30000\n")
     (base / "log4j.properties").write_text(
         "log4j.rootLogger=INFO, ROLLINGFILE\n"
@@ -125,17 +139,22 @@ def zookeeper_spec(base: Path, port: int, users: dict[str, str],
            "-Dzookeeper.jmx.log4j.disable=true",
            "-cp", ":".join([str(base)] + ZOOKEEPER_CLASSPATH),
            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(base / "zoo.cfg")]
-    return ProcessSpec("zookeeper", cmd, base / "stdout.log")
+    return ProcessSpec(name, cmd, base / "stdout.log")
 
 
-def _zk_ok(port: int, host: str = "127.0.0.1") -> bool:
+def zk_serving(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether the server serves requests (`srvr` says its mode: standalone, leader,
+    follower; a member without a quorum says it is not serving)."""
     import socket
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"ruok")
-            return s.recv(4) == b"imok"
+            s.sendall(b"srvr")
+            answer = b""
+            while chunk := s.recv(1024):
+                answer += chunk
     except OSError:
         return False
+    return b"Mode: " in answer
 
 
 # ------------------------------------------------------------------------------ Redis

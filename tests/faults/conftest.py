@@ -55,6 +55,18 @@ class Faults:
         finally:
             os.kill(pid, signal.SIGCONT)
 
+    @contextmanager
+    def zookeeper_paused(self) -> Iterator[None]:
+        """Every member of the ensemble stopped (SIGSTOP) inside the block: ZooKeeper is
+        silent; continued after it."""
+        members = [p for p in self.layout.supervisor.programs() if p.startswith("zookeeper-")]
+        pids = [self.signal(p, signal.SIGSTOP) for p in members]
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
     def killed(self, program: str) -> None:
         """SIGKILL to the program and its children; the supervisor starts it again."""
         old = self.signal(program, signal.SIGKILL, group=True)

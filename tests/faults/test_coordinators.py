@@ -315,7 +315,7 @@ def test_a_stranger_cannot_write_to_patronis_api(c: Faults) -> None:
 
 
 def test_a_stranger_can_neither_read_nor_write_patronis_znodes(c: Faults) -> None:
-    got = c.attack("zookeeper", f"{c.layout.net.host_address}:{c.layout.zk_port}")
+    got = c.attack("zookeeper", c.layout.zk_hosts(c.nodes))
     assert "allowed" not in got.values(), got
     with c.client() as cluster:           # pvc sees what the stranger did not make
         assert "intruder" not in cluster.store.children("/")

@@ -19,7 +19,7 @@ SESSION = 4.0   # the sandbox's session timeout
 def test_session_expiry_everything_registers_again_and_works(cluster_ok: Faults) -> None:
     f = cluster_ok
     before = {n["name"]: n["workers"] for n in f.pvc.json("node", "list")}
-    with f.paused("zookeeper"):
+    with f.zookeeper_paused():
         time.sleep(SESSION + 3)   # the fault: ZooKeeper silent longer than every session
     # every session expired: daemons, workers (each pool process) and tailers register again
     until("workers registered again", lambda: {
@@ -39,7 +39,7 @@ def test_a_flush_through_zookeeper_pauses_shorter_than_the_session(cluster_ok: F
 
     def chaos() -> None:
         while not stop.is_set():
-            with f.paused("zookeeper"):
+            with f.zookeeper_paused():
                 stop.wait(2.5)
             stop.wait(0.5)
 
@@ -108,3 +108,18 @@ def test_status_is_degraded_while_a_node_has_no_worker(cluster_ok: Faults) -> No
         assert "DEGRADED" in res.stdout and "no running worker" in res.stdout
     finally:
         f.pvc("sandbox", "process", "start", "worker-hv3", "--port-offset", f.pvc.offset)
+
+
+def test_a_minority_member_of_the_ensemble_silent_changes_nothing(cluster_ok: Faults) -> None:
+    """One of the three ZooKeeper members stops (SIGSTOP): its clients move to the others,
+    the quorum serves, operations run; continued, it rejoins as a follower."""
+    from pvc.sandbox import services
+    f = cluster_ok
+    member = f"zookeeper-{f.nodes[-1]}"
+    address = f.layout.zk_members(f.nodes)[-1]
+    with f.paused(member):
+        vm = f.vm_names()[0]
+        f.pvc("vm", "restart", vm, "--wait", "--wait-timeout", "60")
+        assert len(f.where()[vm]) == 1
+        assert f.pvc.json("cluster", "status")["nodes"]["total"] == len(f.nodes)
+    until(f"{member} serving again", lambda: services.zk_serving(f.layout.zk_port, address))

@@ -196,23 +196,42 @@ class FakeFloatingIP:
         return self.here
 
 
-def test_a_primary_cut_off_from_zookeeper_lets_go_at_once(fc: FakeCluster) -> None:
+def test_a_primary_cut_off_from_zookeeper_lets_go(fc: FakeCluster) -> None:
     events = record_services(fc)
     holder = fc.client.store.get_text(fc.client.schema.primary)
     daemon = fc.daemons[holder]
     assert daemon.role is not None and daemon.ctx is not None
     ip = FakeFloatingIP()
     daemon.role.floating = ip                 # type: ignore[assignment]
+    daemon.role.suspend_grace = 0             # once the grace is over (here: none)
     daemon.role.step()
     assert ip.here
     daemon.ctx.store.suspend()                # type: ignore[attr-defined]
-    assert not ip.here and events == [f"{holder} stop"]   # at once, before any reconnect
+    assert not ip.here and events == [f"{holder} stop"]   # before any reconnect
     daemon.role.step()                        # the loop runs on: it holds nothing still
     assert not ip.here
     daemon.ctx.store.resume()                 # type: ignore[attr-defined]
     announced = ip.announced
     daemon.role.step()                        # the same session: the role was never lost
     assert ip.here and ip.announced > announced and events[-1] == f"{holder} start"
+
+
+def test_a_suspension_shorter_than_the_grace_changes_nothing(fc: FakeCluster) -> None:
+    """A client moving to another member of the ensemble: no flap of the IP or services."""
+    events = record_services(fc)
+    holder = fc.client.store.get_text(fc.client.schema.primary)
+    daemon = fc.daemons[holder]
+    assert daemon.role is not None and daemon.ctx is not None
+    ip = FakeFloatingIP()
+    daemon.role.floating = ip                 # type: ignore[assignment]
+    daemon.role.suspend_grace = 3600          # back well within it
+    daemon.role.step()
+    daemon.ctx.store.suspend()                # type: ignore[attr-defined]
+    assert ip.here and not daemon.role.cut_off
+    daemon.ctx.store.resume()                 # type: ignore[attr-defined]
+    assert daemon.role._letting_go is None    # the timer was called off
+    daemon.role.step()
+    assert ip.here and events == []
 
 
 def test_a_primary_whose_session_expired_never_takes_the_ip_without_the_role(
