@@ -26,12 +26,16 @@ def status_data(c: Any) -> dict[str, Any]:
     from pvc.coordinator.switchover import database_status
     database = database_status(c.config, nodes, primary)
     reasons += database.pop("problems", [])
+    from pvc.core import redis_client
+    broker = redis_client.status(c.config)
+    reasons += broker.pop("problems", [])
     return {
         "name": c.config.cluster.name,
         "zookeeper": c.config.cluster.zookeeper.hosts,
         "primary": primary,
         "floating_ip": c.config.cluster.floating_ip,
         "database": database,
+        "broker": broker,
         "dns": _dns(c, primary),
         "nodes": {"total": len(nodes),
                   "daemon_state": dict(Counter(n.daemon_state for n in nodes)),
@@ -172,6 +176,12 @@ def status(ctx: click.Context, fmt: str) -> None:
                             + (f" lag {m['lag']}" if m.get("lag") else "")
                             for m in db["members"])
         click.echo(f"  database    leader {db['leader'] or '-'}; {members}")
+    broker = data["broker"]
+    if broker:
+        replicas = ", ".join(f"{r['address']} {r['state']}" for r in broker["replicas"]) or "-"
+        up = sum(1 for s in broker["sentinels"].values() if s == "up")
+        click.echo(f"  broker      master {broker['master'] or '-'}; replicas {replicas}; "
+                   f"Sentinels {up}/{len(broker['sentinels'])} up")
     for section in ("nodes", "vms", "operations"):
         parts = []
         for key, counts in data[section].items():

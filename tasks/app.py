@@ -34,14 +34,34 @@ def redis_url(cfg: Config, db: int) -> str:
     return f"redis://{auth}{r.host}:{r.port}/{db}"
 
 
+def sentinel_url(cfg: Config, db: int) -> str:
+    """kombu's and Celery's URL of a Sentinel-watched Redis: every Sentinel, the master's
+    password in each (the Sentinels' own is in the transport options)."""
+    password = cfg.redis_password()
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return ";".join(f"sentinel://{auth}{hp.strip()}/{db}"
+                    for hp in cfg.cluster.redis.sentinels.split(",") if hp.strip())
+
+
 def settings(cfg: Config) -> dict[str, Any]:
     r = cfg.cluster.redis
-    transport = {"visibility_timeout": LEASE_SECONDS, "unacked_restore_interval": 1,
-                 "unacked_restore_throttle": 1, "socket_connect_timeout": 3,
-                 "socket_timeout": 10}
+    transport: dict[str, Any] = {
+        "visibility_timeout": LEASE_SECONDS, "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1, "socket_connect_timeout": 3, "socket_timeout": 10,
+        "socket_keepalive": True, "health_check_interval": 5, "retry_on_timeout": True}
+    results: dict[str, Any] = {"socket_connect_timeout": 3}
+    url = redis_url
+    if r.sentinels:
+        sentinel_side = {"master_name": r.master_name,
+                         "sentinel_kwargs": {"password": cfg.redis_password() or None,
+                                             "socket_timeout": 3,
+                                             "socket_connect_timeout": 3}}
+        transport.update(sentinel_side)
+        results.update(sentinel_side)
+        url = sentinel_url
     return {
-        "broker_url": redis_url(cfg, r.broker_db),
-        "result_backend": redis_url(cfg, r.result_db),
+        "broker_url": url(cfg, r.broker_db),
+        "result_backend": url(cfg, r.result_db),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -51,7 +71,10 @@ def settings(cfg: Config) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"socket_connect_timeout": 3},
+        "result_backend_transport_options": results,
+        # a demoted master answers writes with READONLY: reconnect, do not give up
+        "broker_channel_error_retry": True,
+        "broker_connection_max_retries": None,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 3,
         "task_track_started": True,

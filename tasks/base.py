@@ -45,7 +45,8 @@ class PvcTask(Task):
         # kombu's virtual transports keep the delivery tag in the message properties
         properties = getattr(self.request, "properties", None) or {}
         tag = properties.get("delivery_tag")
-        with Lease(self.app.conf.broker_url, tag, LEASE_SECONDS):
+        from tasks.context import node_context
+        with Lease(node_context().config, tag, LEASE_SECONDS):
             return super().__call__(*args, **kwargs)
 
     def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from pvc.core.config import Config
 from pvc.core.errors import Unavailable
 from pvc.core.models import Operation
 from pvc.operations.registry import queue_for
-from tasks.app import redis_url
+from pvc.core import redis_client as redisconn
 
 UNACKED = "unacked"
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -24,15 +24,14 @@ PRIORITY_SEPARATOR = "\x06\x16"
 class RedisBroker:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.redis = redis.Redis.from_url(redis_url(cfg, cfg.cluster.redis.broker_db),
-                                          socket_timeout=3, socket_connect_timeout=3)
+        self.redis = redisconn.master(cfg, cfg.cluster.redis.broker_db)
 
     def holds(self, op: Operation) -> bool:
         try:
             return self._holds(op)
         except redis.RedisError as e:
-            r = self.cfg.cluster.redis
-            raise Unavailable(f"cannot reach Redis at {r.host}:{r.port}: {e}") from None
+            raise Unavailable(f"cannot reach Redis {redisconn.where(self.cfg)}: {e}") \
+                from None
 
     def _holds(self, op: Operation) -> bool:
         queue = queue_for(op.node)

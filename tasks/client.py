@@ -43,8 +43,8 @@ def submit(cfg: Config, op: Operation) -> None:
             retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
                                       "interval_step": 0.2, "interval_max": 0.5})
     except (OperationalError, OSError) as e:
-        r = cfg.cluster.redis
-        raise Unavailable(f"cannot reach Redis at {r.host}:{r.port}: {_first_line(e)}") from None
+        from pvc.core.redis_client import where
+        raise Unavailable(f"cannot reach Redis {where(cfg)}: {_first_line(e)}") from None
 
 
 def _first_line(e: Exception) -> str:

@@ -14,20 +14,25 @@ from typing import Any
 
 import redis
 
+from pvc.core.config import Config
+from pvc.core import redis_client as redisconn
+
 log = logging.getLogger(__name__)
 _clients: dict[str, Any] = {}
 UNACKED_INDEX = "unacked_index"
 
 
-def _client(url: str) -> Any:
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
-    return _clients[url]
+def _client(cfg: Config) -> Any:
+    """The broker's master (through the Sentinels when there are), one client a process."""
+    key = redisconn.where(cfg)
+    if key not in _clients:
+        _clients[key] = redisconn.master(cfg, cfg.cluster.redis.broker_db)
+    return _clients[key]
 
 
 class Lease:
-    def __init__(self, broker_url: str, delivery_tag: str | None, seconds: float) -> None:
-        self.url = broker_url
+    def __init__(self, cfg: Config, delivery_tag: str | None, seconds: float) -> None:
+        self.cfg = cfg
         self.tag = delivery_tag
         self.period = seconds / 3
         self._stop = threading.Event()
@@ -36,7 +41,7 @@ class Lease:
     def renew(self) -> None:
         try:
             # XX: only move an existing entry; never resurrect an acknowledged one
-            _client(self.url).zadd(UNACKED_INDEX, {self.tag: time.time()}, xx=True)
+            _client(self.cfg).zadd(UNACKED_INDEX, {self.tag: time.time()}, xx=True)
         except redis.RedisError as e:
             log.warning("could not renew the lease of task %s: %s", self.tag, e)
 

@@ -63,6 +63,10 @@ class RedisConfig:
     port: int = _f(6379, "Redis port", minimum=1, maximum=65535)
     password: str = _f("", "Redis password (keep the file mode 0600)", secret=True)
     password_file: str = _f("", "file holding the Redis password, instead of `password`")
+    sentinels: str = _f("", "comma-separated host:port list of the Redis Sentinels: clients "
+                            "find the master through them (host and port are then unused); "
+                            "the Sentinels share the Redis password")
+    master_name: str = _f("pvc", "the name the Sentinels monitor the master under")
     broker_db: int = _f(0, "database number of the broker", minimum=0)
     result_db: int = _f(1, "database number of the result backend", minimum=0)
 

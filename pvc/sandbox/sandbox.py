@@ -104,6 +104,14 @@ class Layout:
         return ",".join(f"{a}:{self.zk_port}" for a in self.zk_members(nodes))
 
     @property
+    def sentinel_port(self) -> int:
+        return 26379 + self.port_offset
+
+    def sentinels(self, nodes: list[str]) -> str:
+        """A Redis and a Sentinel on each coordinator, like ZooKeeper's members."""
+        return ",".join(f"{a}:{self.sentinel_port}" for a in self.zk_members(nodes))
+
+    @property
     def supervisor(self) -> Supervisor:
         return Supervisor(self.dir)
 
@@ -158,7 +166,9 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
         zookeeper=ZooKeeperConfig(hosts=layout.zk_hosts(nodes),
                                   session_timeout=4.0,
                                   auth_file=str(layout.secret("zookeeper.auth"))),
-        redis=RedisConfig(host=net.host_address, port=layout.redis_port,
+        redis=RedisConfig(host=layout.zk_members(nodes)[0], port=layout.redis_port,
+                          sentinels=layout.sentinels(nodes),
+                          master_name=services.SENTINEL_MASTER,
                           password_file=str(layout.secret("redis.password"))),
         migration=MigrationConfig(timeout=120.0),
         # short bounds: the sandbox shows recovery in seconds, not minutes
@@ -281,7 +291,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     dns_pw = services.write_secret(layout.secret("dns.password")) if state.database else ""
     db_passwords = {who: secrets.token_urlsafe(12) for who in
                     ("superuser", "replication", "rewind")}
-    for port, what in ((layout.redis_port, "Redis"), (layout.flower_port, "Flower")):
+    for port, what in ((layout.flower_port, "Flower"),):
         if not procs.port_free(port):
             raise procs.StartFailed(f"port {port} ({what}) is already in use")
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
@@ -319,9 +329,14 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
                                 layout.dir / "zookeeper" / n / "stdout.log", address, 60)
     step(f"ZooKeeper: an ensemble of {len(members)} on {', '.join(cluster.coordinators)} "
          f"({layout.zk_hosts(names)})")
-    services.wait_redis(layout.dir / "redis", layout.redis_port, start("redis"))
-    step(f"Redis on {layout.net.host_address}:{layout.redis_port} (password in "
-         f"{layout.secret('redis.password')}, append-only file on)")
+    for n, address in zip(cluster.coordinators, members):
+        services.wait_redis(layout.dir / "redis" / n, layout.redis_port, start(f"redis-{n}"),
+                            address)
+    for n in cluster.coordinators:
+        start(f"sentinel-{n}")
+    _wait_broker(layout, client)
+    step(f"Redis on {', '.join(cluster.coordinators)} (master {members[0]}, replicas, a "
+         f"Sentinel each; password in {layout.secret('redis.password')}, append-only file)")
     if state.database:
         for n in cluster.coordinators:
             start(f"patroni-{n}")
@@ -390,10 +405,18 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
         zk = services.zookeeper_spec(layout.dir / "zookeeper" / n, layout.zk_port, zk_users,
                                      address, members, f"zookeeper-{n}")
         specs.append(replace(zk, command=ip.in_netns(net.ns(n), zk.command)))
-    specs += [services.redis_spec(layout.dir / "redis", layout.redis_port, redis_pw,
-                                  ("127.0.0.1", net.host_address)),
-              services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
-                                   flower_pw, layout.client_config)]
+    quorum = len(members) // 2 + 1
+    for n, address in zip(cluster.coordinators, members):   # Redis and a Sentinel each
+        redis = services.redis_spec(layout.dir / "redis" / n, layout.redis_port, redis_pw,
+                                    (address,), "" if address == members[0] else members[0],
+                                    guarded=len(members) > 1, name=f"redis-{n}")
+        sentinel = services.sentinel_spec(layout.dir / "sentinel" / n, layout.sentinel_port,
+                                          address, members[0], layout.redis_port, redis_pw,
+                                          quorum, f"sentinel-{n}")
+        specs += [replace(s, command=ip.in_netns(net.ns(n), s.command))
+                  for s in (redis, sentinel)]
+    specs.append(services.flower_spec(layout.dir / "flower", layout.flower_port, FLOWER_USER,
+                                      flower_pw, layout.client_config))
     for i, n in enumerate(libvirtds, 1):
         d = bmc.files(layout.dir, n, net.host_address, bmc.port(layout.port_offset, i),
                       services.write_secret(layout.secret(f"bmc-{n}.password"),
@@ -430,6 +453,19 @@ def _specs(layout: Layout, libvirtds: dict[str, Libvirtd], redis_pw: str,
                 dns_pw)
             specs.append(replace(spec, command=ip.in_netns(net.ns(n), spec.command)))
     return specs
+
+
+def _wait_broker(layout: Layout, client: Config) -> None:
+    """Until the Sentinels agree on the master and every replica follows it."""
+    from pvc.core import redis_client as redisconn
+
+    def ready() -> bool:
+        found = redisconn.status(client)
+        return bool(found.get("master")) and not found.get("problems") and \
+            len(found.get("replicas", [])) == len(layout.zk_members(
+                client.cluster.coordinators)) - 1
+    procs.wait_until("the broker (Redis with Sentinels)", ready, 60, None,
+                     layout.dir / "sentinel" / client.cluster.coordinators[0] / "sentinel.log")
 
 
 def _wait_database(layout: Layout, cluster: ClusterConfig) -> str:
@@ -518,7 +554,7 @@ def _read(path: Path) -> str:
 
 # Stop order: what uses a service goes before the service.
 STOP_ORDER = ("bmc-", "flower", "tailer-", "worker-", "node-", "libvirtd-", "pdns-", "patroni-",
-              "redis", "zookeeper")
+              "sentinel-", "redis-", "zookeeper-")
 
 
 def down(layout: Layout, say: Say = print) -> bool:
@@ -583,7 +619,8 @@ def status(layout: Layout) -> dict[str, Any]:
         "started": state.started,
         "client_config": str(layout.client_config),
         "zookeeper": layout.zk_hosts(state.nodes),
-        "redis": f"{layout.net.host_address}:{layout.redis_port}",
+        "redis": {"sentinels": layout.sentinels(state.nodes),
+                  "master_name": services.SENTINEL_MASTER},
         "network": {"subnet": layout.net.cidr(0), "floating_ip": layout.net.floating_ip,
                     "host_address": layout.net.host_address,
                     "namespaces": {n: layout.net.ns(n) for n in state.nodes},

@@ -167,21 +167,55 @@ def start_redis(base: Path, port: int, password: str) -> int:
     return pid
 
 
-def wait_redis(base: Path, port: int, pid: int | None) -> None:
-    procs.wait_until("Redis", lambda: procs.port_open(port), 15, pid, base / "redis.log")
+def wait_redis(base: Path, port: int, pid: int | None, host: str = "127.0.0.1") -> None:
+    procs.wait_until(f"Redis on {host}:{port}", lambda: procs.port_open(port, host), 15, pid,
+                     base / "redis.log")
 
 
 def redis_spec(base: Path, port: int, password: str,
-               addresses: tuple[str, ...] = ("127.0.0.1",)) -> ProcessSpec:
+               addresses: tuple[str, ...] = ("127.0.0.1",), replica_of: str = "",
+               guarded: bool = False, name: str = "redis") -> ProcessSpec:
     """Redis with an append-only file written at every command: a queued operation's message
-    survives a Redis restart (pvc's sweep re-sends what is lost anyway)."""
+    survives a Redis restart (pvc's sweep re-sends what is lost anyway). replica_of: the
+    master's address (this one replicates it; the Sentinels move the role). guarded: a
+    master refuses writes while no replica follows it (min-replicas-to-write 1), so one cut
+    off from the others fails a submission loudly instead of accepting a message the new
+    master will never have."""
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "redis.conf"
-    write_private(conf, f"bind {' '.join(addresses)}\nport {port}\nprotected-mode yes\n"
-                        "save \"\"\n"
-                        "appendonly yes\nappendfsync always\n"
-                        f"dir {base}\nlogfile {base}/redis.log\nrequirepass {password}\n")
-    return ProcessSpec("redis", ["redis-server", str(conf)], base / "stdout.log")
+    text = (f"bind {' '.join(addresses)}\nport {port}\nprotected-mode yes\n"
+            "save \"\"\n"
+            "appendonly yes\nappendfsync always\n"
+            f"dir {base}\nlogfile {base}/redis.log\nrequirepass {password}\n"
+            f"masterauth {password}\nreplica-announce-ip {addresses[0]}\n")
+    if replica_of:
+        text += f"replicaof {replica_of} {port}\n"
+    if guarded:
+        text += "min-replicas-to-write 1\nmin-replicas-max-lag 10\n"
+    write_private(conf, text)
+    return ProcessSpec(name, ["redis-server", str(conf)], base / "stdout.log")
+
+
+SENTINEL_MASTER = "pvc"
+
+
+def sentinel_spec(base: Path, port: int, address: str, master: str, redis_port: int,
+                  password: str, quorum: int, name: str) -> ProcessSpec:
+    """A Redis Sentinel watching the master (down after 2 s, a quorum to fail over), with
+    the Redis password for itself, the master and its peers. It rewrites its configuration
+    as the master moves, so the file is its own."""
+    base.mkdir(parents=True, exist_ok=True)
+    conf = base / "sentinel.conf"
+    write_private(conf, f"bind {address}\nport {port}\nprotected-mode yes\n"
+                        f"dir {base}\nlogfile {base}/sentinel.log\n"
+                        f"requirepass {password}\nsentinel announce-ip {address}\n"
+                        f"sentinel monitor {SENTINEL_MASTER} {master} {redis_port} {quorum}\n"
+                        f"sentinel auth-pass {SENTINEL_MASTER} {password}\n"
+                        f"sentinel sentinel-pass {password}\n"
+                        f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
+                        f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+                        f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n")
+    return ProcessSpec(name, ["redis-server", str(conf), "--sentinel"], base / "stdout.log")
 
 
 # ------------------------------------------------------------------------------ libvirtd

@@ -188,7 +188,8 @@ def test_help_lists_every_command(pvc) -> None:
 def test_secrets_are_not_world_readable(pvc) -> None:
     base = Path(SANDBOX_ENV["PVC_SANDBOX_DIR"])
     for f in [base / "client.yaml", *base.glob("secrets/*"), *base.glob("nodes/*/pvc.yaml"),
-              base / "redis" / "redis.conf", base / "flower" / "flowerconfig.py"]:
+              *base.glob("redis/*/redis.conf"), *base.glob("sentinel/*/sentinel.conf"),
+              *base.glob("zookeeper/*/jaas.conf"), base / "flower" / "flowerconfig.py"]:
         assert f.stat().st_mode & 0o077 == 0, f
 
 

@@ -157,9 +157,22 @@ class Faults:
         role = program.split("-", 1)[0]
         return (self.layout.node_dir(node) / f"{role}.log").read_text(errors="replace")
 
+    def redis_master(self) -> str:
+        """The broker's master's address, as the Sentinels say."""
+        from pvc.core import config as configmod
+        from pvc.core import redis_client
+        return str(redis_client.status(configmod.load(self.layout.client_config))["master"])
+
+    def redis_master_node(self) -> str:
+        address = self.redis_master().rsplit(":", 1)[0]
+        return next(n for i, n in enumerate(self.nodes, 1)
+                    if self.layout.net.node_address(i) == address)
+
     def redis(self, *args: str) -> str:
+        """A command to the broker's master (redis-cli, from the host)."""
         password = self.layout.secret("redis.password").read_text().strip()
-        return subprocess.run(["redis-cli", "-p", str(self.layout.redis_port), "--no-auth-warning",
+        host, port = self.redis_master().rsplit(":", 1)
+        return subprocess.run(["redis-cli", "-h", host, "-p", port, "--no-auth-warning",
                                "-a", password, *args], capture_output=True, text=True,
                               check=True, timeout=10).stdout
 
@@ -167,7 +180,7 @@ class Faults:
         """How many of process pid's Redis connections (from node's network namespace) are
         blocked in a read (BRPOP): a message arriving now would be handed to it even while
         the process is stopped."""
-        redis = f"{self.layout.net.host_address}:{self.layout.redis_port}"
+        redis = self.redis_master()
         ss = subprocess.run(["ip", "netns", "exec", self.layout.net.ns(node), "ss", "-tnpH",
                              "dst", redis], capture_output=True, text=True, check=True).stdout
         mine = {line.split()[3] for line in ss.splitlines() if f"pid={pid}," in line}

@@ -47,7 +47,8 @@ def test_redis_restarted_with_an_operation_queued(cluster_ok: Faults) -> None:
     with worker_frozen(f, "hv1"):
         op = f.submit("vm", "restart", vm)
         assert any(op in m for m in queued(f, "hv1"))
-        f.pvc("sandbox", "process", "restart", "redis", "--port-offset", f.pvc.offset)
+        master = f"redis-{f.redis_master_node()}"
+        f.pvc("sandbox", "process", "restart", master, "--port-offset", f.pvc.offset)
         assert any(op in m for m in queued(f, "hv1"))     # the append-only file kept it
     assert f.finished(op)["state"] == "succeeded"
 

@@ -1,0 +1,87 @@
+"""pvc's own Redis clients (the broker lease, the primary's sweep, `cluster status`): the
+master, found through the Sentinels when the cluster has them (redis-py's Sentinel support,
+which asks the next Sentinel when one does not answer), else at cluster.redis.host:port.
+Celery reaches the broker through kombu's Sentinel transport with the same settings
+(tasks.app.settings)."""
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from pvc.core.config import Config
+
+TIMEOUT = 3.0   # seconds a Redis or Sentinel call may take
+
+
+def sentinel_hosts(cfg: Config) -> list[tuple[str, int]]:
+    out = []
+    for item in cfg.cluster.redis.sentinels.split(","):
+        if item.strip():
+            host, _, port = item.strip().rpartition(":")
+            out.append((host, int(port)))
+    return out
+
+
+def sentinel(cfg: Config) -> Sentinel:
+    password = cfg.redis_password() or None
+    return Sentinel(sentinel_hosts(cfg), socket_timeout=TIMEOUT,
+                    socket_connect_timeout=TIMEOUT,
+                    sentinel_kwargs={"password": password, "socket_timeout": TIMEOUT,
+                                     "socket_connect_timeout": TIMEOUT})
+
+
+def master(cfg: Config, db: int) -> Any:
+    """A client of the current master (it follows a failover: a new connection asks the
+    Sentinels again)."""
+    r = cfg.cluster.redis
+    password = cfg.redis_password() or None
+    if r.sentinels:
+        return sentinel(cfg).master_for(r.master_name, db=db, password=password,
+                                        socket_timeout=TIMEOUT,
+                                        socket_connect_timeout=TIMEOUT)
+    return redis.Redis(host=r.host, port=r.port, db=db, password=password,
+                       socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+
+
+def where(cfg: Config) -> str:
+    """Where the broker is, for messages: its master's name or address."""
+    r = cfg.cluster.redis
+    return f"(master {r.master_name!r} of the Sentinels {r.sentinels})" if r.sentinels \
+        else f"at {r.host}:{r.port}"
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    """The broker as `cluster status` shows it: master, replicas, Sentinels (each up or
+    not); "problems" holds what makes the cluster degraded."""
+    r = cfg.cluster.redis
+    if not r.sentinels:
+        return {}
+    problems: list[str] = []
+    sentinels = {}
+    master_addr = ""
+    replicas: list[dict[str, Any]] = []
+    for host, port in sentinel_hosts(cfg):
+        client = redis.Redis(host=host, port=port, password=cfg.redis_password() or None,
+                             socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            found = client.sentinel_get_master_addr_by_name(r.master_name)
+            sentinels[f"{host}:{port}"] = "up"
+            if found and not master_addr:
+                master_addr = f"{found[0]}:{found[1]}"
+                replicas = [{"address": f"{s['ip']}:{s['port']}",
+                             "state": "down" if ("s_down" in s["flags"] or
+                                                 "o_down" in s["flags"]) else "up"}
+                            for s in client.sentinel_slaves(r.master_name)]
+        except redis.RedisError as e:
+            sentinels[f"{host}:{port}"] = f"down ({e})"
+            problems.append(f"broker: Sentinel {host}:{port} does not answer")
+        finally:
+            client.close()
+    if not master_addr:
+        problems.append(f"broker: no Sentinel knows a master {r.master_name!r}")
+    problems += [f"broker: replica {rep['address']} is down" for rep in replicas
+                 if rep["state"] != "up"]
+    return {"master": master_addr, "replicas": replicas, "sentinels": sentinels,
+            "problems": problems}
