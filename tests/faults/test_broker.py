@@ -228,7 +228,7 @@ def test_the_broker_master_lost_with_an_operation_queued(cluster_ok: Faults) -> 
     assert f.finished(op)["state"] == "succeeded"
     f.layout.supervisor.start_program(f"redis-{old}")
     def whole() -> bool:
-        st = f.pvc.json("cluster", "status")
+        st = json.loads(f.pvc("cluster", "status", "--format", "json", ok=False).stdout)
         replicas = st["broker"]["replicas"]
         return not [r for r in st["reasons"] if r.startswith("broker:")] and \
             len(replicas) == len(f.nodes) - 1 and all(r["state"] == "up" for r in replicas)
