@@ -114,9 +114,11 @@ def flower_client_config(t: Target) -> str:
                 "cluster:\n  redis:\n    host: 127.0.0.1\n    port: 6379\n"
                 "    password: \"\"\n")
     redis = cfg.cluster.redis
+    broker = {"host": redis.host, "port": redis.port, "password": cfg.redis_password()}
+    if redis.sentinels:
+        broker.update(sentinels=redis.sentinels, master_name=redis.master_name)
     return "# Flower's broker: the cluster's Redis (from pvc.yaml at install)\n" + yaml.safe_dump(
-        {"cluster": {"redis": {"host": redis.host, "port": redis.port,
-                               "password": cfg.redis_password()}}}, sort_keys=False)
+        {"cluster": {"redis": broker}}, sort_keys=False)
 
 
 # ---------------------------------------------------------------------- install
