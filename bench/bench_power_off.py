@@ -1,8 +1,10 @@
-"""A coordinator's power cut: the primary, which is also the database leader, loses its power
-(its BMC, as a real power cut; the sandbox's power off kills every process of the node and
-takes its link and addresses down). From the cut, as a client sees it:
+"""A coordinator's power cut: the coordinator that is at once the primary, the database leader,
+the ZooKeeper leader and the broker's master loses its power (its BMC, as a real power cut; the
+sandbox's power off kills every process of the node and takes its link and addresses down).
+From the cut, as a client sees it:
 
-  * ZooKeeper serving: a write through a new session succeeds (the ensemble's quorum lives);
+  * ZooKeeper serving: a write through a new session succeeds (the ensemble elected anew);
+  * the broker's new master, as the Sentinels name it;
   * a new primary: another coordinator holds the role and the floating IP;
   * the database leader on it;
   * the first operation done: a `vm restart` of a VM on another node, submitted at the cut;
@@ -37,10 +39,23 @@ def _zookeeper_writes(sb: BenchSandbox) -> bool:
         c.close()
 
 
+def all_in_one(sb: BenchSandbox, probe: Probe) -> str:
+    """Make the ZooKeeper leader the primary (so the database leader) and the broker's
+    master too."""
+    from pvc.sandbox import roles
+    leader = roles.zookeeper_leader(probe.layout, probe.nodes)
+    assert leader, "no ZooKeeper leader"
+    if probe.primary() != leader:
+        sb.pvc("node", "primary", leader, "--wait")
+    roles.make_redis_master(probe.layout, probe.nodes, leader)
+    return leader
+
+
 def one_cut(sb: BenchSandbox, probe: Probe) -> dict[str, float]:
     from pvc.node.fencing import bmc_address
     from pvc.node.ipmi import IpmiBmc
-    old = probe.primary()
+    from pvc.sandbox import roles
+    old = all_in_one(sb, probe)
     nodes = {n.name: n for n in probe.cluster.nodes()}
     mine = [v.name for v in probe.cluster.vms() if v.node == old]
     elsewhere = next(v.name for v in probe.cluster.vms() if v.node != old)
@@ -52,10 +67,13 @@ def one_cut(sb: BenchSandbox, probe: Probe) -> dict[str, float]:
                                env=sb.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     found: dict[str, float] = {}
     deadline = t0 + 180
-    while len(found) < 5 and time.perf_counter() < deadline:
+    while len(found) < 6 and time.perf_counter() < deadline:
         now = time.perf_counter() - t0
         if "zookeeper serving" not in found and _zookeeper_writes(sb):
             found["zookeeper serving"] = now
+        if "broker's new master" not in found and \
+                roles.redis_master_node(probe.layout, probe.nodes) not in ("", old):
+            found["broker's new master"] = now
         if "new primary with the floating IP" not in found:
             p = probe.primary()
             if p and p != old and probe.ip_on(p):
@@ -105,7 +123,8 @@ def main() -> None:
         probe.close()
     keys: list[str] = sorted({k for r in rounds for k in r})
     figures: dict[str, Any] = {k: [round(r[k], 2) for r in rounds if k in r] for k in keys}
-    record("a coordinator's power cut (primary and database leader), seconds from the cut",
+    record("a coordinator's power cut (primary, database leader, ZooKeeper leader and broker "
+           "master), seconds from the cut",
            figures, "the control plane survives: a new primary and leader, operations go on")
 
 

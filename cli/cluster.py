@@ -29,9 +29,14 @@ def status_data(c: Any) -> dict[str, Any]:
     from pvc.core import redis_client
     broker = redis_client.status(c.config)
     reasons += broker.pop("problems", [])
+    from pvc.core.zookeeper import member_modes
+    members = member_modes(c.config.cluster.zookeeper.hosts)   # leader, follower, down…
+    reasons += [f"zookeeper: member {m} is {mode}" for m, mode in members.items()
+                if len(members) > 1 and mode not in ("leader", "follower")]
     return {
         "name": c.config.cluster.name,
         "zookeeper": c.config.cluster.zookeeper.hosts,
+        "zookeeper_members": members,
         "primary": primary,
         "floating_ip": c.config.cluster.floating_ip,
         "database": database,
@@ -170,6 +175,9 @@ def status(ctx: click.Context, fmt: str) -> None:
         d = data["dns"]
         click.echo(f"  dns         {d['address']}:{d['port']} (PowerDNS on every coordinator), "
                    f"zones {', '.join(d['zones']) or '-'}, aggregator {d['aggregator'] or '-'}")
+    if len(data["zookeeper_members"]) > 1:
+        click.echo("  zookeeper   " + ", ".join(f"{m} {mode}" for m, mode in
+                                                data["zookeeper_members"].items()))
     db = data["database"]
     if db.get("members"):
         members = ", ".join(f"{m['name']} {m['role']} {m['state']}"

@@ -11,11 +11,11 @@ from typing import Any
 
 import redis
 
+from pvc.core import redis_client as redisconn
 from pvc.core.config import Config
 from pvc.core.errors import Unavailable
 from pvc.core.models import Operation
 from pvc.operations.registry import queue_for
-from pvc.core import redis_client as redisconn
 
 UNACKED = "unacked"
 PRIORITY_SEPARATOR = "\x06\x16"

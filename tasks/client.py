@@ -40,11 +40,20 @@ def submit(cfg: Config, op: Operation) -> None:
             argsrepr=f"{op.kind} {op.target} (id {op.target_id}), operation {op.id}",
             kwargsrepr=f"requested by {op.requested_by}"
                        + (f": {op.reason}" if op.reason else ""),
-            retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
-                                      "interval_step": 0.2, "interval_max": 0.5})
+            retry=True, retry_policy=_retry_policy(cfg))
     except (OperationalError, OSError) as e:
         from pvc.core.redis_client import where
         raise Unavailable(f"cannot reach Redis {where(cfg)}: {_first_line(e)}") from None
+
+
+def _retry_policy(cfg: Config) -> dict[str, float]:
+    """A lone Redis that does not answer is down: say so within a second. With Sentinels it
+    may be failing over (a master is declared down after 2 s, a replica promoted within
+    about 2 more): keep asking them for the master long enough to ride that out."""
+    if cfg.cluster.redis.sentinels:
+        return {"max_retries": 12, "interval_start": 0, "interval_step": 0.5,
+                "interval_max": 1.0}
+    return {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def _first_line(e: Exception) -> str:

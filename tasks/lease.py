@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from pvc.core.config import Config
 from pvc.core import redis_client as redisconn
+from pvc.core.config import Config
 
 log = logging.getLogger(__name__)
 _clients: dict[str, Any] = {}

@@ -30,7 +30,10 @@ class InvalidInput(PvcError):
 
 
 class Unavailable(PvcError):
-    """A server pvc needs is down or does not answer in time."""
+    """A server pvc needs is down or does not answer in time: nothing was changed, and the
+    same command may work in a moment (a script retries on this exit code)."""
+
+    exit_code = 4
 
 
 class SchemaTooNew(PvcError):

@@ -64,12 +64,14 @@ def status(cfg: Config) -> dict[str, Any]:
     replicas: list[dict[str, Any]] = []
     for host, port in sentinel_hosts(cfg):
         client = redis.Redis(host=host, port=port, password=cfg.redis_password() or None,
-                             socket_timeout=1.0, socket_connect_timeout=1.0)
+                             socket_timeout=1.0, socket_connect_timeout=1.0,
+                             decode_responses=True)
         try:
             found = client.sentinel_get_master_addr_by_name(r.master_name)
             sentinels[f"{host}:{port}"] = "up"
-            if found and not master_addr:
-                master_addr = f"{found[0]}:{found[1]}"
+            if isinstance(found, tuple) and not master_addr:
+                host_of_master = found[0].decode() if isinstance(found[0], bytes) else found[0]
+                master_addr = f"{host_of_master}:{found[1]}"
                 replicas = [{"address": f"{s['ip']}:{s['port']}",
                              "state": "down" if ("s_down" in s["flags"] or
                                                  "o_down" in s["flags"]) else "up"}

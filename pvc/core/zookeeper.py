@@ -127,6 +127,36 @@ def answers_four_letter_word(host: str, port: int, word: str, timeout: float = 3
         b"not executed" not in answer
 
 
+def member_mode(host: str, port: int, timeout: float = 1.0) -> str:
+    """What one server says it is (`srvr`): "leader", "follower", "standalone"; "not
+    serving" when it answers without a quorum, "down" when it does not answer."""
+    import socket
+    answer = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"srvr")
+            while chunk := s.recv(1024):
+                answer += chunk
+    except OSError:
+        return "down" if not answer else "not serving"
+    for line in answer.decode(errors="replace").splitlines():
+        if line.startswith("Mode: "):
+            return line.split(":", 1)[1].strip()
+    return "not serving"
+
+
+def member_modes(hosts: str, timeout: float = 1.0) -> dict[str, str]:
+    """Every server of a connection string and its mode (member_mode), in order."""
+    out = {}
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        out[item.strip()] = member_mode(host, int(port), timeout)
+    return out
+
+
+SERVING_MODES = ("leader", "follower", "standalone")
+
+
 def backoff(delay: float) -> float:
     """The next retry delay: doubled, capped, with jitter so retrying clients spread out."""
     return min(delay * 2, 0.5) * random.uniform(0.5, 1.5)

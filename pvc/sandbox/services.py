@@ -143,18 +143,9 @@ def zookeeper_spec(base: Path, port: int, users: dict[str, str],
 
 
 def zk_serving(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether the server serves requests (`srvr` says its mode: standalone, leader,
-    follower; a member without a quorum says it is not serving)."""
-    import socket
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"srvr")
-            answer = b""
-            while chunk := s.recv(1024):
-                answer += chunk
-    except OSError:
-        return False
-    return b"Mode: " in answer
+    """Whether the server serves requests (standalone, or a member with a quorum)."""
+    from pvc.core import zookeeper
+    return zookeeper.member_mode(host, port, 0.5) in zookeeper.SERVING_MODES
 
 
 # ------------------------------------------------------------------------------ Redis

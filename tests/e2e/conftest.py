@@ -21,6 +21,14 @@ SANDBOX_ENV = {"PVC_SANDBOX_DIR": "/run/pvc/test-sandbox"}
 OFFSET = "1000"
 
 
+UNAVAILABLE = 4     # pvc's exit code for "a server did not answer; nothing changed"
+
+
+class ServerBusy(AssertionError):
+    """pvc said a server it needs did not answer (ZooKeeper electing a leader, the broker
+    failing over): a poll asks again, anything else fails on it."""
+
+
 class Pvc:
     """Runs pvc against one sandbox."""
 
@@ -32,12 +40,21 @@ class Pvc:
                  env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         res = run_pvc(*args, env={**self.env, **(env_extra or {})}, timeout=timeout)
         assert "Traceback" not in res.stderr, res.stderr
+        if ok and res.returncode == UNAVAILABLE:
+            raise ServerBusy(f"pvc {' '.join(args)}: {res.stderr}")
         if ok:
             assert res.returncode == 0, f"pvc {' '.join(args)}: {res.stderr}"
         return res
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "--format", "json").stdout)
+
+    def cluster_status(self) -> dict[str, Any]:
+        """`cluster status` as JSON, healthy or not (its exit code says which)."""
+        res = self("cluster", "status", "--format", "json", ok=False)
+        if res.returncode == UNAVAILABLE:
+            raise ServerBusy(f"pvc cluster status: {res.stderr}")
+        return dict(json.loads(res.stdout))
 
     def error(self, *args: str) -> str:
         """Run a command that must fail with one clear line on stderr."""
@@ -112,7 +129,12 @@ def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> 
     holds; fail with `what` after timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except ServerBusy:
+            if time.monotonic() > deadline:
+                raise
+            value = None          # a server between two masters: not yet
         if value:
             return value
         if time.monotonic() > deadline:

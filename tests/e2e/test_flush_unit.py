@@ -5,7 +5,6 @@ whole-cluster shutdown (units stopped in reverse order) moves nothing and every 
 where it was."""
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -91,7 +90,7 @@ def test_a_whole_cluster_shutdown_moves_nothing_and_boot_brings_everything_back(
         f: Faults) -> None:
     before = f.where()
     f.pvc("cluster", "shutdown", "--reason", "power work")
-    status = json.loads(f.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+    status = f.pvc.cluster_status()
     assert status["shutdown"]["reason"] == "power work"
     for node in reversed(f.nodes):                   # as the nodes go down, one by one
         stop = systemd_runs(f, node, "ExecStop")
@@ -103,6 +102,6 @@ def test_a_whole_cluster_shutdown_moves_nothing_and_boot_brings_everything_back(
         start = systemd_runs(f, node, "ExecStart")
         assert start.returncode == 0, start.stderr
     assert f.where() == before                       # each VM where it was, once
-    status = json.loads(f.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+    status = f.pvc.cluster_status()
     assert status["shutdown"] is None
     f.settled()

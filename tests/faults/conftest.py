@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pvc.hypervisor.adapter import LibvirtHypervisor
+from pvc.sandbox import roles
 from pvc.sandbox import sandbox as sb
 from tests.e2e.conftest import Pvc, sandbox, wait_until
 
@@ -72,6 +73,13 @@ class Faults:
         old = self.signal(program, signal.SIGKILL, group=True)
         self.layout.supervisor.wait_restarted(program, old)
 
+    def dead(self, program: str) -> None:
+        """SIGKILL to the program and its children, and left dead (as on a node whose power
+        went): frozen first so that it runs no handler, the supervisor told to leave it."""
+        pgid = os.getpgid(self.signal(program, signal.SIGSTOP))
+        self.layout.supervisor.stop_program(program, wait=False)
+        os.killpg(pgid, signal.SIGKILL)
+
     def restarts(self, program: str) -> int:
         return int(self.layout.supervisor.programs()[program]["restarts"])
 
@@ -107,7 +115,7 @@ class Faults:
         ops = self.pvc.json("task", "list", "--limit", "1000")
         out += [f"operation {o['id']} {o['state']}" for o in ops
                 if o["state"] in ("queued", "waiting-for-lock", "running")]
-        status = json.loads(self.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+        status = self.pvc.cluster_status()
         return out + status["reasons"]
 
     def settled(self, timeout: float = SETTLE_TIMEOUT) -> None:
@@ -164,17 +172,26 @@ class Faults:
         return str(redis_client.status(configmod.load(self.layout.client_config))["master"])
 
     def redis_master_node(self) -> str:
-        address = self.redis_master().rsplit(":", 1)[0]
-        return next(n for i, n in enumerate(self.nodes, 1)
-                    if self.layout.net.node_address(i) == address)
+        return roles.redis_master_node(self.layout, self.nodes)
 
-    def redis(self, *args: str) -> str:
-        """A command to the broker's master (redis-cli, from the host)."""
+    def redis(self, *args: str, at: str = "") -> str:
+        """A command to the broker's master, or to the Redis or Sentinel at host:port
+        (redis-cli, from the host)."""
         password = self.layout.secret("redis.password").read_text().strip()
-        host, port = self.redis_master().rsplit(":", 1)
+        host, port = (at or self.redis_master()).rsplit(":", 1)
         return subprocess.run(["redis-cli", "-h", host, "-p", port, "--no-auth-warning",
                                "-a", password, *args], capture_output=True, text=True,
                               check=True, timeout=10).stdout
+
+    @property
+    def coordinators(self) -> list[str]:
+        return roles.coordinators(self.layout, self.nodes)
+
+    def zookeeper_leader(self) -> str:
+        return roles.zookeeper_leader(self.layout, self.nodes)
+
+    def make_redis_master(self, node: str) -> None:
+        roles.make_redis_master(self.layout, self.nodes, node)
 
     def redis_blocked_reads(self, pid: int, node: str) -> int:
         """How many of process pid's Redis connections (from node's network namespace) are
@@ -208,9 +225,10 @@ def _field(client: str, name: str) -> str:
 
 @contextmanager
 def settled_sandbox(name: str, offset: str, vms: int, database: bool = False,
-                    env: dict[str, str] | None = None) -> Iterator[Faults]:
-    """A 3-node test-driver sandbox, settled before it is handed out."""
-    with sandbox(name, offset, "test", 3, vms, env, database=database) as pvc:
+                    env: dict[str, str] | None = None, nodes: int = 3) -> Iterator[Faults]:
+    """A test-driver sandbox (the first three nodes coordinators), settled before it is
+    handed out."""
+    with sandbox(name, offset, "test", nodes, vms, env, database=database) as pvc:
         f = Faults(pvc)
         try:
             f.settled()
@@ -221,7 +239,8 @@ def settled_sandbox(name: str, offset: str, vms: int, database: bool = False,
 
 @pytest.fixture(scope="session")
 def faults() -> Iterator[Faults]:
-    with settled_sandbox(NAME, OFFSET, VMS) as f:
+    # three coordinators and a hypervisor: two nodes can die and leave ZooKeeper a quorum
+    with settled_sandbox(NAME, OFFSET, VMS, nodes=4) as f:
         yield f
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.faults
 
 
 def status(f: Faults) -> dict:
-    return json.loads(f.pvc("cluster", "status", "--format", "json", ok=False).stdout)
+    return f.pvc.cluster_status()
 
 
 def test_unflush_never_takes_vms_out_of_a_dead_node(cluster_ok: Faults) -> None:
