@@ -109,5 +109,7 @@ def status(port_offset: int, fmt: str) -> None:
         for name, p in sorted(st["processes"].items()):
             restarts = f", restarted {p['restarts']}x" if p["restarts"] else ""
             click.echo(f"  {name:<14} {p['state'].lower():<9} pid {p['pid']}{restarts}")
+        for node, members in st["control_plane"].items():
+            click.echo(f"  {node}: ZooKeeper {members['zookeeper']}, Redis {members['redis']}")
     if not st["running"] or not st.get("healthy", False):
         sys.exit(1 if st["running"] else 0)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The secrets docker-compose.yml hands to its containers at run time (never into an image):
 # the sandbox's (redis.password, zookeeper.auth, flower.password), Patroni's ZooKeeper login
-# and REST API login, ZooKeeper's JAAS file of both logins, the database's. Made once, 0600.
+# and REST API login, the database's. Made once, 0600. (Each ZooKeeper member writes its JAAS
+# file of both logins itself, from these.)
 # Also writes ../.env naming this directory: without it `docker-compose config` fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,14 +15,5 @@ new() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 [ -s secrets/patroni-rest.auth ] || echo "patroni:$(new)" > secrets/patroni-rest.auth
 [ -s secrets/flower.password ] || new > secrets/flower.password
 [ -s secrets/database.password ] || new > secrets/database.password
-{
-    echo "Server {"
-    echo "    org.apache.zookeeper.server.auth.DigestLoginModule required"
-    for f in secrets/zookeeper.auth secrets/patroni-zookeeper.auth; do
-        IFS=: read -r user password < "$f"
-        echo "    user_${user}=\"${password}\""
-    done
-    echo "};"
-} > secrets/zookeeper.jaas
 echo "PVC_SECRETS=./docker/secrets" > ../.env
 echo "secrets in $(pwd)/secrets"

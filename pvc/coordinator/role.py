@@ -13,7 +13,9 @@ phases of HANDOFF, each advanced by whoever it names, in the seed's order:
 
 The old primary stops its services, the new one takes the floating IP (gratuitous ARP), the old
 one waits `handoff_delay` (ARP caches settle) and lets the IP and /primary go, the new one takes
-/primary, the operation moves the database leader, the new primary starts its services.
+/primary, the operation records the database leader moved (it began moving it as soon as the
+old primary's services stopped, in parallel with the IP's steps), the new primary starts its
+services.
 While a handoff is in flight only its target may take a free /primary (as long as its daemon
 lives); a handoff that stops moving for HANDOFF_STALE seconds, or whose new primary's daemon
 is gone before the old one let go, is abandoned and each side goes back to what it was. If the

@@ -1,12 +1,14 @@
 """Switchover: `pvc node primary NODE` (and `secondary`), an operation like every other, run
 by the new primary's worker. It starts the handoff (pvc.coordinator.role), follows its phases
-into the operation record, moves the database leader when its turn comes, and ends when the
-new primary serves. And `db.switchover`: the database leader follows the primary.
+into the operation record, moves the database leader meanwhile (from the moment the old
+primary's services have stopped; its result is the primary-taken → database-moved step),
+and ends when the new primary serves. And `db.switchover`: the database leader follows the primary.
 """
 from __future__ import annotations
 
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pvc.coordinator.patroni import Member, Patroni, PatroniError
@@ -84,18 +86,25 @@ def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> s
             return outcome
         _start_handoff(ctx.cluster, op_id, holder or "", target)
         phases = _PhaseWatch(ctx.cluster)
+        moving = ThreadPoolExecutor(1, thread_name_prefix="database-switchover")
         try:
+            # The database moves while the floating IP does (its order, with the ARP wait,
+            # is the seed's; the database need not wait for it): once the old primary's
+            # services, the aggregator among them, have stopped writing.
+            phases.until(Phase.SERVICES_STOPPED, run)
+            database = moving.submit(follow_database, ctx.config, ctx.cluster, target,
+                                     run.progress)
             phases.until(Phase.PRIMARY_TAKEN, run)
-            database = follow_database(ctx.config, ctx.cluster, target, run.progress)
-            advance(ctx.cluster, Phase.PRIMARY_TAKEN, database)
+            advance(ctx.cluster, Phase.PRIMARY_TAKEN, database.result())
             phases.until(Phase.DONE, run)
         except PvcError:
             _abandon(ctx.cluster, op_id)
             raise
         finally:
+            moving.shutdown(wait=True)
             phases.close()
         _finish_handoff(ctx.cluster, op_id)
-        outcome = f"{target} is the primary (was {holder or 'nobody'}); {database}"
+        outcome = f"{target} is the primary (was {holder or 'nobody'}); {database.result()}"
         run.succeed(outcome)
         return outcome
 

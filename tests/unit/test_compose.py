@@ -50,18 +50,25 @@ def test_compose_catches_a_mistake(tmp_path: Path) -> None:
 
 
 def test_the_nodes_are_the_sandboxs() -> None:
+    """Three coordinator nodes, and the control plane on them: no ZooKeeper or Redis of its
+    own that would outlive a node."""
     services = resolved()["services"]
     nodes = {s["hostname"]: s for s in services.values() if s.get("hostname")}
     assert sorted(nodes) == sb.node_names(3)
+    addresses = []
     for name, svc in nodes.items():
-        assert svc["environment"]["PVC_NODE_NAME"] == name
+        env = svc["environment"]
+        assert env["PVC_NODE_NAME"] == name
+        assert env["PVC_COORDINATORS"].split(",") == sorted(nodes)
+        addresses.append(env["PVC_NODE_ADDRESS"])
         assert svc["privileged"] is True
         assert svc["healthcheck"]["test"]
-        assert {d: c["condition"] for d, c in svc["depends_on"].items()} == \
-            {"zookeeper": "service_healthy", "redis": "service_healthy"}
         db = DatabaseConfig()
-        assert {str(db.patroni_port), str(db.postgres_port)} <= set(svc["expose"])
-    assert {"zookeeper", "redis", "flower"} <= set(services)
+        assert {"2181", "2888", "3888", "6379", "26379", str(db.patroni_port),
+                str(db.postgres_port)} <= set(svc["expose"])
+    assert all(svc["environment"]["PVC_COORDINATOR_ADDRESSES"].split(",") == addresses
+               for svc in nodes.values())
+    assert set(services) == {*(n for n in services if n.startswith("node")), "flower"}
 
 
 def test_ports_and_secrets_match_the_sandbox() -> None:
@@ -73,15 +80,27 @@ def test_ports_and_secrets_match_the_sandbox() -> None:
             host_ip, public, _target = port.split("/")[0].split(":")
             assert host_ip == "127.0.0.1", (name, port)   # nothing beyond loopback
             published[name] = int(public)
-    assert published == {"zookeeper": layout.zk_port, "redis": layout.redis_port,
-                         "flower": layout.flower_port}
+    assert published == {"flower": layout.flower_port}
     files = {Path(s["file"]).name for s in data["secrets"].values()}
     sandbox_secrets = {layout.secret(n).name for n in
                        ("redis.password", "zookeeper.auth", "flower.password")}
     assert sandbox_secrets <= files
-    assert "redis_password" in data["services"]["redis"]["secrets"][0]["source"]
-    assert "--requirepass" in " ".join(data["services"]["redis"]["command"])
-    assert "--appendonly yes" in " ".join(data["services"]["redis"]["command"])
+
+
+def test_a_coordinator_container_runs_the_control_plane() -> None:
+    """The entrypoint's coordinator programs, from the sandbox's own specs: a ZooKeeper
+    member of the ensemble, a guarded Redis replica of the first coordinator, a Sentinel,
+    and pvc's configuration names every member and Sentinel."""
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    for call in ("services.zookeeper_spec(", "services.redis_spec(", "services.sentinel_spec(",
+                 "services.patroni_spec("):
+        assert call in entrypoint
+    assert 'hosts: "$(list 2181)"' in entrypoint and 'sentinels: "$(list 26379)"' in entrypoint
+    listed = subprocess.run(
+        ["bash", "-c", 'PVC_COORDINATOR_ADDRESSES=10.0.0.1,10.0.0.2; ' +
+         next(line for line in entrypoint.splitlines() if line.startswith("list()")) +
+         '; list 2181'], capture_output=True, text=True, check=True).stdout.strip()
+    assert listed == "10.0.0.1:2181,10.0.0.2:2181"
 
 
 def test_the_image_is_built_with_the_projects_setup_script() -> None:
