@@ -5,6 +5,10 @@
     submitted right away has finished.
   * Redis restarted: time from the restart until an operation submitted right after it has
     finished.
+  * the broker's master killed for good (as with its node's power): time until the
+    Sentinels name a new master, and until an operation submitted just before the kill, and
+    one submitted at the kill (retried while the CLI would say "cannot reach Redis"), have
+    finished; how many submissions failed meanwhile.
 
 Measured on a test-driver sandbox (3 nodes), from this process's own clients. Target: fully
 operational within 2 s of ZooKeeper returning.
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_SANDBOX_DIR, BenchSandbox, record, summary_ms
+from bench.common import BENCH_OFFSET, BENCH_SANDBOX_DIR, BenchSandbox, record, summary_ms
 
 ROUNDS = 3
 SESSION = 4.0
@@ -84,6 +88,7 @@ def main() -> None:
             sup.start_program(master)
             _operation_through(sb, c, "demo2")
             redis_through.append(time.perf_counter() - t0)
+        failovers = [master_killed(sb, c) for _ in range(ROUNDS)]
         c.close()
     record("recovery after ZooKeeper session expiry", {
         "every node running with its workers registered": summary_ms(registered),
@@ -92,16 +97,68 @@ def main() -> None:
     record("recovery after a Redis restart", {
         "restart → first operation finished": summary_ms(redis_through),
     })
+    record("the broker's master killed (Sentinel failover), seconds from the kill", {
+        "the Sentinels name a new master": [round(f["promoted"], 2) for f in failovers],
+        "a submission at the kill accepted (retried inside pvc)":
+            [round(f["submitted"], 2) for f in failovers],
+        "submissions that failed meanwhile (exit 4, nothing changed)":
+            [f["failed"] for f in failovers],
+        "operation submitted just before the kill: finished":
+            [round(f["before"], 2) for f in failovers],
+        "operation submitted at the kill: finished": [round(f["at"], 2) for f in failovers],
+    }, "nothing lost: the message is replicated, or the sweep sends it again")
 
 
 def _redis_master_program(sb: Any) -> str:
-    """The supervised program of the broker's current master (a Redis on each coordinator,
-    listed in the coordinators' order, as their Sentinels are)."""
+    """The supervised program of the broker's current master."""
+    from pvc.sandbox import roles
+    from pvc.sandbox.sandbox import Layout, State
+    layout = Layout(Path(BENCH_SANDBOX_DIR), int(BENCH_OFFSET))
+    nodes = State.load(layout).nodes   # type: ignore[union-attr]
+    return f"redis-{roles.redis_master_node(layout, nodes)}"
+
+
+def master_killed(sb: BenchSandbox, c: Any) -> dict[str, float]:
+    """One failover: the master frozen, left stopped, killed (no clean shutdown)."""
     from pvc.core import redis_client
-    cfg = sb.config()
-    master = redis_client.status(cfg)["master"].rsplit(":", 1)[0]
-    hosts = [s.rsplit(":", 1)[0] for s in cfg.cluster.redis.sentinels.split(",")]
-    return f"redis-{cfg.cluster.coordinators[hosts.index(master)]}"
+    from pvc.core.errors import Unavailable
+    from pvc.operations.requests import abandon
+    from pvc.sandbox.supervisor import Supervisor
+    from pvc.vm import lifecycle
+    from tasks.client import submit
+    sup = Supervisor(Path(BENCH_SANDBOX_DIR))
+    master = _redis_master_program(sb)
+    old = redis_client.status(sb.config())["master"]
+    before = lifecycle.request(c, "demo3", "restart")
+    submit(sb.config(), before.op)
+    pid = int(sup.info(master)["pid"])
+    t0 = time.perf_counter()
+    os.kill(pid, signal.SIGSTOP)
+    sup.stop_program(master, wait=False)
+    os.kill(pid, signal.SIGKILL)
+    failed = 0
+    while True:
+        at = lifecycle.request(c, "demo4", "restart")
+        try:
+            submit(sb.config(), at.op)
+            break
+        except Unavailable:
+            failed += 1
+            abandon(c, at.op, "not submitted: the broker is failing over")
+    submitted = time.perf_counter() - t0
+    while redis_client.status(sb.config())["master"] in ("", old):
+        time.sleep(0.05)   # sampling the Sentinels from outside
+    promoted = time.perf_counter() - t0
+    done = {}
+    for name, req in (("before", before), ("at", at)):
+        c.store.wait_for(c.schema.operation(req.op.id),
+                         lambda r: r["state"] == "succeeded", 120)
+        done[name] = time.perf_counter() - t0
+    sup.start_program(master)
+    while any(r["state"] != "up" for r in redis_client.status(sb.config())["replicas"]) or \
+            len(redis_client.status(sb.config())["replicas"]) < 2:
+        time.sleep(0.1)   # the old master back as a replica before the next round
+    return {"promoted": promoted, "submitted": submitted, "failed": failed, **done}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pvc.core import config as configmod
 from pvc.core.config import Config
 
 LEASE_SECONDS = 10
+UNACKED_MUTEX_SECONDS = 5   # a restore of the unacked messages takes milliseconds
 
 app = Celery("pvc", set_as_current=True)
 
@@ -47,7 +48,12 @@ def settings(cfg: Config) -> dict[str, Any]:
     r = cfg.cluster.redis
     transport: dict[str, Any] = {
         "visibility_timeout": LEASE_SECONDS, "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1, "socket_connect_timeout": 3, "socket_timeout": 10,
+        "unacked_restore_throttle": 1,
+        # a worker killed while it restores unacked messages leaves kombu's mutex behind:
+        # nobody restores anything until it expires (kombu's default: 300 s, during which a
+        # dead worker's operation is neither redelivered nor resent by the sweep, which sees
+        # its message unacked in the broker)
+        "unacked_mutex_expire": UNACKED_MUTEX_SECONDS, "socket_connect_timeout": 3, "socket_timeout": 10,
         "socket_keepalive": True, "health_check_interval": 5, "retry_on_timeout": True}
     results: dict[str, Any] = {"socket_connect_timeout": 3}
     url = redis_url

@@ -134,9 +134,8 @@ class Faults:
     @contextmanager
     def client(self) -> Iterator[Any]:
         """A connection to the sandbox's cluster, for watching it from the test."""
-        from pvc.core import config as configmod
         from pvc.core.cluster import Cluster
-        c = Cluster.connect(configmod.load(self.layout.client_config))
+        c = Cluster.connect(self.config())
         try:
             yield c
         finally:
@@ -165,11 +164,15 @@ class Faults:
         role = program.split("-", 1)[0]
         return (self.layout.node_dir(node) / f"{role}.log").read_text(errors="replace")
 
+    def config(self) -> Any:
+        """The sandbox's client configuration."""
+        from pvc.core import config as configmod
+        return configmod.load(self.layout.client_config)
+
     def redis_master(self) -> str:
         """The broker's master's address, as the Sentinels say."""
-        from pvc.core import config as configmod
         from pvc.core import redis_client
-        return str(redis_client.status(configmod.load(self.layout.client_config))["master"])
+        return str(redis_client.status(self.config())["master"])
 
     def redis_master_node(self) -> str:
         return roles.redis_master_node(self.layout, self.nodes)
