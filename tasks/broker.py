@@ -33,10 +33,23 @@ class RedisBroker:
             raise Unavailable(f"cannot reach Redis {redisconn.where(self.cfg)}: {e}") \
                 from None
 
+    def _lists(self, node: str) -> list[str]:
+        """The node queue's lists of waiting messages (one per priority step)."""
+        queue = queue_for(node)
+        return [queue] + [k.decode() for k in
+                          self.redis.scan_iter(f"{queue}{PRIORITY_SEPARATOR}*")]
+
+    def next_waiting(self, node: str) -> str:
+        """The id of the message a consumer of node's queue would take next ("" if none
+        waits): kombu pushes at the head of a list and pops from its tail."""
+        for name in self._lists(node):
+            last = self.redis.lindex(name, -1)
+            if last is not None:
+                return _task_id(last)
+        return ""
+
     def _holds(self, op: Operation) -> bool:
-        queue = queue_for(op.node)
-        lists = [queue] + [k.decode() for k in
-                           self.redis.scan_iter(f"{queue}{PRIORITY_SEPARATOR}*")]
+        lists = self._lists(op.node)
         for name in lists:
             if any(_task_id(raw) == op.id for raw in self.redis.lrange(name, 0, -1)):
                 return True

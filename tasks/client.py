@@ -1,6 +1,7 @@
 """Submitting operations to their node's queue (used by the CLI)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pvc.core.config import Config
@@ -31,29 +32,35 @@ def client_app(cfg: Config) -> Any:
     return _apps[key]
 
 
+FAILOVER_WAIT = 10.0   # seconds a submission keeps asking the Sentinels for a master
+
+
 def submit(cfg: Config, op: Operation) -> None:
+    """Send the operation's message. A lone Redis that does not answer is down: said within
+    a second. With Sentinels the broker may be failing over (its master declared down after
+    a few seconds, then a replica promoted): asked again for up to FAILOVER_WAIT."""
     from kombu.exceptions import OperationalError
-    try:
-        client_app(cfg).send_task(
-            op.task, args=[op.target_id, op.id], task_id=op.id, queue=queue_for(op.node),
-            # what Flower shows as the task's arguments: names, not only ids
-            argsrepr=f"{op.kind} {op.target} (id {op.target_id}), operation {op.id}",
-            kwargsrepr=f"requested by {op.requested_by}"
-                       + (f": {op.reason}" if op.reason else ""),
-            retry=True, retry_policy=_retry_policy(cfg))
-    except (OperationalError, OSError) as e:
-        from pvc.core.redis_client import where
-        raise Unavailable(f"cannot reach Redis {where(cfg)}: {_first_line(e)}") from None
+    deadline = time.monotonic() + (FAILOVER_WAIT if cfg.cluster.redis.sentinels else 0.0)
+    while True:
+        try:
+            _send(cfg, op)
+            return
+        except (OperationalError, OSError) as e:
+            if time.monotonic() >= deadline:
+                from pvc.core.redis_client import where
+                raise Unavailable(f"cannot reach Redis {where(cfg)}: {_first_line(e)}") \
+                    from None
+            time.sleep(0.5)   # the Sentinels elect a new master meanwhile
 
 
-def _retry_policy(cfg: Config) -> dict[str, float]:
-    """A lone Redis that does not answer is down: say so within a second. With Sentinels it
-    may be failing over (a master is declared down after 2 s, a replica promoted within
-    about 2 more): keep asking them for the master long enough to ride that out."""
-    if cfg.cluster.redis.sentinels:
-        return {"max_retries": 12, "interval_start": 0, "interval_step": 0.5,
-                "interval_max": 1.0}
-    return {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+def _send(cfg: Config, op: Operation) -> None:
+    client_app(cfg).send_task(
+        op.task, args=[op.target_id, op.id], task_id=op.id, queue=queue_for(op.node),
+        # what Flower shows as the task's arguments: names, not only ids
+        argsrepr=f"{op.kind} {op.target} (id {op.target_id}), operation {op.id}",
+        kwargsrepr=f"requested by {op.requested_by}" + (f": {op.reason}" if op.reason else ""),
+        retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                                  "interval_max": 0.5})
 
 
 def _first_line(e: Exception) -> str:

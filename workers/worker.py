@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any
 
 from pvc.operations.registry import queue_for
 from workers.common import load_config
@@ -15,23 +17,38 @@ def main(argv: list[str] | None = None) -> None:
     # Pool children load the node context from the same file.
     os.environ["PVC_CONFIG"] = os.path.abspath(cfg.source)
 
-    from celery.signals import worker_process_init
+    from celery.signals import worker_process_init, worker_ready, worker_shutdown
+    from celery.worker import state
 
     from tasks.app import configure, refuse_remote_control
     from tasks.context import node_context
+    from tasks.watchdog import EXIT_STALLED, ConsumerWatchdog, quiet_broker_hiccups
 
     app = configure(cfg)
     refuse_remote_control()
+    quiet_broker_hiccups()
+    watchdog = ConsumerWatchdog(cfg, lambda: bool(state.active_requests or
+                                                  state.reserved_requests))
 
     @worker_process_init.connect
     def _connect(**_kw: object) -> None:
         node_context()  # connect ZooKeeper and libvirt before the first task, not during it
 
+    worker_ready.connect(lambda **_kw: watchdog.start(), weak=False)
+    worker_shutdown.connect(lambda **_kw: watchdog.stop(), weak=False)
     name = cfg.node.name
+    try:
+        _run(app, name, cfg.node.worker_concurrency)
+    finally:
+        if watchdog.fired.is_set():
+            sys.exit(EXIT_STALLED)
+
+
+def _run(app: Any, name: str, concurrency: int) -> None:
     app.worker_main([
         # pvc.default: what was sent without a queue (by hand) is refused or forwarded there
         "worker", "--queues", f"{queue_for(name)},pvc.default", "--hostname", f"{name}@%h",
-        "--concurrency", str(cfg.node.worker_concurrency), "--pool", "prefork",
+        "--concurrency", str(concurrency), "--pool", "prefork",
         "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ])
 

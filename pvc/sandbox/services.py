@@ -178,7 +178,10 @@ def redis_spec(base: Path, port: int, password: str,
             "save \"\"\n"
             "appendonly yes\nappendfsync always\n"
             f"dir {base}\nlogfile {base}/redis.log\nrequirepass {password}\n"
-            f"masterauth {password}\nreplica-announce-ip {addresses[0]}\n")
+            f"masterauth {password}\nreplica-announce-ip {addresses[0]}\n"
+            # a replica (re)joining is fed at once: a guarded master refuses writes until
+            # one follows it, so Redis's default 5 s wait for more replicas is 5 s refused
+            "repl-diskless-sync-delay 0\n")
     if replica_of:
         text += f"replicaof {replica_of} {port}\n"
     if guarded:
