@@ -123,3 +123,25 @@ def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> N
     vm = cluster.vm("web1").value
     assert vm.state == "stop" and cluster.vm_operation(vm.uuid) is None
     assert cluster.operation(req.op.id).state == "failed"
+
+
+def test_the_consumer_watchdog_sees_a_message_nobody_takes(services, zk_root) -> None:
+    """The same message next in the node's queue at two looks, with the worker idle: stalled
+    (kombu's message format, in the real Redis). Busy, or the message taken: not stalled."""
+    from pvc.operations import records
+    from tasks.broker import RedisBroker
+    from tasks.watchdog import ConsumerWatchdog
+    cfg = make_config(services, zk_root, "hv9")       # a node with no worker at all
+    busy = [False]
+    dog = ConsumerWatchdog(cfg, lambda: busy[0])
+    assert not dog.stalled()                          # nothing waits
+    op = records.new_operation("vm.start", "idle1", "0" * 32, "hv9", "")
+    submit(cfg, op)                                   # its message, as the CLI sends it
+    assert RedisBroker(cfg).next_waiting("hv9") == op.id
+    assert not dog.stalled()                          # first look
+    busy[0] = True
+    assert not dog.stalled()                          # a task runs: it waits its turn
+    busy[0] = False
+    assert dog.stalled()                              # the same, next, and nothing runs
+    RedisBroker(cfg).redis.delete("pvc.node.hv9")     # taken (or lost): nothing waits
+    assert not dog.stalled()
