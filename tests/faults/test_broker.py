@@ -24,9 +24,17 @@ def worker_frozen(f: Faults, node: str) -> Iterator[None]:
     """The worker's main process stops consuming (SIGSTOP); its pool processes stay
     registered, so requests are accepted and wait in the queue. Entered once Redis no longer
     holds a blocking read of the frozen process (it would take the next message)."""
-    # the check can see such a read: the running worker is caught in one
-    until("the worker's blocking read", lambda: f.redis_blocked_reads(
-        f.pid(f"worker-{node}"), node) > 0, 10)
+    # the check can see such a read: the running worker is caught in one. After an earlier
+    # test moved or restarted the broker's master, an idle worker may hold none (kombu's
+    # stalled consumer, which its watchdog ends once a message waits): an operation through
+    # it first makes it consume again
+    try:
+        until("the worker's blocking read", lambda: f.redis_blocked_reads(
+            f.pid(f"worker-{node}"), node) > 0, 10)
+    except AssertionError:
+        f.pvc("vm", "restart", vm_on(f, node), "--wait", "--wait-timeout", "60")
+        until("the worker's blocking read", lambda: f.redis_blocked_reads(
+            f.pid(f"worker-{node}"), node) > 0, 10)
     with f.paused(f"worker-{node}") as pid:
         until("the frozen worker's pending read to expire",
               lambda: f.redis_blocked_reads(pid, node) == 0, 10)

@@ -113,7 +113,7 @@ def test_a_minority_member_of_the_ensemble_silent_changes_nothing(cluster_ok: Fa
     the quorum serves, operations run; continued, it rejoins as a follower."""
     from pvc.sandbox import services
     f = cluster_ok
-    member = f"zookeeper-{f.nodes[-1]}"
+    member = f"zookeeper-{f.coordinators[-1]}"
     address = f.layout.zk_members(f.nodes)[-1]
     with f.paused(member):
         vm = f.vm_names()[0]
