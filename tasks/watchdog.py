@@ -76,19 +76,22 @@ class ConsumerWatchdog:
 
 
 class BrokerHiccupsInOneLine(logging.Filter):
-    """kombu's event loop logs a timer's error with its traceback. A Redis master refusing a
-    write for a moment (NOREPLICAS while its replicas reconnect, READONLY once demoted, a
-    connection lost in a failover) is the broker's weather, not a bug: one line, which
-    kombu's reconnection follows."""
+    """kombu's event loop logs a timer's error with its traceback, and Celery's consumer its
+    "frequent restarts" pause with one. A Redis master refusing writes for a moment
+    (NOREPLICAS while its replicas reconnect, READONLY once demoted, a connection lost in a
+    failover) is the broker's weather, not a bug: one line each, which the reconnection
+    follows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from billiard.exceptions import RestartFreqExceeded
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, redis.RedisError):
+        if isinstance(exc, (redis.RedisError, RestartFreqExceeded)):
             record.exc_info = None
             record.exc_text = None
         return True
 
 
 def quiet_broker_hiccups() -> None:
-    logging.getLogger("kombu.asynchronous.hub").addFilter(BrokerHiccupsInOneLine())
+    for name in ("kombu.asynchronous.hub", "celery.worker.consumer.consumer"):
+        logging.getLogger(name).addFilter(BrokerHiccupsInOneLine())
 
