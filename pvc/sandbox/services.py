@@ -33,6 +33,8 @@ class ProcessSpec:
     log: Path
     env: dict[str, str] | None = None      # added to the environment it inherits
     cwd: Path | None = None
+    private: bool = False                  # what it writes is its own (umask 077): a server
+                                           # that rewrites a file holding a password
 
 
 def spawn(spec: ProcessSpec) -> int:
@@ -187,7 +189,8 @@ def redis_spec(base: Path, port: int, password: str,
     if guarded:
         text += "min-replicas-to-write 1\nmin-replicas-max-lag 10\n"
     write_private(conf, text)
-    return ProcessSpec(name, ["redis-server", str(conf)], base / "stdout.log")
+    base.chmod(0o700)
+    return ProcessSpec(name, ["redis-server", str(conf)], base / "stdout.log", private=True)
 
 
 SENTINEL_MASTER = "pvc"
@@ -209,7 +212,9 @@ def sentinel_spec(base: Path, port: int, address: str, master: str, redis_port: 
                         f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
                         f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
                         f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n")
-    return ProcessSpec(name, ["redis-server", str(conf), "--sentinel"], base / "stdout.log")
+    base.chmod(0o700)
+    return ProcessSpec(name, ["redis-server", str(conf), "--sentinel"], base / "stdout.log",
+                       private=True)
 
 
 # ------------------------------------------------------------------------------ libvirtd

@@ -155,6 +155,8 @@ def _program(spec: ProcessSpec) -> str:
              "stdout_logfile_backups=1"]
     if spec.cwd is not None:
         lines.append(f"directory={spec.cwd}")
+    if spec.private:
+        lines.append("umask=077")
     if spec.env:
         pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(spec.env.items())
                          if _plain(k))
