@@ -45,7 +45,11 @@ def _operation_through(sb: BenchSandbox, c: Any, vm: str) -> None:
     from pvc.vm import lifecycle
     from tasks.client import submit
     while True:
-        req = lifecycle.request(c, vm, "restart")
+        try:
+            req = lifecycle.request(c, vm, "restart")
+        except Unavailable:      # its node's worker starting again: not yet
+            time.sleep(0.1)
+            continue
         try:
             submit(sb.config(), req.op)
             break
@@ -138,7 +142,11 @@ def master_killed(sb: BenchSandbox, c: Any) -> dict[str, float]:
     os.kill(pid, signal.SIGKILL)
     failed = 0
     while True:
-        at = lifecycle.request(c, "demo4", "restart")
+        try:
+            at = lifecycle.request(c, "demo4", "restart")
+        except Unavailable:      # a worker starting again: not yet
+            time.sleep(0.1)
+            continue
         try:
             submit(sb.config(), at.op)
             break
