@@ -14,9 +14,9 @@ Measured on a test-driver sandbox (3 nodes, the database on, fencing as the sand
 """
 from __future__ import annotations
 
-import subprocess
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bench.bench_coordinators import POLL, Probe
 from bench.common import BenchSandbox, record
@@ -43,15 +43,36 @@ def all_in_one(sb: BenchSandbox, probe: Probe) -> str:
     """Make the ZooKeeper leader the primary (so the database leader) and the broker's
     master too."""
     from pvc.sandbox import roles
-    leader = roles.zookeeper_leader(probe.layout, probe.nodes)
+    leader = roles.zookeeper_leader(probe.layout)
     assert leader, "no ZooKeeper leader"
     if probe.primary() != leader:
         sb.pvc("node", "primary", leader, "--wait")
-    roles.make_redis_master(probe.layout, probe.nodes, leader)
+    roles.make_redis_master(probe.layout, leader)
+    assert probe.primary() == leader and roles.redis_master_node(probe.layout) == leader
     return leader
 
 
+def _watch(found: dict[str, float], name: str, condition: Callable[[], Any], t0: float,
+           deadline: float) -> threading.Thread:
+    """Poll one figure's condition in a thread of its own (a call that blocks on the dead
+    node delays only its own figure) and note when it first holds."""
+    def run() -> None:
+        while time.perf_counter() < deadline:
+            try:
+                if condition():
+                    found[name] = time.perf_counter() - t0
+                    return
+            except Exception:
+                pass   # a server between two masters: not yet
+            time.sleep(POLL)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def one_cut(sb: BenchSandbox, probe: Probe) -> dict[str, float]:
+    from pvc.coordinator.switchover import patroni_for
+    from pvc.core.cluster import Cluster
     from pvc.node.fencing import bmc_address
     from pvc.node.ipmi import IpmiBmc
     from pvc.sandbox import roles
@@ -61,42 +82,46 @@ def one_cut(sb: BenchSandbox, probe: Probe) -> dict[str, float]:
     elsewhere = next(v.name for v in probe.cluster.vms() if v.node != old)
     address = bmc_address(probe.cluster, nodes[old])
     assert address is not None
+    watcher = Cluster.connect(sb.config())
+    patroni = patroni_for(watcher.config, watcher.nodes())
+    assert patroni is not None
+
+    def primary() -> str:
+        return watcher.store.get_text(watcher.schema.primary) or ""
+
+    def new_primary() -> bool:
+        p = primary()
+        return bool(p) and p != old and probe.ip_on(p)
+
+    def leader_follows() -> bool:
+        p = primary()
+        return bool(p) and p != old and patroni.cluster().leader == p
+
+    def operation_done() -> bool:   # submitted again while the CLI says a server is down
+        return sb.pvc("vm", "restart", elsewhere, "--wait", check=False).returncode == 0
+
+    def vms_elsewhere() -> bool:
+        running = {d.get("name"): n.name for n in watcher.nodes() if n.name != old
+                   for d in n.domains.values()}
+        return all(vm in running for vm in mine)
+
+    found: dict[str, float] = {}
     t0 = time.perf_counter()
     IpmiBmc(address).power_off()
-    restart = subprocess.Popen([*_pvc(sb), "vm", "restart", elsewhere, "--wait"],
-                               env=sb.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    found: dict[str, float] = {}
     deadline = t0 + 180
-    while len(found) < 6 and time.perf_counter() < deadline:
-        now = time.perf_counter() - t0
-        if "zookeeper serving" not in found and _zookeeper_writes(sb):
-            found["zookeeper serving"] = now
-        if "broker's new master" not in found and \
-                roles.redis_master_node(probe.layout, probe.nodes) not in ("", old):
-            found["broker's new master"] = now
-        if "new primary with the floating IP" not in found:
-            p = probe.primary()
-            if p and p != old and probe.ip_on(p):
-                found["new primary with the floating IP"] = now
-        if "database leader on the new primary" not in found and \
-                "new primary with the floating IP" in found and \
-                probe.leader() == probe.primary():
-            found["database leader on the new primary"] = now
-        if "first operation done" not in found and restart.poll() is not None:
-            found["first operation done"] = now
-        if "every VM of the dead node running elsewhere" not in found and all(
-                _running_elsewhere(probe, vm, old) for vm in mine):
-            found["every VM of the dead node running elsewhere"] = now
-        time.sleep(POLL)
+    threads = [_watch(found, name, condition, t0, deadline) for name, condition in (
+        ("zookeeper serving", lambda: _zookeeper_writes(sb)),
+        ("broker's new master", lambda: roles.redis_master_node(probe.layout) not in ("", old)),
+        ("new primary with the floating IP", new_primary),
+        ("database leader on the new primary", leader_follows),
+        ("first operation done", operation_done),
+        ("every VM of the dead node running elsewhere", vms_elsewhere))]
+    for thread in threads:
+        thread.join()
+    watcher.close()
     IpmiBmc(address).power_on()
     _back(sb, old)
     return found
-
-
-def _running_elsewhere(probe: Probe, vm: str, old: str) -> bool:
-    where = [n.name for n in probe.cluster.nodes() if vm in
-             {d.get("name") for d in n.domains.values()}]
-    return len(where) == 1 and where[0] != old
 
 
 def _pvc(sb: BenchSandbox) -> list[str]:

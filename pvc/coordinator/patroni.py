@@ -96,10 +96,12 @@ class Patroni:
                             for m in data.get("members", [])])
 
     def switchover(self, candidate: str, attempts: int = 3, settle: float = 60.0,
-                   progress: Callable[[str], None] = lambda _m: None) -> str:
+                   progress: Callable[[str], None] = lambda _m: None,
+                   wait_former: bool = True) -> str:
         """Make `candidate` the leader: check first (already leader: done), POST /switchover
-        with leader and candidate, then wait until the candidate leads and the old leader
-        streams again. Bounded retries; a clear error with Patroni's own message."""
+        with leader and candidate, then wait until the candidate leads (and, wait_former,
+        until the old leader streams again). Bounded retries; a clear error with Patroni's
+        own message."""
         last = ""
         for attempt in range(1, attempts + 1):
             view = self.cluster()
@@ -120,8 +122,9 @@ class Patroni:
                                    "cluster.database.rest_auth_file against Patroni's "
                                    "restapi.authentication")
             if status == 200:
-                self._wait_settled(candidate, old, settle)
-                return f"database leader moved from {old} to {candidate}"
+                self._wait_settled(candidate, old if wait_former else "", settle)
+                return f"database leader moved from {old} to {candidate}" + (
+                    "" if wait_former else f" ({old} rejoins as a replica)")
             last = f"Patroni POST /switchover: HTTP {status}: {_first_line(text)}"
             progress(f"{last} (attempt {attempt} of {attempts})")
             time.sleep(min(2.0 * attempt, 5.0))   # Patroni needs a moment between attempts
@@ -151,7 +154,9 @@ class Patroni:
             except PvcError:
                 view = ClusterView()
             former = view.member(old) if old else None
-            if view.leader == leader and (former is None or former.healthy):
+            mine = view.member(leader)
+            if view.leader == leader and mine is not None and mine.healthy and \
+                    (former is None or former.healthy):
                 return
             time.sleep(0.25)   # Patroni settles in seconds; its REST API has no push
         raise PatroniError(f"the database did not settle with {leader} leading within "

@@ -224,13 +224,15 @@ def _member_state(member: Member | None) -> str:
 
 def follow_database(config: Config, cluster: Cluster, primary: str,
                     progress: Any = lambda _m: None) -> str:
-    """Move the database leader to the primary's member; a sentence either way. A failure
-    does not undo the switchover: it is said, shown as degraded, and retried by the primary."""
+    """Move the database leader to the primary's member; a sentence either way. Done once
+    the new leader serves (the former one rejoins as a replica meanwhile; `cluster status`
+    shows it until it streams). A failure does not undo the switchover: it is said, shown
+    as degraded, and retried by the primary."""
     patroni = patroni_for(config, cluster.nodes())
     if patroni is None:
         return "no database configured"
     try:
-        return patroni.switchover(primary, progress=progress)
+        return patroni.switchover(primary, progress=progress, wait_former=False)
     except PvcError as e:
         return f"database leader not moved: {e}"
 

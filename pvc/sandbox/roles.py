@@ -17,47 +17,68 @@ if TYPE_CHECKING:
 TIMEOUT = 60.0   # seconds a Sentinel failover may take
 
 
-def coordinators(layout: "Layout", nodes: list[str]) -> list[str]:
+def nodes_of(layout: "Layout") -> list[str]:
+    """The sandbox's nodes in its own order (node i has the cluster address .i)."""
+    from pvc.sandbox.sandbox import State
+    state = State.load(layout)
+    return state.nodes if state is not None else []
+
+
+def coordinators(layout: "Layout") -> list[str]:
+    nodes = nodes_of(layout)
     return nodes[:len(layout.zk_members(nodes))]
 
 
-def address(layout: "Layout", nodes: list[str], node: str) -> str:
-    return layout.net.node_address(nodes.index(node) + 1)
+def address(layout: "Layout", node: str) -> str:
+    return layout.net.node_address(nodes_of(layout).index(node) + 1)
 
 
-def zookeeper_leader(layout: "Layout", nodes: list[str]) -> str:
+def zookeeper_leader(layout: "Layout") -> str:
     """The coordinator whose member leads the ensemble ("" while none does)."""
-    return next((n for n in coordinators(layout, nodes)
-                 if zookeeper.member_mode(address(layout, nodes, n), layout.zk_port)
-                 == "leader"), "")
+    return next((n for n in coordinators(layout)
+                 if zookeeper.member_mode(address(layout, n), layout.zk_port) == "leader"),
+                "")
 
 
-def redis_master_node(layout: "Layout", nodes: list[str]) -> str:
+def redis_master_node(layout: "Layout") -> str:
     """The coordinator whose Redis the Sentinels name the master ("" while none)."""
     found = redis_client.status(load_config(layout.client_config)).get("master", "")
     host = str(found).rsplit(":", 1)[0]
-    return next((n for n in nodes if address(layout, nodes, n) == host), "")
+    return next((n for n in nodes_of(layout) if address(layout, n) == host), "")
 
 
-def make_redis_master(layout: "Layout", nodes: list[str], node: str) -> None:
-    """A Sentinel failover to node's Redis (the other replicas unfit meanwhile: priority 0),
-    unless it is the master already."""
-    master = redis_master_node(layout, nodes)
+def make_redis_master(layout: "Layout", node: str) -> None:
+    """A Sentinel failover to node's Redis, unless it is the master already. The other
+    replicas are made unfit meanwhile (priority 0), once the Sentinel that leads the
+    failover has read their new priority (it reads a replica's INFO every 10 s)."""
+    master = redis_master_node(layout)
     if master == node:
         return
     password = layout.secret("redis.password").read_text().strip()
+    name = load_config(layout.client_config).cluster.redis.master_name
 
     def client(n: str, port: int) -> redis.Redis:
-        return redis.Redis(address(layout, nodes, n), port, password=password,
+        return redis.Redis(address(layout, n), port, password=password,
                            socket_timeout=3, socket_connect_timeout=3)
-    others = [n for n in coordinators(layout, nodes) if n not in (node, master)]
+    sentinel = client(node, layout.sentinel_port)
+    others = {f"{address(layout, n)}:{layout.redis_port}"
+              for n in coordinators(layout) if n not in (node, master)}
+
+    def priorities_seen() -> bool:
+        return all(r.get("slave-priority") == 0 for r in sentinel.sentinel_slaves(name)
+                   if f"{r['ip']}:{r['port']}" in others)
     try:
-        for n in others:
-            client(n, layout.redis_port).config_set("replica-priority", 0)
-        name = load_config(layout.client_config).cluster.redis.master_name
-        client(node, layout.sentinel_port).execute_command("SENTINEL", "FAILOVER", name)
+        for other in others:
+            host, port = other.rsplit(":", 1)
+            redis.Redis(host, int(port), password=password, socket_timeout=3).config_set(
+                "replica-priority", 0)
+        procs.wait_until("the Sentinel to read the replicas' priority", priorities_seen,
+                         TIMEOUT)
+        sentinel.execute_command("SENTINEL", "FAILOVER", name)
         procs.wait_until(f"{node}'s Redis the master",
-                         lambda: redis_master_node(layout, nodes) == node, TIMEOUT)
+                         lambda: redis_master_node(layout) == node, TIMEOUT)
     finally:
-        for n in others:
-            client(n, layout.redis_port).config_set("replica-priority", 100)
+        for other in others:
+            host, port = other.rsplit(":", 1)
+            redis.Redis(host, int(port), password=password, socket_timeout=3).config_set(
+                "replica-priority", 100)

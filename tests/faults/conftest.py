@@ -175,7 +175,7 @@ class Faults:
         return str(redis_client.status(self.config())["master"])
 
     def redis_master_node(self) -> str:
-        return roles.redis_master_node(self.layout, self.nodes)
+        return roles.redis_master_node(self.layout)
 
     def redis(self, *args: str, at: str = "") -> str:
         """A command to the broker's master, or to the Redis or Sentinel at host:port
@@ -188,13 +188,13 @@ class Faults:
 
     @property
     def coordinators(self) -> list[str]:
-        return roles.coordinators(self.layout, self.nodes)
+        return roles.coordinators(self.layout)
 
     def zookeeper_leader(self) -> str:
-        return roles.zookeeper_leader(self.layout, self.nodes)
+        return roles.zookeeper_leader(self.layout)
 
     def make_redis_master(self, node: str) -> None:
-        roles.make_redis_master(self.layout, self.nodes, node)
+        roles.make_redis_master(self.layout, node)
 
     def redis_blocked_reads(self, pid: int, node: str) -> int:
         """How many of process pid's Redis connections (from node's network namespace) are

@@ -168,7 +168,9 @@ def test_a_dead_primary_is_replaced_then_fenced(cluster_ok: Faults) -> None:
         fenced(f, old)
         vms_once_on(f, [n for n in f.nodes if n != old])
         [record] = fence_records(f, old)
-        assert record["node"] == primary(f)
+        # run by the new primary of that moment (the role may move once more: the fence
+        # takes the node's ZooKeeper member, and the ensemble may elect a new leader)
+        assert record["node"] in f.coordinators and record["node"] != old, record
     bring_back(f, old)
 
 
