@@ -23,6 +23,7 @@ from pvc.core import config as configmod
 from pvc.core.config import Config
 
 LEASE_SECONDS = 10
+UNACKED_MUTEX_SECONDS = 5   # a restore of the unacked messages takes milliseconds
 
 app = Celery("pvc", set_as_current=True)
 
@@ -38,7 +39,12 @@ def settings(cfg: Config) -> dict[str, Any]:
     r = cfg.cluster.redis
     transport = {"visibility_timeout": LEASE_SECONDS, "unacked_restore_interval": 1,
                  "unacked_restore_throttle": 1, "socket_connect_timeout": 3,
-                 "socket_timeout": 10}
+                 "socket_timeout": 10,
+                 # a worker killed while it restores unacked messages leaves kombu's mutex
+                 # behind: nobody restores anything until it expires (kombu's default: 300 s,
+                 # during which a dead worker's operation is neither redelivered nor resent
+                 # by the sweep, which sees its message unacked in the broker)
+                 "unacked_mutex_expire": UNACKED_MUTEX_SECONDS}
     return {
         "broker_url": redis_url(cfg, r.broker_db),
         "result_backend": redis_url(cfg, r.result_db),

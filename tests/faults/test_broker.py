@@ -97,6 +97,27 @@ def test_a_whole_worker_killed_is_started_again(cluster_ok: Faults) -> None:
     f.pvc("vm", "restart", vm, "--wait", "--wait-timeout", "60")
 
 
+def test_a_worker_killed_while_restoring_unacked_messages(cluster_ok: Faults) -> None:
+    """A worker dies with an operation running, and (the unlucky moment) while it held
+    kombu's mutex for restoring unacked messages, which it leaves behind as it set it. The
+    operation is redelivered and ends within the settle bound all the same (kombu's own
+    expiry of that mutex is 5 minutes, during which nothing would be redelivered and the
+    sweep, which sees the message unacked, would resend nothing)."""
+    from pvc.core import config as configmod
+    from tasks.app import settings
+    f = cluster_ok
+    vm = vm_on(f, "hv1")
+    with f.paused("libvirtd-hv1"):              # the restart waits inside the worker
+        op = f.submit("vm", "restart", vm)
+        until("the restart running", lambda: f.record(op)["state"] == "running")
+        cfg = configmod.load(f.layout.client_config)
+        expire = settings(cfg)["broker_transport_options"].get("unacked_mutex_expire", 300)
+        f.redis("SET", "unacked_mutex", "a-dead-restorer", "EX", str(expire))
+        f.killed("worker-hv1")
+    record = f.finished(op)
+    assert record["state"] == "succeeded" and record["attempts"] == 2, record
+
+
 def test_foreign_submissions_are_refused_in_one_line(cluster_ok: Faults) -> None:
     f = cluster_ok
     from celery import Celery
