@@ -38,12 +38,14 @@ def _operational(c: Any, workers: dict[str, int]) -> bool:
             and {n.name: n.workers for n in nodes} == workers)
 
 
-def _operation_through(sb: BenchSandbox, c: Any, vm: str) -> None:
-    """Submit a restart of vm (retrying while the broker is not back) and wait for it."""
+def _submit_restart(sb: BenchSandbox, c: Any, vm: str) -> tuple[Any, int]:
+    """Request and send a restart of vm, again while a worker starts or the broker is not
+    back (each failed send abandoned, as the CLI does); the request and the failed sends."""
     from pvc.core.errors import Unavailable
     from pvc.operations.requests import abandon
     from pvc.vm import lifecycle
     from tasks.client import submit
+    failed = 0
     while True:
         try:
             req = lifecycle.request(c, vm, "restart")
@@ -52,9 +54,15 @@ def _operation_through(sb: BenchSandbox, c: Any, vm: str) -> None:
             continue
         try:
             submit(sb.config(), req.op)
-            break
+            return req, failed
         except Unavailable:
-            abandon(c, req.op, "not submitted: broker not back yet")
+            failed += 1
+            abandon(c, req.op, "not submitted: the broker is not back yet")
+
+
+def _operation_through(sb: BenchSandbox, c: Any, vm: str) -> None:
+    """Submit a restart of vm (retrying while the broker is not back) and wait for it."""
+    req, _failed = _submit_restart(sb, c, vm)
     c.store.wait_for(c.schema.operation(req.op.id),
                      lambda r: r["state"] == "succeeded", 60)
 
@@ -123,34 +131,17 @@ def _redis_master_program(sb: Any) -> str:
 def master_killed(sb: BenchSandbox, c: Any) -> dict[str, float]:
     """One failover: the master frozen, left stopped, killed (no clean shutdown)."""
     from pvc.core import redis_client
-    from pvc.core.errors import Unavailable
-    from pvc.operations.requests import abandon
     from pvc.sandbox.supervisor import Supervisor
-    from pvc.vm import lifecycle
-    from tasks.client import submit
     sup = Supervisor(Path(BENCH_SANDBOX_DIR))
     master = _redis_master_program(sb)
     old = redis_client.status(sb.config())["master"]
-    before = lifecycle.request(c, "demo3", "restart")
-    submit(sb.config(), before.op)
+    before, _failed = _submit_restart(sb, c, "demo3")
     pid = int(sup.info(master)["pid"])
     t0 = time.perf_counter()
     os.kill(pid, signal.SIGSTOP)
     sup.stop_program(master, wait=False)
     os.kill(pid, signal.SIGKILL)
-    failed = 0
-    while True:
-        try:
-            at = lifecycle.request(c, "demo4", "restart")
-        except Unavailable:      # a worker starting again: not yet
-            time.sleep(0.1)
-            continue
-        try:
-            submit(sb.config(), at.op)
-            break
-        except Unavailable:
-            failed += 1
-            abandon(c, at.op, "not submitted: the broker is failing over")
+    at, failed = _submit_restart(sb, c, "demo4")
     submitted = time.perf_counter() - t0
     while redis_client.status(sb.config())["master"] in ("", old):
         time.sleep(0.05)   # sampling the Sentinels from outside

@@ -3,7 +3,7 @@ daemons: exactly one primary, the seed's order of steps, and what happens when a
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -196,15 +196,22 @@ class FakeFloatingIP:
         return self.here
 
 
-def test_a_primary_cut_off_from_zookeeper_lets_go(fc: FakeCluster) -> None:
-    events = record_services(fc)
-    holder = fc.client.store.get_text(fc.client.schema.primary)
+def primary_with_fake_ip(fc: FakeCluster, grace: float) -> tuple[str, Any, FakeFloatingIP]:
+    """The primary's name, daemon and a floating IP it holds that the test can see, its
+    suspension grace set."""
+    holder = str(fc.client.store.get_text(fc.client.schema.primary))
     daemon = fc.daemons[holder]
     assert daemon.role is not None and daemon.ctx is not None
     ip = FakeFloatingIP()
     daemon.role.floating = ip                 # type: ignore[assignment]
-    daemon.role.suspend_grace = 0             # once the grace is over (here: none)
+    daemon.role.suspend_grace = grace
     daemon.role.step()
+    return holder, daemon, ip
+
+
+def test_a_primary_cut_off_from_zookeeper_lets_go(fc: FakeCluster) -> None:
+    events = record_services(fc)
+    holder, daemon, ip = primary_with_fake_ip(fc, 0)   # once the grace is over (here: none)
     assert ip.here
     daemon.ctx.store.suspend()                # type: ignore[attr-defined]
     assert not ip.here and events == [f"{holder} stop"]   # before any reconnect
@@ -219,13 +226,7 @@ def test_a_primary_cut_off_from_zookeeper_lets_go(fc: FakeCluster) -> None:
 def test_a_suspension_shorter_than_the_grace_changes_nothing(fc: FakeCluster) -> None:
     """A client moving to another member of the ensemble: no flap of the IP or services."""
     events = record_services(fc)
-    holder = fc.client.store.get_text(fc.client.schema.primary)
-    daemon = fc.daemons[holder]
-    assert daemon.role is not None and daemon.ctx is not None
-    ip = FakeFloatingIP()
-    daemon.role.floating = ip                 # type: ignore[assignment]
-    daemon.role.suspend_grace = 3600          # back well within it
-    daemon.role.step()
+    _holder, daemon, ip = primary_with_fake_ip(fc, 3600)   # back well within it
     daemon.ctx.store.suspend()                # type: ignore[attr-defined]
     assert ip.here and not daemon.role.cut_off
     daemon.ctx.store.resume()                 # type: ignore[attr-defined]
