@@ -20,6 +20,7 @@ from urllib.parse import quote
 from celery import Celery
 
 from pvc.core import config as configmod
+from pvc.core import redis_client
 from pvc.core.config import Config
 
 LEASE_SECONDS = 10
@@ -53,15 +54,19 @@ def settings(cfg: Config) -> dict[str, Any]:
         # nobody restores anything until it expires (kombu's default: 300 s, during which a
         # dead worker's operation is neither redelivered nor resent by the sweep, which sees
         # its message unacked in the broker)
-        "unacked_mutex_expire": UNACKED_MUTEX_SECONDS, "socket_connect_timeout": 3, "socket_timeout": 10,
-        "socket_keepalive": True, "health_check_interval": 5, "retry_on_timeout": True}
-    results: dict[str, Any] = {"socket_connect_timeout": 3}
+        "unacked_mutex_expire": UNACKED_MUTEX_SECONDS,
+        "socket_connect_timeout": redis_client.CONNECT_TIMEOUT,
+        "socket_timeout": 10, "health_check_interval": 5, "retry_on_timeout": True,
+        # a master that went silent (powered off, cut off) is left within seconds
+        "socket_keepalive": True, "socket_keepalive_options": redis_client.KEEPALIVE}
+    results: dict[str, Any] = {"socket_connect_timeout": redis_client.CONNECT_TIMEOUT}
     url = redis_url
     if r.sentinels:
         sentinel_side = {"master_name": r.master_name,
                          "sentinel_kwargs": {"password": cfg.redis_password() or None,
-                                             "socket_timeout": 3,
-                                             "socket_connect_timeout": 3}}
+                                             "socket_timeout": redis_client.TIMEOUT,
+                                             "socket_connect_timeout":
+                                                 redis_client.CONNECT_TIMEOUT}}
         transport.update(sentinel_side)
         results.update(sentinel_side)
         url = sentinel_url
@@ -78,6 +83,10 @@ def settings(cfg: Config) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
         "result_backend_transport_options": results,
+        # results and progress: bounded, so that a dead master costs seconds, not minutes
+        "redis_socket_timeout": redis_client.TIMEOUT,
+        "redis_socket_connect_timeout": redis_client.CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
         # a demoted master answers writes with READONLY: reconnect, do not give up
         "broker_channel_error_retry": True,
         "broker_connection_max_retries": None,

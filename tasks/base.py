@@ -18,6 +18,7 @@ from celery import Task
 from pvc.core.errors import PvcError, Unavailable
 from tasks.app import LEASE_SECONDS
 from tasks.lease import Lease
+from tasks.progress import outbox
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,13 @@ class PvcTask(Task):
         properties = getattr(self.request, "properties", None) or {}
         tag = properties.get("delivery_tag")
         from tasks.context import node_context
-        with Lease(node_context().config, tag, LEASE_SECONDS):
-            return super().__call__(*args, **kwargs)
+        try:
+            with Lease(node_context().config, tag, LEASE_SECONDS):
+                return super().__call__(*args, **kwargs)
+        finally:
+            if not outbox.close(self.request.id):
+                log.warning("task %s: its last progress report to Celery is still in flight",
+                            self.request.id)
 
     def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Why this message must not run here ("" if it may)."""
@@ -86,12 +92,12 @@ class PvcTask(Task):
             # Flower shows a task's `result` while it runs: make it the progress line
             done = f"{meta['done']}/{meta['total']} done: " if meta.get("total") else ""
             fields["result"] = f"{done}{meta.get('message', '')}"
-            try:
+
+            def send() -> None:
                 self.update_state(task_id=task_id, state="PROGRESS", meta=meta)
                 with self.app.events.default_dispatcher(hostname=hostname) as dispatcher:
                     dispatcher.send("task-progress", uuid=task_id, **fields)
-            except Exception as e:   # progress is best effort; the record has it anyway
-                log.warning("task %s: progress not sent to Celery (%s)", task_id, e)
+            outbox.post(task_id, send)   # never waits for the broker (tasks/progress.py)
         return report
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,

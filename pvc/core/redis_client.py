@@ -5,6 +5,7 @@ Celery reaches the broker through kombu's Sentinel transport with the same setti
 (tasks.app.settings)."""
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import redis
@@ -13,6 +14,17 @@ from redis.sentinel import Sentinel
 from pvc.core.config import Config
 
 TIMEOUT = 3.0   # seconds a Redis or Sentinel call may take
+# seconds a connection may take: on a cluster's network one takes a millisecond, and a member
+# that is powered off never answers (each client tries the Sentinels in their order)
+CONNECT_TIMEOUT = 1.0
+# A master powered off or cut off sends no reset: without these a connection to it (a
+# worker's idle BRPOP above all) waits for the kernel's two hours. With them the kernel
+# ends it after about 5 s of silence, and the client asks the Sentinels for the new master.
+KEEPALIVE: dict[int, int] = {socket.TCP_KEEPIDLE: 2, socket.TCP_KEEPINTVL: 1,
+                             socket.TCP_KEEPCNT: 3, socket.TCP_USER_TIMEOUT: 5000}
+CONNECTION: dict[str, Any] = {"socket_timeout": TIMEOUT,
+                              "socket_connect_timeout": CONNECT_TIMEOUT,
+                              "socket_keepalive": True, "socket_keepalive_options": KEEPALIVE}
 
 
 def sentinel_hosts(cfg: Config) -> list[tuple[str, int]]:
@@ -26,10 +38,9 @@ def sentinel_hosts(cfg: Config) -> list[tuple[str, int]]:
 
 def sentinel(cfg: Config) -> Sentinel:
     password = cfg.redis_password() or None
-    return Sentinel(sentinel_hosts(cfg), socket_timeout=TIMEOUT,
-                    socket_connect_timeout=TIMEOUT,
+    return Sentinel(sentinel_hosts(cfg), **CONNECTION,
                     sentinel_kwargs={"password": password, "socket_timeout": TIMEOUT,
-                                     "socket_connect_timeout": TIMEOUT})
+                                     "socket_connect_timeout": CONNECT_TIMEOUT})
 
 
 def master(cfg: Config, db: int) -> Any:
@@ -39,10 +50,8 @@ def master(cfg: Config, db: int) -> Any:
     password = cfg.redis_password() or None
     if r.sentinels:
         return sentinel(cfg).master_for(r.master_name, db=db, password=password,
-                                        socket_timeout=TIMEOUT,
-                                        socket_connect_timeout=TIMEOUT)
-    return redis.Redis(host=r.host, port=r.port, db=db, password=password,
-                       socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+                                        **CONNECTION)
+    return redis.Redis(host=r.host, port=r.port, db=db, password=password, **CONNECTION)
 
 
 def where(cfg: Config) -> str:
