@@ -21,6 +21,7 @@ from tasks.lease import Lease
 from tasks.progress import outbox
 
 log = logging.getLogger(__name__)
+ADMISSION_RETRY = 2.0   # seconds before a message ZooKeeper could not admit is tried again
 
 
 class Refused(Exception):
@@ -36,7 +37,14 @@ class PvcTask(Task):
     throws = (Refused,)   # an expected failure: logged as one line, without a traceback
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        refusal = self.admit(args, kwargs)
+        try:
+            refusal = self.admit(args, kwargs)
+        except Unavailable as e:
+            # ZooKeeper did not answer whether the operation is ours: ask again later (a
+            # refusal would drop the message, and the sweep would only re-send it minutes on)
+            log.warning("task %s [%s]: %s; trying again in %gs", self.name, self.request.id,
+                        e, ADMISSION_RETRY)
+            raise self.retry(exc=e, countdown=ADMISSION_RETRY, max_retries=None)
         if refusal.startswith("forwarded"):
             log.info("task %s [%s] %s", self.name, self.request.id, refusal)
             return refusal
@@ -66,6 +74,8 @@ class PvcTask(Task):
         ctx = node_context()
         try:
             op = ctx.cluster.operation(op_id)
+        except Unavailable:
+            raise    # not a refusal: the message must not be dropped (see __call__)
         except PvcError as e:
             return f"refused: {e}"
         if op.task != self.name or op.target_id != target_id:

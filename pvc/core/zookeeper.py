@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, KeeperState
 from kazoo.exceptions import (
     AuthFailedError,
     BadVersionError,
@@ -53,6 +53,7 @@ from pvc.core.store import (
 )
 
 log = logging.getLogger(__name__)
+REVIVE_DELAY = 1.0   # seconds between a refused login and a new session
 
 # kazoo error -> pvc store error
 KAZOO_ERRORS: dict[type[Exception], type[StoreError]] = {
@@ -82,18 +83,23 @@ def sasl_login(user: str, password: str) -> dict[str, str]:
     return {"mechanism": "DIGEST-MD5", "username": user, "password": password}
 
 
-def _end_refused_logins(zk: KazooClient) -> None:
+def _end_refused_logins(zk: KazooClient, failed: Callable[[], None]) -> None:
     """kazoo raises the server's refusal of a SASL login (a wrong password) from its
     connection thread, which then dies with the client still "connected" and every call
     hanging; raised as AuthFailedError instead, kazoo ends the session itself and fails
-    every pending and later call with it (NotAllowed here)."""
+    every pending and later call with it (NotAllowed here). failed() is told of every
+    failed login (kazoo's own, a connection dropped during the login, included)."""
     conn = zk._connection
     login = conn._authenticate_with_sasl
 
     def guarded(host: str, timeout: float) -> None:
         try:
             login(host, timeout)
+        except AuthFailedError:
+            failed()
+            raise
         except ZookeeperError as e:
+            failed()
             raise AuthFailedError(f"SASL login refused ({type(e).__name__})") from e
 
     conn._authenticate_with_sasl = guarded
@@ -181,10 +187,31 @@ class ZkStore(Store):
                               command_retry=None, default_acl=self.acl,
                               auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
                               sasl_options=sasl_login(*auth) if auth and sasl else None)
-        _end_refused_logins(self.zk)
+        self._closing = False
+        _end_refused_logins(self.zk, self._login_failed)
         self.session = SessionEvents()
         # kazoo calls this on its own thread; it only records the state (no ZooKeeper calls)
         self.zk.add_listener(lambda state: self.session.state_changed(str(state).lower()))
+
+    def _login_failed(self) -> None:
+        if not self._closing:
+            threading.Thread(target=self._revive, name="zk-revive", daemon=True).start()
+
+    def _revive(self) -> None:
+        """kazoo stops for good once a login fails, and it takes a connection dropped in the
+        middle of the SASL exchange (a member paused, restarted or cut off) for a failed login:
+        a daemon or a worker would never talk to ZooKeeper again. A store its owner has not
+        closed starts a new session instead, as after an expiry (its listeners see
+        `new-session` and register again); a password the servers really refuse is refused
+        again, once per REVIVE_DELAY, each time in the log."""
+        time.sleep(REVIVE_DELAY)   # kazoo's connection thread ends meanwhile
+        if self._closing or self.zk.client_state not in (KeeperState.AUTH_FAILED,
+                                                          KeeperState.CLOSED):
+            return   # the login was tried again and went through (kazoo still runs)
+        log.warning("ZooKeeper login failed (kazoo stopped the client): starting a new session")
+        self.zk.stop()          # what kazoo left of the ended connection
+        self.zk._queue.clear()  # stop() queued a Close that no connection sent: not ours
+        self.zk.start_async()
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "ZkStore":
@@ -199,6 +226,7 @@ class ZkStore(Store):
         return self
 
     def close(self) -> None:
+        self._closing = True
         try:
             self.zk.stop()
             self.zk.close()

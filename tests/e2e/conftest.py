@@ -86,12 +86,27 @@ def sandbox(name: str, offset: str, kind: str, nodes: int, vms: int,
     try:
         yield p
     finally:
+        keep_logs(env["PVC_SANDBOX_DIR"], name)
         started = sandbox_processes(env["PVC_SANDBOX_DIR"])
         down = run_pvc("sandbox", "down", "--port-offset", offset, env=env)
         assert down.returncode == 0, down.stderr
         # `down` leaves nothing behind: no process it started, no guest, no state
         assert [p for p in started if procs.alive(p)] == []
         assert not os.path.exists(env["PVC_SANDBOX_DIR"])
+
+
+def keep_logs(base: str, name: str) -> None:
+    """With PVC_TEST_LOGS=DIR, every log of the sandbox is copied to DIR/NAME before it goes
+    (to read what happened after a failure)."""
+    import shutil
+    from pathlib import Path
+    into = os.environ.get("PVC_TEST_LOGS")
+    if not into:
+        return
+    for log in Path(base).rglob("*.log"):
+        target = Path(into, name, log.relative_to(base))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
 
 
 def sandbox_processes(base: str) -> list[int]:

@@ -1,6 +1,7 @@
 """The store against a real ZooKeeper: compare-and-set, transactions, bounded calls."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -98,3 +99,55 @@ def test_lock_is_fair_and_freed_when_its_holder_dies(services, store, zk_root) -
     holder.close()                         # the holder's session ends: lock freed
     assert got.wait(15)
     waiter_lock.release()
+
+
+def test_a_login_lost_in_the_middle_comes_back_as_a_new_session(
+        services, zk_root, monkeypatch) -> None:
+    """kazoo stops its client for good when a SASL login fails, and takes a connection
+    dropped during the login (a member paused or restarted) for one: the store starts a new
+    session instead, and its listeners hear of it as after an expiry."""
+    from kazoo.exceptions import AuthFailedError
+    from kazoo.protocol.connection import ConnectionHandler
+    login = ConnectionHandler._authenticate_with_sasl
+    drop_next = threading.Event()
+
+    def dropped_once(self: ConnectionHandler, host: str, timeout: float) -> None:
+        if drop_next.is_set():
+            drop_next.clear()
+            raise AuthFailedError("Connection dropped in SASL")   # kazoo's own words
+        login(self, host, timeout)
+    monkeypatch.setattr(ConnectionHandler, "_authenticate_with_sasl", dropped_once)
+    s = Store(services.zk_hosts, timeout=3, auth=services.zk_auth).connect()
+    events: list[str] = []
+    new_session = threading.Event()
+
+    def heard(event: object) -> None:
+        events.append(str(event))
+        if str(event) == "new-session":
+            new_session.set()
+    s.on_session(heard)
+    try:
+        drop_next.set()
+        s.zk._connection._socket.shutdown(socket.SHUT_RDWR)   # the connection drops
+        assert new_session.wait(30), events
+        serves(s)                        # and the store serves again
+        s.ensure(zk_root)
+        assert s.exists(zk_root)
+        assert not drop_next.is_set()    # the login did fail once
+    finally:
+        s.delete(zk_root, recursive=True)
+        s.close()
+
+
+def serves(s: Store, timeout: float = 30) -> None:
+    """Until the store answers (a new session logs in after it connected)."""
+    from pvc.core.errors import PvcError
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.exists("/")
+            return
+        except PvcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)   # polling a store that is logging in
