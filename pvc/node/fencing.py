@@ -17,13 +17,14 @@ fenced node, and those with nowhere to go are marked to start on its unflush; th
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
-from pvc.core.errors import OperationFailed, PvcError
+from pvc.core.errors import OperationFailed, PvcError, Unavailable
 from pvc.core.models import VM, Node
 from pvc.core.states import DaemonState, DomainState, VmState
 from pvc.core.store import KEEP, Transaction
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
     from pvc.node.context import NodeContext
 
 BmcFor = Callable[[BmcAddress], Bmc]
+log = logging.getLogger(__name__)
 POLL = 0.5           # seconds between power-state checks while it goes off
 LOCK_WAIT = 120.0    # seconds a fence waits for another to finish
+RIDE_OUT = 60.0      # seconds a fence waits for ZooKeeper once the node is off
 
 
 # ---------------------------------------------------------------------- detection
@@ -149,6 +152,11 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
         _until_off(bmc, cfg.cluster.fencing.power_timeout)
     except BmcError as e:
         _failed(cluster, target, str(e))
+    return _riding_out(lambda: _fenced(cluster, cfg, target, run))
+
+
+def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner) -> str:
+    """The node is off: record it and start its VMs elsewhere (every step idempotent)."""
     run.note(f"{target}: power off confirmed by its BMC")
     _put(cluster, target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
@@ -158,6 +166,22 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
     if cfg.cluster.fencing.action != "migrate":
         return f"{target} fenced (powered off); its VMs stay recorded on it (action none)"
     return f"{target} fenced (powered off); " + recover(cluster, cfg, target, run.note)
+
+
+def _riding_out(step: Callable[[], str]) -> str:
+    """Once the node is off, what follows must happen: a ZooKeeper that does not answer is
+    waited for (up to RIDE_OUT), not given up on. A fenced coordinator took its ZooKeeper
+    member along, and if that member led the ensemble, the others are electing a leader and
+    the fence's session may have to move to another member."""
+    deadline = time.monotonic() + RIDE_OUT
+    while True:
+        try:
+            return step()
+        except Unavailable as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("fence: %s; trying again (the node is off already)", e)
+            time.sleep(POLL)   # back-off: each attempt already waited for the store
 
 
 def _until_off(bmc: Bmc, timeout: float) -> None:

@@ -157,3 +157,28 @@ def test_a_node_that_came_back_is_not_fenced(fc: FakeCluster) -> None:
     record = fence(fc, Power(fc), name)
     assert record["state"] == OpState.SUCCEEDED
     assert record["message"] == f"{name} is run: not fenced"
+
+
+def test_a_fence_rides_out_zookeeper_not_answering_once_the_node_is_off(
+        fc: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fenced coordinator took its ZooKeeper member along; while the others elect a leader
+    the store does not answer. The node is off: the fence waits and finishes, not fails."""
+    from pvc.core.errors import Unavailable
+    dead = victim(fc)
+    fc.define("v0", dead)
+    power = Power(fc)
+    hang(fc, dead)
+    store = fc.contexts[primary(fc)].cluster.store
+    put, silent = store.put, [1]
+
+    def electing(path: str, value: object, *args: object, **kw: object) -> object:
+        if power.state[dead] == "off" and silent:
+            silent.pop()
+            raise Unavailable("ZooKeeper at zk1,zk2,zk3 did not answer within 9s (put)")
+        return put(path, value, *args, **kw)
+    monkeypatch.setattr(store, "put", electing)
+    record = fence(fc, power, dead)
+    assert not silent                                   # ZooKeeper was silent once
+    assert record["state"] == OpState.SUCCEEDED, record
+    assert fc.client.node(dead).daemon_state == "fenced"
+    assert "1 VMs started elsewhere" in record["message"]
