@@ -101,7 +101,10 @@ class NodeContext:
                               if event == SessionEvent.NEW_SESSION else None)
 
     def _register_worker(self) -> None:
-        worker = f"{os.uname().nodename}:{os.getpid()}"
+        # named for its session too: after an expiry, the old session's znode may still be
+        # there (the servers delete it when they get to it), and taking it for this one's
+        # would leave the worker unregistered once it goes
+        worker = f"{os.uname().nodename}:{os.getpid()}:{self.store.session_id}"
         self.store.ensure(self.schema.node_workers(self.name))
         try:
             self.store.create(self.schema.node_worker(self.name, worker), "", ephemeral=True)

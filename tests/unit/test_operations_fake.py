@@ -180,3 +180,17 @@ def test_a_resumed_flush_finishes_a_move_its_dead_worker_left_half_done(
     assert record["state"] == OpState.SUCCEEDED, record
     assert fc.world.where("v0") == ["fake://hv2"]
     assert fc.runs_once("v1") and fc.world.where("v1") != ["fake://hv1"]
+
+
+def test_a_worker_registers_under_a_name_its_old_session_cannot_take_away(
+        fc: FakeCluster) -> None:
+    """After an expiry the servers delete the old session's znodes when they get to them, at
+    times after the new session registered: the registration is named for its session, so the
+    old one going late leaves the new one (the faults tier saw every worker unregistered)."""
+    worker = fc.contexts["hv2"]
+    path = fc.client.schema.node_workers("hv2")
+    before = fc.client.store.children(path)
+    worker.store.expire()   # type: ignore[attr-defined]
+    after = fc.client.store.children(path)
+    assert len(after) == 1 and set(after).isdisjoint(before), (before, after)
+    assert after[0].endswith(":" + worker.store.session_id)
