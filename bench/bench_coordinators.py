@@ -107,10 +107,11 @@ def switchovers(sb: BenchSandbox, probe: Probe) -> tuple[list[float], list[int],
         ping = Ping(net.client, address)
         time.sleep(0.5)                      # a baseline of answered pings before
         t0 = time.perf_counter()
-        sb.pvc("node", "primary", target, "--wait")
+        said = sb.pvc("node", "primary", target, "--wait").stdout.strip()
         durations.append(time.perf_counter() - t0)
         if not (probe.serving(target) and probe.leader() == target):
-            raise RuntimeError(f"switchover {i + 1} to {target} did not move everything")
+            raise RuntimeError(f"switchover {i + 1} to {target} did not move everything: "
+                               f"{said}")
         time.sleep(0.5)                      # and after
         sent, lost = ping.stop()
         sent_total += sent

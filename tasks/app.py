@@ -64,9 +64,7 @@ def settings(cfg: Config) -> dict[str, Any]:
     if r.sentinels:
         sentinel_side = {"master_name": r.master_name,
                          "sentinel_kwargs": {"password": cfg.redis_password() or None,
-                                             "socket_timeout": redis_client.TIMEOUT,
-                                             "socket_connect_timeout":
-                                                 redis_client.CONNECT_TIMEOUT}}
+                                             **redis_client.SENTINEL_CONNECTION}}
         transport.update(sentinel_side)
         results.update(sentinel_side)
         url = sentinel_url

@@ -22,9 +22,17 @@ CONNECT_TIMEOUT = 1.0
 # ends it after about 5 s of silence, and the client asks the Sentinels for the new master.
 KEEPALIVE: dict[int, int] = {socket.TCP_KEEPIDLE: 2, socket.TCP_KEEPINTVL: 1,
                              socket.TCP_KEEPCNT: 3, socket.TCP_USER_TIMEOUT: 5000}
+# No retries inside redis-py (since redis-py 6 it retries 3 times with back-off by default:
+# one call to a powered-off Sentinel took 13 s instead of its 1 s connect timeout, and every
+# client asks the Sentinels in order). pvc's callers retry where they must.
+NO_RETRY: dict[str, Any] = {"retry": None}
+# How every client talks to a Sentinel.
+SENTINEL_CONNECTION: dict[str, Any] = {"socket_timeout": TIMEOUT,
+                                       "socket_connect_timeout": CONNECT_TIMEOUT, **NO_RETRY}
 CONNECTION: dict[str, Any] = {"socket_timeout": TIMEOUT,
                               "socket_connect_timeout": CONNECT_TIMEOUT,
-                              "socket_keepalive": True, "socket_keepalive_options": KEEPALIVE}
+                              "socket_keepalive": True, "socket_keepalive_options": KEEPALIVE,
+                              **NO_RETRY}
 
 
 def sentinel_hosts(cfg: Config) -> list[tuple[str, int]]:
@@ -39,8 +47,7 @@ def sentinel_hosts(cfg: Config) -> list[tuple[str, int]]:
 def sentinel(cfg: Config) -> Sentinel:
     password = cfg.redis_password() or None
     return Sentinel(sentinel_hosts(cfg), **CONNECTION,
-                    sentinel_kwargs={"password": password, "socket_timeout": TIMEOUT,
-                                     "socket_connect_timeout": CONNECT_TIMEOUT})
+                    sentinel_kwargs={"password": password, **SENTINEL_CONNECTION})
 
 
 def master(cfg: Config, db: int) -> Any:
@@ -73,8 +80,7 @@ def status(cfg: Config) -> dict[str, Any]:
     replicas: list[dict[str, Any]] = []
     for host, port in sentinel_hosts(cfg):
         client = redis.Redis(host=host, port=port, password=cfg.redis_password() or None,
-                             socket_timeout=1.0, socket_connect_timeout=1.0,
-                             decode_responses=True)
+                             decode_responses=True, **SENTINEL_CONNECTION)
         try:
             found = client.sentinel_get_master_addr_by_name(r.master_name)
             sentinels[f"{host}:{port}"] = "up"

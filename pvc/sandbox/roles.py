@@ -50,7 +50,8 @@ def redis_master_node(layout: "Layout") -> str:
 def make_redis_master(layout: "Layout", node: str) -> None:
     """A Sentinel failover to node's Redis, unless it is the master already. The other
     replicas are made unfit meanwhile (priority 0), once the Sentinel that leads the
-    failover has read their new priority (it reads a replica's INFO every 10 s)."""
+    failover has read their new priority (it reads a replica's INFO every 10 s); it returns
+    once every Sentinel has read them fit again."""
     master = redis_master_node(layout)
     if master == node:
         return
@@ -64,16 +65,16 @@ def make_redis_master(layout: "Layout", node: str) -> None:
     others = {f"{address(layout, n)}:{layout.redis_port}"
               for n in coordinators(layout) if n not in (node, master)}
 
-    def priorities_seen() -> bool:
-        return all(r.get("slave-priority") == 0 for r in sentinel.sentinel_slaves(name)
+    def priorities_seen(sentinel: redis.Redis, priority: int) -> bool:
+        return all(r.get("slave-priority") == priority for r in sentinel.sentinel_slaves(name)
                    if f"{r['ip']}:{r['port']}" in others)
     try:
         for other in others:
             host, port = other.rsplit(":", 1)
             redis.Redis(host, int(port), password=password, socket_timeout=3).config_set(
                 "replica-priority", 0)
-        procs.wait_until("the Sentinel to read the replicas' priority", priorities_seen,
-                         TIMEOUT)
+        procs.wait_until("the Sentinel to read the replicas' priority",
+                         lambda: priorities_seen(sentinel, 0), TIMEOUT)
         sentinel.execute_command("SENTINEL", "FAILOVER", name)
         procs.wait_until(f"{node}'s Redis the master",
                          lambda: redis_master_node(layout) == node, TIMEOUT)
@@ -82,3 +83,9 @@ def make_redis_master(layout: "Layout", node: str) -> None:
             host, port = other.rsplit(":", 1)
             redis.Redis(host, int(port), password=password, socket_timeout=3).config_set(
                 "replica-priority", 100)
+    # A Sentinel that still believes the replicas unfit would find none to promote if the
+    # new master died now, and would try again only after twice its failover timeout.
+    for n in coordinators(layout):
+        watcher = client(n, layout.sentinel_port)
+        procs.wait_until(f"{n}'s Sentinel to read the replicas' priority again",
+                         lambda: priorities_seen(watcher, 100), TIMEOUT)

@@ -198,7 +198,8 @@ SENTINEL_MASTER = "pvc"
 
 def sentinel_spec(base: Path, port: int, address: str, master: str, redis_port: int,
                   password: str, quorum: int, name: str) -> ProcessSpec:
-    """A Redis Sentinel watching the master (down after 2 s, a quorum to fail over), with
+    """A Redis Sentinel watching the master (down after 2 s, a quorum to fail over; a
+    failover that found no leader or no replica is tried again after 2 × 5 s), with
     the Redis password for itself, the master and its peers. It rewrites its configuration
     as the master moves, so the file is its own."""
     base.mkdir(parents=True, exist_ok=True)
@@ -210,7 +211,7 @@ def sentinel_spec(base: Path, port: int, address: str, master: str, redis_port: 
                         f"sentinel auth-pass {SENTINEL_MASTER} {password}\n"
                         f"sentinel sentinel-pass {password}\n"
                         f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
-                        f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+                        f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
                         f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n")
     base.chmod(0o700)
     return ProcessSpec(name, ["redis-server", str(conf), "--sentinel"], base / "stdout.log",
