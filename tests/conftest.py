@@ -67,6 +67,18 @@ class Services:
             procs.stop(pid)
 
 
+TIERS = ("unit", "integration", "e2e", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test carries its tier's marker (its directory's name): `-m unit` and the like
+    select a tier whatever a module declares."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     from pvc.sandbox import services as svc

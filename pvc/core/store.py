@@ -99,6 +99,7 @@ def decode_text(data: bytes | None) -> str | None:
 class Versioned:
     value: Any
     version: int
+    owner: str = ""   # the session that owns an ephemeral znode; "" for a persistent one
 
 
 class _Keep:
@@ -313,6 +314,36 @@ class Store(ABC):
     @abstractmethod
     def lock_contenders(self, path: str) -> list[str]:
         """Identifiers of a lock's holder (first) and its queue, in order."""
+
+    # -------------------------------------------------------------- lost answers
+    def applied(self, ops: Iterable[TxOp]) -> bool:
+        """Whether the store holds now what these writes leave: a created znode holds the
+        data sent, unchanged since (an ephemeral one owned by this session), a set one holds
+        the data sent at the version after the one expected, a deleted one is gone."""
+        return all(self._holds(op) for op in ops)
+
+    def _holds(self, op: TxOp) -> bool:
+        if op.op == "check":
+            return True
+        try:
+            now = self.get(op.path)
+        except NoNode:
+            return op.op == "delete"
+        if op.op == "delete" or now.value != op.data:
+            return False
+        if op.op == "create":
+            return now.version == 0 and now.owner == (self.session_id if op.ephemeral else "")
+        return op.version == -1 or now.version == op.version + 1
+
+    def sent_again(self, err: StoreError, ops: Iterable[TxOp]) -> bool:
+        """A write sent again after its answer was lost (the connection dropped after the
+        request left) failed with err. True when it failed only because the first sending
+        went through: the write is the caller's, and succeeded. So a retried create never
+        refuses the caller its own znode, nor a transaction its own records."""
+        if isinstance(err, RACES) and self.applied(ops):
+            log.info("%s: its answer was lost; the write had gone through", err.path)
+            return True
+        return False
 
     # -------------------------------------------------------------- bulk reads
     def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:

@@ -46,6 +46,7 @@ from pvc.core.store import (
     Store,
     StoreError,
     Transaction,
+    TxOp,
     VersionConflict,
     Versioned,
     encode,
@@ -247,8 +248,7 @@ class ZkStore(Store):
     def retrying(self, method: str, path: str, send: Callable[[], Any]) -> Any:
         """The retry helper: send() an async request and wait for its answer, again after a
         lost connection (with back-off), all within self.timeout. A request whose answer was
-        lost may have been applied: callers send only reads, versioned writes and creates,
-        whose repetition fails cleanly (and update() then reads again)."""
+        lost may have been applied: writes go through `_write`, which recognises its own."""
         deadline = time.monotonic() + self.timeout
         delay = 0.02
         while True:
@@ -265,6 +265,25 @@ class ZkStore(Store):
             except tuple(KAZOO_ERRORS) as e:
                 raise translate(e, path) from None
 
+    def _write(self, method: str, ops: list[TxOp], send: Callable[[], Any],
+               check: Callable[[Any], Any] = lambda answer: answer) -> Any:
+        """A write through the retry helper: sent again after a lost connection, its answer
+        checked by check() (which raises the write's error); an error of a second sending
+        is no error when the first one went through (Store.sent_again)."""
+        sendings = 0
+
+        def counted() -> Any:
+            nonlocal sendings
+            sendings += 1
+            return send()
+
+        try:
+            return check(self.retrying(method, ops[0].path, counted))
+        except StoreError as err:
+            if sendings > 1 and self.sent_again(err, ops):
+                return None
+            raise
+
     def _unavailable(self, method: str, path: str) -> Unavailable:
         return Unavailable(f"ZooKeeper at {self.hosts} did not answer within {self.timeout:g}s "
                            f"({method} {path})")
@@ -272,7 +291,8 @@ class ZkStore(Store):
     # ------------------------------------------------------------------ reads
     def get(self, path: str) -> Versioned:
         data, stat = self._call("get", path)
-        return Versioned(data, stat.version)
+        owner = stat.ephemeralOwner
+        return Versioned(data, stat.version, f"0x{owner:x}" if owner else "")
 
     def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
         """Pipelined: every read is sent at once; each value is yielded as soon as it
@@ -318,22 +338,26 @@ class ZkStore(Store):
     # ------------------------------------------------------------------ writes
     def create(self, path: str, value: Any = b"", ephemeral: bool = False,
                makepath: bool = False) -> str:
-        return self._call("create", path, encode(value), ephemeral=ephemeral, makepath=makepath)
+        op = TxOp("create", path, encode(value), ephemeral=ephemeral)
+        self._write("create", [op], lambda: self.zk.create_async(
+            path, op.data, ephemeral=ephemeral, makepath=makepath))
+        return path
 
     def set(self, path: str, value: Any, version: int = -1) -> int:
-        return self._call("set", path, encode(value), version).version
+        op = TxOp("set", path, encode(value), version)
+        stat = self._write("set", [op], lambda: self.zk.set_async(path, op.data, version))
+        return stat.version if stat is not None else self.get(path).version
 
     def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
         if recursive:
-            # kazoo's recursive delete is a sequence of calls; bound the whole.
-            try:
-                self.zk.delete(path, recursive=True)
-            except NoNodeError:
-                raise store_error(NoNode, path) from None
-            except _LOST:
-                raise self._unavailable("delete", path) from None
-            return
-        self._call("delete", path, version)
+            # children first, each call bounded (kazoo's own recursive delete is not)
+            for child in self.children(path):
+                try:
+                    self.delete(f"{path.rstrip('/')}/{child}", recursive=True)
+                except NoNode:
+                    pass   # deleted meanwhile
+        self._write("delete", [TxOp("delete", path, version=version)],
+                    lambda: self.zk.delete_async(path, version))
 
     def transaction(self) -> "ZkTransaction":
         return ZkTransaction(self)
@@ -424,7 +448,9 @@ class ZkTransaction(Transaction):
                     tx.delete(op.path, op.version)
             return tx.commit_async()
 
-        results = self.store.retrying("transaction", self.ops[0].path, send)
+        self.store._write("transaction", self.ops, send, self._raise_failed)
+
+    def _raise_failed(self, results: list[Any]) -> None:
         for op, result in zip(self.ops, results):
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
                 raise translate(result, op.path)

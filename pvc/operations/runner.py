@@ -32,6 +32,7 @@ from pvc.core.store import (
     SessionEvent,
     Transaction,
     VersionConflict,
+    store_error,
 )
 from pvc.operations.records import apply_progress, finish, transition
 from pvc.operations.registry import Reporter
@@ -132,9 +133,8 @@ class Runner:
     def _retake(self) -> None:
         """On a new session: the lease and the claims were ephemeral; take them again, or
         stop acting if another executor has them now."""
-        store = self.cluster.store
         try:
-            store.create(self._lease, self.worker, ephemeral=True)
+            self._create_again(self._lease, self.worker)
         except NodeExists:
             log.warning("operation %s: another executor took over after the session loss",
                         self.op_id)
@@ -148,8 +148,7 @@ class Runner:
             held = dict(self.claims)
         for uuid, name in held.items():
             try:
-                store.create(self.cluster.schema.vm_operation(uuid), self.op_id,
-                             ephemeral=True)
+                self._create_again(self.cluster.schema.vm_operation(uuid), self.op_id)
             except NodeExists:
                 log.warning("operation %s: %s was claimed by another operation meanwhile",
                             self.op_id, name)
@@ -157,6 +156,29 @@ class Runner:
                     self.claims.pop(uuid, None)
             except PvcError as e:
                 log.warning("operation %s: could not claim %s again: %s", self.op_id, name, e)
+
+    def _create_again(self, path: str, value: str) -> None:
+        """Create an ephemeral znode this run held on its expired session. The servers
+        delete an expired session's znodes, but may do so after the client is back on a new
+        one: a znode with this run's content that the new session does not own is the old
+        one, soon gone (bounded by a session timeout); anything else is NodeExists."""
+        store = self.cluster.store
+        try:
+            store.create(path, value, ephemeral=True)
+            return
+        except NodeExists:
+            try:
+                old = store.get(path)
+            except NoNode:
+                old = None   # gone meanwhile
+            if old is not None and (old.value != value.encode() or
+                                    old.owner == store.session_id):
+                raise
+        try:
+            store.wait_gone(path, self.cluster.config.cluster.zookeeper.session_timeout)
+        except TimeoutError:
+            raise store_error(NodeExists, path) from None
+        store.create(path, value, ephemeral=True)
 
     def may_continue(self, holds_lock: bool = False) -> bool:
         """May new work start now? Waits while the session is suspended (at most its

@@ -16,6 +16,7 @@ import pytest
 
 from pvc.sandbox import procs
 from tests.conftest import ROOT, run_pvc
+from tests.waiting import until
 
 SANDBOX_ENV = {"PVC_SANDBOX_DIR": "/run/pvc/test-sandbox"}
 OFFSET = "1000"
@@ -141,20 +142,8 @@ def pvc() -> Iterator[Pvc]:
 
 def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> Any:
     """Poll a condition on another process's output (a log file, a CLI answer) until it
-    holds; fail with `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except ServerBusy:
-            if time.monotonic() > deadline:
-                raise
-            value = None          # a server between two masters: not yet
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)  # polling interval of the condition check
+    holds; a server between two masters (ServerBusy) is "not yet"."""
+    return until(what, condition, timeout, interval=0.1, tolerate=(ServerBusy,))
 
 
 class LineReader:

@@ -1,8 +1,10 @@
 """The store's contract kept in memory, for the unit tier (no ZooKeeper).
 
 One `MemoryBackend` is the shared tree; each `MemoryStore` on it is a session (its ephemeral
-znodes go when it closes or `expire()`s). Watches are delivered on a dispatcher thread, after
-the first call made at once, as kazoo does; the lock recipe is a fair queue.
+znodes go when it closes or `expire()`s). Watches are delivered on one dispatcher thread, after
+the first call made at once, as kazoo does, and like ZooKeeper's they skip what changed between a
+notice and its delivery; a write's answer can be lost (`answers_to_lose`) and the write is then
+sent again, as the ZooKeeper backend does; the lock recipe is a fair queue.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from pvc.core.store import (
     NotEmpty,
     SessionEvents,
     Store,
+    StoreError,
     Transaction,
+    TxOp,
     VersionConflict,
     Versioned,
     encode,
@@ -51,11 +55,22 @@ class MemoryBackend:
         self._seq = itertools.count(1)
         self._sessions = itertools.count(1)
         self.available = True      # False: every call fails as if ZooKeeper were down
+        self.answers_to_lose = 0   # the next writes whose answer is lost (sent again)
         self._events: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue()
+        self._pending: set[Callable[..., Any]] = set()   # watches with a notice queued
         threading.Thread(target=self._dispatch, name="memstore-watches", daemon=True).start()
 
     def session(self) -> "MemoryStore":
         return MemoryStore(self, f"0x{next(self._sessions):x}")
+
+    def lose_answer(self) -> bool:
+        """Whether the answer of the write just applied is lost (its client sends it again,
+        as pvc's ZooKeeper backend does after a connection that dropped meanwhile)."""
+        with self.lock:
+            if self.answers_to_lose:
+                self.answers_to_lose -= 1
+                return True
+            return False
 
     # ---------------------------------------------------------------- tree changes
     def children_of(self, path: str) -> list[str]:
@@ -97,15 +112,31 @@ class MemoryBackend:
             raise store_error(NotEmpty, path)
 
     def _changed(self, path: str, parent_too: bool = False) -> None:
-        node = self.nodes.get(path)
-        state = (node.data, node.version) if node else (None, None)
         for fn in list(self.data_watches.get(path, [])):
-            self._events.put((fn, state))
+            self._notify(fn, lambda p=path: self._data_state(p))
         if parent_too:
             parent = _parent(path)
-            kids = self.children_of(parent)
             for fn in list(self.child_watches.get(parent, [])):
-                self._events.put((fn, (kids,)))
+                self._notify(fn, lambda p=parent: (self.children_of(p),))
+
+    def _data_state(self, path: str) -> tuple[bytes | None, int | None]:
+        node = self.nodes.get(path)
+        return (node.data, node.version) if node else (None, None)
+
+    def _notify(self, fn: Callable[..., Any], read: Callable[[], tuple[Any, ...]]) -> None:
+        """As ZooKeeper: a change fires a watch once; the watcher then reads what is there
+        at that time, so values written meanwhile are never seen (one notice pending per
+        watch, its value read when it is delivered)."""
+        if fn in self._pending:
+            return
+        self._pending.add(fn)
+
+        def deliver() -> None:
+            with self.lock:
+                self._pending.discard(fn)
+                state = read()
+            fn(*state)
+        self._events.put((deliver, ()))
 
     def expire(self, session: str) -> None:
         """A session ends: its ephemeral znodes and lock contenders go."""
@@ -182,7 +213,7 @@ class MemoryStore(Store):
             node = b.nodes.get(path)
             if node is None:
                 raise store_error(NoNode, path)
-            return Versioned(node.data, node.version)
+            return Versioned(node.data, node.version, node.owner)
 
     def children(self, path: str) -> list[str]:
         b = self._up()
@@ -194,23 +225,44 @@ class MemoryStore(Store):
         with b.lock:
             return path in b.nodes
 
+    def _write(self, ops: list[TxOp], do: Callable[[], Any]) -> Any:
+        """do() the write; when its answer is lost, do it again as the ZooKeeper backend
+        does, with the same recognition of a write that had gone through."""
+        answer = do()
+        if not self.backend.lose_answer():
+            return answer
+        try:
+            return do()
+        except StoreError as err:
+            if self.sent_again(err, ops):
+                return answer
+            raise
+
     def create(self, path: str, value: Any = b"", ephemeral: bool = False,
                makepath: bool = False) -> str:
         b = self._up()
-        with b.lock:
-            if makepath:
-                parts = path.strip("/").split("/")
-                for i in range(1, len(parts)):
-                    parent = "/" + "/".join(parts[:i])
-                    if parent not in b.nodes:
-                        b.apply("create", parent, b"", -1)
-            b.apply("create", path, encode(value), -1, self._session if ephemeral else "")
-        return path
+        op = TxOp("create", path, encode(value), ephemeral=ephemeral)
+
+        def do() -> str:
+            with b.lock:
+                if makepath:
+                    parts = path.strip("/").split("/")
+                    for i in range(1, len(parts)):
+                        parent = "/" + "/".join(parts[:i])
+                        if parent not in b.nodes:
+                            b.apply("create", parent, b"", -1)
+                b.apply("create", path, op.data, -1, self._session if ephemeral else "")
+            return path
+        return self._write([op], do)
 
     def set(self, path: str, value: Any, version: int = -1) -> int:
         b = self._up()
-        with b.lock:
-            return b.apply("set", path, encode(value), version)
+        op = TxOp("set", path, encode(value), version)
+
+        def do() -> int:
+            with b.lock:
+                return b.apply("set", path, op.data, version)
+        return self._write([op], do)
 
     def delete(self, path: str, version: int = -1, recursive: bool = False) -> None:
         b = self._up()
@@ -222,7 +274,11 @@ class MemoryStore(Store):
                                 key=len, reverse=True):
                     b.apply("delete", p, b"", -1)
                 return
-            b.apply("delete", path, b"", version)
+
+        def do() -> None:
+            with b.lock:
+                b.apply("delete", path, b"", version)
+        self._write([TxOp("delete", path, version=version)], do)
 
     def transaction(self) -> "MemoryTransaction":
         return MemoryTransaction(self)
@@ -318,6 +374,9 @@ class MemoryTransaction(Transaction):
         self.store = store
 
     def _commit(self) -> None:
+        self.store._write(self.ops, self._apply)
+
+    def _apply(self) -> None:
         b = self.store._up()
         with b.lock:
             # check every write against the tree as the earlier ones would leave it

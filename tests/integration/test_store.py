@@ -1,4 +1,5 @@
-"""The store against a real ZooKeeper: compare-and-set, transactions, bounded calls."""
+"""The ZooKeeper backend beyond the store's contract (tests/integration/test_store_contract.py):
+pipelined reads, bounded calls, watches that push waits, a login lost in the middle."""
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,6 @@ import time
 import pytest
 
 from pvc.core.errors import Unavailable
-from pvc.core.store import NodeExists, NoNode, VersionConflict
 from pvc.core.zookeeper import ZkStore as Store
 
 pytestmark = pytest.mark.integration
@@ -23,54 +23,11 @@ def store(services, zk_root):
     s.close()
 
 
-def test_compare_and_set_one_of_two_writers_wins(store, zk_root) -> None:
-    path = f"{zk_root}/vm"
-    store.create(path, {"state": "stop"})
-    seen = store.get_json_versioned(path)
-    store.set(path, {"state": "start"}, version=seen.version)        # writer A wins
-    with pytest.raises(VersionConflict):
-        store.set(path, {"state": "disable"}, version=seen.version)  # writer B lost
-    assert store.get_json(path) == {"state": "start"}
-
-
-def test_update_json_never_loses_an_update(services, store, zk_root) -> None:
-    path = f"{zk_root}/counter"
-    store.create(path, {"n": 0})
-    others = [Store(services.zk_hosts, timeout=3, auth=services.zk_auth).connect() for _ in range(4)]
-
-    def bump(s: Store) -> None:
-        for _ in range(25):
-            s.update_json(path, lambda v: {"n": v["n"] + 1}, attempts=200)
-
-    threads = [threading.Thread(target=bump, args=(s,)) for s in others]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in others:
-        s.close()
-    assert store.get_json(path) == {"n": 100}
-
-
-def test_transaction_is_all_or_nothing(store, zk_root) -> None:
-    store.create(f"{zk_root}/taken", "x")
-    tx = store.transaction().create(f"{zk_root}/new", "1").create(f"{zk_root}/taken", "2")
-    with pytest.raises(NodeExists):
-        tx.commit()
-    assert not store.exists(f"{zk_root}/new")
-    assert store.get_text(f"{zk_root}/taken") == "x"
-
-
 def test_get_many_pipelines_and_reports_missing(store, zk_root) -> None:
     for i in range(50):
         store.create(f"{zk_root}/n{i}", str(i))
     got = store.get_many([f"{zk_root}/n{i}" for i in range(50)] + [f"{zk_root}/missing"])
     assert got[:50] == [str(i).encode() for i in range(50)] and got[50] is None
-
-
-def test_missing_znode_is_not_found(store, zk_root) -> None:
-    with pytest.raises(NoNode):
-        store.get(f"{zk_root}/nothing")
 
 
 def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
@@ -85,20 +42,6 @@ def test_wait_for_is_pushed_by_a_watch(store, zk_root) -> None:
     store.create(path, {"done": False})
     threading.Timer(0.2, lambda: store.set(path, {"done": True})).start()
     assert store.wait_for(path, lambda v: bool(v and v["done"]), timeout=10) == {"done": True}
-
-
-def test_lock_is_fair_and_freed_when_its_holder_dies(services, store, zk_root) -> None:
-    holder = Store(services.zk_hosts, timeout=3, auth=services.zk_auth, session_timeout=2).connect()
-    lock = holder.lock(f"{zk_root}/lock", "holder")
-    assert lock.acquire(timeout=5)
-    waiter_lock = store.lock(f"{zk_root}/lock", "waiter")
-    got = threading.Event()
-    threading.Thread(target=lambda: waiter_lock.acquire() and got.set(), daemon=True).start()
-    store.wait_for_children(f"{zk_root}/lock", lambda c: len(c) == 2, timeout=10)
-    assert store.lock_contenders(f"{zk_root}/lock") == ["holder", "waiter"]
-    holder.close()                         # the holder's session ends: lock freed
-    assert got.wait(15)
-    waiter_lock.release()
 
 
 def test_a_login_lost_in_the_middle_comes_back_as_a_new_session(

@@ -99,3 +99,17 @@ def test_the_cli_never_loads_the_hypervisor_adapter() -> None:
     for f, mods in sources().items():
         if f.startswith("cli/"):
             assert "pvc.hypervisor.adapter" not in mods, f
+
+
+def test_every_test_waits_through_the_one_until() -> None:
+    """Tests share their waits (tests/waiting.py): a helper named for waiting may set its
+    own default bound or tolerance, but polls through `until`, with no loop of its own."""
+    own = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "waiting.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "until" in node.name and \
+                    any(isinstance(n, ast.While) for n in ast.walk(node)):
+                own.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert own == []

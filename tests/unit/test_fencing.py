@@ -5,7 +5,7 @@ BMC that really cuts a node's power in that world: detection with its saving thr
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ from pvc.core.states import OpState
 from pvc.node import fencing
 from pvc.node.ipmi import BmcAddress, BmcError
 from tests.fakes.cluster import FakeCluster
+from tests.waiting import until
 
 
 class Power:
@@ -65,13 +66,6 @@ def hang(fc: FakeCluster, name: str) -> None:
     daemon.stop()
     assert daemon.ctx is not None
     fc.backend.expire(daemon.ctx.store.session_id)
-
-
-def until(what: str, condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)   # polling the fake world's state
 
 
 def primary(fc: FakeCluster) -> str:

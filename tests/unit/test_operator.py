@@ -3,8 +3,7 @@ definition, metadata and name changed after define (each recorded, before and af
 cluster in maintenance (nothing restarts on its own) and a cordoned node (no new VMs)."""
 from __future__ import annotations
 
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -14,6 +13,7 @@ from pvc.node import fencing, flush
 from pvc.operations import holds
 from pvc.vm import changes, lifecycle, placement
 from tests.fakes.cluster import FakeCluster, vm_xml
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -21,13 +21,6 @@ def fc() -> Iterator[FakeCluster]:
     c = FakeCluster(nodes=3)
     yield c
     c.stop()
-
-
-def until(what: str, condition: Callable[[], object], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)   # polling the fake world's state
 
 
 def with_uuid(xml: str, uuid: str) -> str:
