@@ -58,7 +58,8 @@ def load_config(ctx: click.Context) -> Config:
     from pvc.core import config as configmod
     root = ctx.find_root()
     if "config" not in root.obj:
-        root.obj["config"] = configmod.load(configmod.locate(root.obj.get("config_path")))
+        root.obj["config"] = configmod.load(
+            configmod.locate(root.obj.get("config_path"), sandbox=True))
     return root.obj["config"]
 
 

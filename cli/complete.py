@@ -19,7 +19,8 @@ def _connect(ctx: click.Context) -> "Cluster":
 
     from pvc.core import config as configmod
     from pvc.core.cluster import Cluster
-    cfg = configmod.load(configmod.locate(ctx.find_root().params.get("config_path")))
+    cfg = configmod.load(
+        configmod.locate(ctx.find_root().params.get("config_path"), sandbox=True))
     zk = cfg.cluster.zookeeper
     quick = replace(cfg, cluster=replace(cfg.cluster, zookeeper=replace(
         zk, timeout=min(zk.timeout, CONNECT_TIMEOUT))))
@@ -68,12 +69,10 @@ def node_argument(name: str = "node_name") -> Any:
 operation_argument = click.argument("op_id", metavar="ID", shell_complete=operations)
 
 
-def script(shell: str) -> str:
+def script(shell: str, program: click.Command) -> str:
     """The completion script a shell sources (click's, for the `pvc` program)."""
     from click.shell_completion import get_completion_class
-
-    from cli.main import cli
     cls = get_completion_class(shell)
     if cls is None:
         raise click.BadParameter(f"no completion for {shell!r}")
-    return cls(cli, {}, "pvc", "_PVC_COMPLETE").source()
+    return cls(program, {}, "pvc", "_PVC_COMPLETE").source()

@@ -66,7 +66,7 @@ def _cluster_version(config_path: str | None) -> str:
     from pvc.core import config as configmod
     from pvc.core.cluster import Cluster
     try:
-        cfg = configmod.load(configmod.locate(config_path))
+        cfg = configmod.load(configmod.locate(config_path, sandbox=True))
         c = Cluster.connect(cfg)
     except PvcError as e:
         return f"not reachable ({e})"
@@ -103,7 +103,7 @@ def completion(shell: str) -> None:
       fish: pvc completion fish > ~/.config/fish/completions/pvc.fish
     """
     from cli.complete import script
-    click.echo(script(shell))
+    click.echo(script(shell, cli))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,8 +96,12 @@ def process(action: str, name: str, port_offset: int, fmt: str) -> None:
 @format_option
 def status(port_offset: int, fmt: str) -> None:
     """Is the sandbox running, and are all its processes alive?"""
+    from pvc.sandbox import roles
     from pvc.sandbox import sandbox as sb
-    st = sb.status(sb.default_layout(port_offset))
+    layout = sb.default_layout(port_offset)
+    st = sb.status(layout)
+    if st["running"]:
+        st["control_plane"] = roles.control_plane(layout) if st["processes"] else {}
     if fmt == "json":
         emit_json(st)
     elif not st["running"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvc.operations import frame
 from pvc.operations.registry import KINDS, OperationKind
 from tasks.app import app
 from tasks.base import PvcTask
@@ -16,7 +17,8 @@ from tasks.context import node_context
 
 def _define(spec: OperationKind) -> Any:
     def run(self: PvcTask, target_id: str, op_id: str) -> str:
-        return spec.executor()(node_context(), op_id, self.reporter())
+        return frame.run(node_context(), op_id, self.reporter(), spec.executor(),
+                         spec.waits_first)
 
     run.__name__ = spec.task.replace(".", "_")
     run.__doc__ = f"{spec.kind} (runs on {spec.runs_on.value})"

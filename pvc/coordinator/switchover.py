@@ -21,14 +21,13 @@ from pvc.core.models import Node
 from pvc.core.states import DaemonState
 from pvc.core.store import NodeExists
 from pvc.operations import records
-from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, require_acting
 from pvc.operations.runner import Runner
 
 WAIT_MARGIN = 15.0   # seconds beyond the stall bound an operation waits for the next phase
 
 if TYPE_CHECKING:
-    from pvc.node.context import NodeContext
+    from pvc.operations.frame import NodeFrame
 
 
 # ---------------------------------------------------------------------- request side
@@ -71,42 +70,35 @@ def _record(cluster: Cluster, kind: str, target: str, reason: str) -> Request:
 
 # ---------------------------------------------------------------------- execution
 
-def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+def execute(ctx: "NodeFrame", run: Runner) -> str:
     """The new primary's worker carries out the handoff."""
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        run.running()
-        target = run.record.target_id
-        holder = ctx.store.get_text(ctx.schema.primary)
-        if holder == target and not ctx.store.exists(ctx.schema.handoff):
-            outcome = f"{target} is already the primary; " + follow_database(ctx.config,
-                                                                          ctx.cluster, target)
-            run.succeed(outcome)
-            return outcome
-        _start_handoff(ctx.cluster, op_id, holder or "", target)
-        phases = _PhaseWatch(ctx.cluster)
-        moving = ThreadPoolExecutor(1, thread_name_prefix="database-switchover")
-        try:
-            # The database moves while the floating IP does (its order, with the ARP wait,
-            # is the seed's; the database need not wait for it): once the old primary's
-            # services, the aggregator among them, have stopped writing.
-            phases.until(Phase.SERVICES_STOPPED, run)
-            database = moving.submit(follow_database, ctx.config, ctx.cluster, target,
-                                     run.progress)
-            phases.until(Phase.PRIMARY_TAKEN, run)
-            advance(ctx.cluster, Phase.PRIMARY_TAKEN, database.result())
-            phases.until(Phase.DONE, run)
-        except PvcError:
-            _abandon(ctx.cluster, op_id)
-            raise
-        finally:
-            moving.shutdown(wait=True)
-            phases.close()
-        _finish_handoff(ctx.cluster, op_id)
-        outcome = f"{target} is the primary (was {holder or 'nobody'}); {database.result()}"
-        run.succeed(outcome)
-        return outcome
+    assert run.record is not None
+    target = run.record.target_id
+    holder = ctx.store.get_text(ctx.schema.primary)
+    if holder == target and not ctx.store.exists(ctx.schema.handoff):
+        return f"{target} is already the primary; " + follow_database(ctx.config, ctx.cluster,
+                                                                      target)
+    _start_handoff(ctx.cluster, run.op_id, holder or "", target)
+    phases = _PhaseWatch(ctx.cluster)
+    moving = ThreadPoolExecutor(1, thread_name_prefix="database-switchover")
+    try:
+        # The database moves while the floating IP does (its order, with the ARP wait,
+        # is the seed's; the database need not wait for it): once the old primary's
+        # services, the aggregator among them, have stopped writing.
+        phases.until(Phase.SERVICES_STOPPED, run)
+        database = moving.submit(follow_database, ctx.config, ctx.cluster, target,
+                                 run.progress)
+        phases.until(Phase.PRIMARY_TAKEN, run)
+        advance(ctx.cluster, Phase.PRIMARY_TAKEN, database.result())
+        phases.until(Phase.DONE, run)
+    except PvcError:
+        _abandon(ctx.cluster, run.op_id)
+        raise
+    finally:
+        moving.shutdown(wait=True)
+        phases.close()
+    _finish_handoff(ctx.cluster, run.op_id)
+    return f"{target} is the primary (was {holder or 'nobody'}); {database.result()}"
 
 
 def _start_handoff(cluster: Cluster, op_id: str, old: str, new: str) -> None:
@@ -237,22 +229,16 @@ def follow_database(config: Config, cluster: Cluster, primary: str,
         return f"database leader not moved: {e}"
 
 
-def execute_db(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+def execute_db(ctx: "NodeFrame", run: Runner) -> str:
     """`db.switchover`: the database leader follows the primary (this node)."""
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        run.running()
-        patroni = patroni_for(ctx.config, ctx.cluster.nodes())
-        if patroni is None:
-            run.succeed("no database configured")
-            return "no database configured"
-        try:
-            outcome = patroni.switchover(run.record.target_id, progress=run.progress)
-        except PatroniError as e:
-            raise OperationFailed(str(e)) from None
-        run.succeed(outcome)
-        return outcome
+    assert run.record is not None
+    patroni = patroni_for(ctx.config, ctx.cluster.nodes())
+    if patroni is None:
+        return "no database configured"
+    try:
+        return patroni.switchover(run.record.target_id, progress=run.progress)
+    except PatroniError as e:
+        raise OperationFailed(str(e)) from None
 
 
 def database_follows(cluster: Cluster, config: Config, me: str) -> Request | None:

@@ -610,18 +610,21 @@ def sandbox_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("PVC_SANDBOX_DIR", DEFAULT_SANDBOX_DIR))
 
 
-def locate(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """Which configuration a command uses: --config, then $PVC_CONFIG, then a running
-    sandbox's client configuration, then /etc/pvc/pvc.yaml."""
+def locate(explicit: str | None = None, environ: Mapping[str, str] | None = None,
+           sandbox: bool = False) -> Path:
+    """Which configuration to use: --config, then $PVC_CONFIG, then (for the operator's CLI
+    only, which asks with sandbox=True) a running sandbox's client configuration, then
+    /etc/pvc/pvc.yaml. A daemon never picks up a sandbox's file by accident."""
     env = os.environ if environ is None else environ
     if explicit:
         return Path(explicit)
     if env.get("PVC_CONFIG"):
         return Path(env["PVC_CONFIG"])
     sandbox_client = sandbox_dir(env) / "client.yaml"
-    if sandbox_client.is_file():
+    if sandbox and sandbox_client.is_file():
         return sandbox_client
     if SYSTEM_CONFIG.is_file():
         return SYSTEM_CONFIG
-    raise ConfigError("no pvc configuration: pass --config FILE, set PVC_CONFIG, write "
-                      f"{SYSTEM_CONFIG}, or start a sandbox with `pvc sandbox up`")
+    start = ", or start a sandbox with `pvc sandbox up`" if sandbox else ""
+    raise ConfigError("no pvc configuration: pass --config FILE, set PVC_CONFIG or write "
+                      f"{SYSTEM_CONFIG}{start}")

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc.core.states import target_refusal
+from pvc.core.states import DaemonState, DomainState
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -91,9 +91,30 @@ class Node:
     domains: dict[str, dict[str, Any]] = field(default_factory=dict)
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)   # what it could not fix
 
+    def target_refusal(self) -> str:
+        """Why this node cannot take VMs now ("" when it can): the one answer to that
+        question."""
+        if not self.enable_hypervisor:
+            return "hypervisor disabled"
+        if self.daemon_state != DaemonState.RUN:
+            return f"daemon {self.daemon_state}"
+        if self.domain_state != DomainState.READY:
+            return str(self.domain_state)
+        if self.cordon:
+            return "cordoned"
+        return ""
+
+    def acting_refusal(self) -> str:
+        """Why this node cannot run an operation from its queue now ("" when it can)."""
+        if self.daemon_state != DaemonState.RUN:
+            return f"is {self.daemon_state}"
+        if self.workers == 0:
+            return "has no running worker (pvc-worker)"
+        return ""
+
     def is_target(self) -> bool:
-        """May VMs be placed or migrated here? (states.target_refusal says why not)"""
-        return not target_refusal(self)
+        """May VMs be placed or migrated here? (target_refusal says why not)"""
+        return not self.target_refusal()
 
     def to_json(self, with_domains: bool = False) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from pvc.core.errors import Conflict
-
-if TYPE_CHECKING:
-    from pvc.core.models import Node
-
 
 # ---------------------------------------------------------------- nodes
 
@@ -63,28 +58,6 @@ def daemon_state(stored: str | None, alive: bool) -> DaemonState:
     if state in (DaemonState.INIT, DaemonState.RUN) and not alive:
         return DaemonState.DEAD
     return state
-
-
-def target_refusal(node: "Node") -> str:
-    """Why node cannot take VMs now ("" when it can): the one answer to that question."""
-    if not node.enable_hypervisor:
-        return "hypervisor disabled"
-    if node.daemon_state != DaemonState.RUN:
-        return f"daemon {node.daemon_state}"
-    if node.domain_state != DomainState.READY:
-        return str(node.domain_state)
-    if node.cordon:
-        return "cordoned"
-    return ""
-
-
-def acting_refusal(node: "Node") -> str:
-    """Why node cannot run an operation from its queue now ("" when it can)."""
-    if node.daemon_state != DaemonState.RUN:
-        return f"is {node.daemon_state}"
-    if node.workers == 0:
-        return "has no running worker (pvc-worker)"
-    return ""
 
 
 # ---------------------------------------------------------------- VM desired state

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -118,6 +118,12 @@ Change = Callable[[Any, "Transaction"], Any]
 # ---------------------------------------------------------------------- transactions
 
 
+Refusal = Exception | Callable[[], Exception]
+Refusals = dict[type[Exception], Refusal]
+"""What a lost race means to the caller, by the store error it raised (matched in order,
+with isinstance): the exception to raise instead, or a function that makes it."""
+
+
 @dataclass(frozen=True)
 class TxOp:
     op: str              # check / create / set / delete
@@ -125,34 +131,56 @@ class TxOp:
     data: bytes = b""
     version: int = -1
     ephemeral: bool = False
+    refuse: Refusals = field(default_factory=dict, compare=False)
 
 
 class Transaction(ABC):
     """Several writes that all happen or none do. commit() raises the first failing write's
-    error (NoNode, NodeExists, VersionConflict, NotEmpty), carrying that write's path."""
+    error (NoNode, NodeExists, VersionConflict, NotEmpty), carrying that write's path; or,
+    for a refuse-on-race caller, what that write's `refuse` (else the commit's) says it
+    means: one sentence naming the object, nothing changed."""
 
     def __init__(self) -> None:
         self.ops: list[TxOp] = []
 
-    def check(self, path: str, version: int) -> "Transaction":
-        self.ops.append(TxOp("check", path, version=version))
+    def check(self, path: str, version: int, refuse: Refusals | None = None) -> "Transaction":
+        self.ops.append(TxOp("check", path, version=version, refuse=refuse or {}))
         return self
 
-    def create(self, path: str, value: Any = b"", ephemeral: bool = False) -> "Transaction":
-        self.ops.append(TxOp("create", path, encode(value), ephemeral=ephemeral))
+    def create(self, path: str, value: Any = b"", ephemeral: bool = False,
+               refuse: Refusals | None = None) -> "Transaction":
+        self.ops.append(TxOp("create", path, encode(value), ephemeral=ephemeral,
+                             refuse=refuse or {}))
         return self
 
-    def set(self, path: str, value: Any, version: int = -1) -> "Transaction":
-        self.ops.append(TxOp("set", path, encode(value), version))
+    def set(self, path: str, value: Any, version: int = -1,
+            refuse: Refusals | None = None) -> "Transaction":
+        self.ops.append(TxOp("set", path, encode(value), version, refuse=refuse or {}))
         return self
 
-    def delete(self, path: str, version: int = -1) -> "Transaction":
-        self.ops.append(TxOp("delete", path, version=version))
+    def delete(self, path: str, version: int = -1,
+               refuse: Refusals | None = None) -> "Transaction":
+        self.ops.append(TxOp("delete", path, version=version, refuse=refuse or {}))
         return self
 
-    def commit(self) -> None:
-        if self.ops:
+    def commit(self, refuse: Refusals | None = None) -> None:
+        if not self.ops:
+            return
+        try:
             self._commit()
+        except StoreError as err:
+            refusal = self._refusal(err, refuse or {})
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    def _refusal(self, err: StoreError, default: Refusals) -> Exception | None:
+        failed = next((op for op in self.ops if op.path == err.path), None)
+        for table in ((failed.refuse if failed else {}), default):
+            for kind, meaning in table.items():
+                if isinstance(err, kind):
+                    return meaning if isinstance(meaning, Exception) else meaning()
+        return None
 
     @abstractmethod
     def _commit(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import libvirt
 
 from pvc.core.errors import HypervisorError, Unavailable
+from pvc.hypervisor import drivers
 from pvc.hypervisor.base import (
     Capabilities,
     HostInfo,
@@ -48,7 +49,6 @@ STATE_NAMES = {
 }
 
 PROGRESS_INTERVAL = 1.0   # seconds between progress reports of a running migration
-TEST_DRIVER_DEMO_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -84,6 +84,7 @@ class LibvirtHypervisor:
         self._lock = threading.Lock()
         self._stop_waiters: dict[str, threading.Event] = {}
         self._listeners: list[LifecycleCallback] = []
+        self.driver = drivers.DRIVERS["qemu"]   # until connected
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> "LibvirtHypervisor":
@@ -96,15 +97,15 @@ class LibvirtHypervisor:
                               f"{e.get_error_message()}") from None
         self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                           self._on_lifecycle, None)
-        if self._conn.getType().lower() == "test":
-            self._remove_test_driver_demo()
+        self.driver = drivers.driver(self._conn.getType())
+        if self.driver.demo_domain_uuid:
+            self._remove_demo_domain(self.driver.demo_domain_uuid)
         return self
 
-    def _remove_test_driver_demo(self) -> None:
-        """libvirt's test driver creates a running demo domain whenever its state is created
-        (its state lives while any client stays connected); it is not a pvc VM."""
+    def _remove_demo_domain(self, uuid: str) -> None:
+        """A domain the driver made on its own: not a pvc VM."""
         try:
-            dom = self._conn.lookupByUUIDString(TEST_DRIVER_DEMO_UUID)
+            dom = self._conn.lookupByUUIDString(uuid)
             dom.destroy()
             dom.undefine()
         except libvirt.libvirtError:
@@ -128,15 +129,12 @@ class LibvirtHypervisor:
 
     # ------------------------------------------------------------------ facts
     def capabilities(self) -> Capabilities:
-        kind = "test" if self.conn.getType().lower() == "test" else "qemu"
-        return Capabilities(kind=kind, live_migration=kind != "test")
+        _ = self.conn   # connecting reads the driver
+        return Capabilities(kind=self.driver.kind, live_migration=self.driver.live_migration)
 
     def host_info(self) -> HostInfo:
         info = self.conn.getInfo()
-        free_bytes = self.conn.getFreeMemory()
-        if self.capabilities().kind == "test":
-            free_bytes *= 1024  # the test driver reports KiB where libvirt promises bytes
-        free = free_bytes // (1024 * 1024)
+        free = self.conn.getFreeMemory() * self.driver.free_memory_unit // (1024 * 1024)
         return HostInfo(mem_total_mib=int(info[1]), mem_free_mib=int(free), cpus=int(info[2]))
 
     def running(self) -> dict[str, RunningDomain]:
@@ -364,3 +362,8 @@ def ping(uri: str) -> bool:
         return False
     conn.close()
     return True
+
+
+def connect(uri: str) -> LibvirtHypervisor:
+    """The production hypervisor factory (pvc.hypervisor.base.HypervisorFactory)."""
+    return LibvirtHypervisor(uri).connect()

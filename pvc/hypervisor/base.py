@@ -89,9 +89,3 @@ class Hypervisor(Protocol):
 
 
 HypervisorFactory = Callable[[str], Hypervisor]   # URI -> connected hypervisor
-
-
-def connect_libvirt(uri: str) -> Hypervisor:
-    """The production factory (imports libvirt only when a node connects)."""
-    from pvc.hypervisor.adapter import LibvirtHypervisor
-    return LibvirtHypervisor(uri).connect()

@@ -14,7 +14,7 @@ from typing import Any
 
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.store import NodeExists, NoNode, NotEmpty
+from pvc.core.store import NodeExists, NoNode
 
 BRIDGE_PREFIX = "vmbr"
 VXLAN_PREFIX = "vxlan"
@@ -199,13 +199,11 @@ def add(cluster: Cluster, net: ManagedNetwork) -> ManagedNetwork:
     refuse_underlay(net, underlay(cluster))
     s = cluster.schema
     tx = cluster.store.transaction()
-    tx.create(s.network(net.vni), net.to_json())
+    tx.create(s.network(net.vni), net.to_json(),
+              refuse={NodeExists: Conflict(f"network {net.vni} exists already")})
     tx.create(s.network_users(net.vni))
     tx.create(s.network_leases(net.vni))
-    try:
-        tx.commit()
-    except NodeExists:
-        raise Conflict(f"network {net.vni} exists already") from None
+    tx.commit()
     return net
 
 
@@ -224,11 +222,9 @@ def remove(cluster: Cluster, vni: int) -> ManagedNetwork:
     tx.delete(s.network_leases(vni))
     tx.delete(s.network_users(vni))
     tx.delete(s.network(vni))
-    try:
-        tx.commit()
-    except (NotEmpty, NoNode, NodeExists):
-        raise Conflict(f"network {vni} changed while removing it (a VM joined, a lease "
-                       "came); nothing was removed, try again") from None
+    changed = Conflict(f"network {vni} changed while removing it (a VM joined, a lease "
+                       "came); nothing was removed, try again")
+    tx.commit(refuse={Conflict: changed, NoNode: changed})   # not empty, gone, or created
     return net
 
 

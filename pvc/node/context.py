@@ -22,10 +22,17 @@ from pvc.core.store import (
     Versioned,
     decode_json,
 )
-from pvc.hypervisor.base import Hypervisor, HypervisorFactory, RunningDomain, connect_libvirt
+from pvc.hypervisor.base import Hypervisor, HypervisorFactory, RunningDomain
 from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
+
+
+def connect_libvirt(uri: str) -> Hypervisor:
+    """The production hypervisor: libvirt is loaded only when a node connects (the CLI
+    imports this module's neighbours, never libvirt)."""
+    from pvc.hypervisor.adapter import connect
+    return connect(uri)
 
 
 class ObservedDomains:
@@ -63,14 +70,14 @@ class ObservedDomains:
 
 class NodeContext:
     def __init__(self, config: Config, cluster: Cluster | None = None,
-                 hypervisors: HypervisorFactory = connect_libvirt) -> None:
+                 hypervisors: HypervisorFactory | None = None) -> None:
         if not config.is_node:
             raise ConfigError(f"{config.source or 'configuration'}: node.name is not set; "
                               "this is a client configuration")
         self.config = config
         self.name = config.node.name
         self.cluster = cluster or Cluster.connect(config, patient=True)
-        self._connect_hv = hypervisors
+        self._connect_hv = hypervisors or connect_libvirt
         self._hv: Hypervisor | None = None
         self._hv_lock = threading.Lock()
         self._remote: dict[str, Hypervisor] = {}

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any
 
 import dns.name
 import dns.query
@@ -25,6 +23,7 @@ import dns.rdatatype
 import dns.zone
 
 from pvc.coordinator import postgres
+from pvc.coordinator.postgres import TTL, Record, drop_other_zones, write_zone
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.network import managed
@@ -33,16 +32,6 @@ from pvc.network.managed import ManagedNetwork
 log = logging.getLogger(__name__)
 PERIOD = 30.0
 XFR_TIMEOUT = 5.0
-TTL = 60
-ACCOUNT = "pvc"   # zones pvc manages (it never touches others)
-
-
-@dataclass(frozen=True)
-class Record:
-    name: str
-    type: str
-    content: str
-    ttl: int
 
 
 def answers(address: str, port: int, timeout: float = 0.5) -> bool:
@@ -55,10 +44,6 @@ def answers(address: str, port: int, timeout: float = 0.5) -> bool:
         return True
     except (dns.exception.DNSException, OSError):
         return False
-
-
-def soa(domain: str, serial: int) -> str:
-    return f"ns1.{domain} hostmaster.{domain} {serial} 1800 300 86400 {TTL}"
 
 
 def zone_records(net: ManagedNetwork) -> set[Record]:
@@ -75,62 +60,6 @@ def zone_records(net: ManagedNetwork) -> set[Record]:
                                    dns.rdatatype.to_text(rdataset.rdtype), rdata.to_text(),
                                    TTL))
     return out
-
-
-WRITER_KIND = "X-PVC-WRITER"   # domainmetadata: the node whose aggregator last wrote the zone
-
-
-def write_zone(conn: Any, domain: str, wanted: set[Record], writer: str) -> bool:
-    """One transaction: the zone's records become `wanted`; True if anything changed."""
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT id FROM domains WHERE name = %s FOR UPDATE", (domain,))
-        row = cur.fetchone()
-        if row is None:
-            cur.execute("INSERT INTO domains (name, type, account) VALUES (%s, 'NATIVE', %s) "
-                        "RETURNING id", (domain, ACCOUNT))
-            row = cur.fetchone()
-        domain_id = row[0]
-        cur.execute("SELECT id, name, type, content, ttl FROM records WHERE domain_id = %s",
-                    (domain_id,))
-        have: dict[Record, int] = {}
-        serial = 0
-        for rid, name, rtype, content, ttl in cur.fetchall():
-            if rtype == "SOA":
-                serial = int(content.split()[2])
-                have[Record(name, rtype, "", 0)] = rid
-            else:
-                have[Record(name, rtype, content, ttl)] = rid
-        stale = [rid for rec, rid in have.items() if rec.type != "SOA" and rec not in wanted]
-        fresh = [rec for rec in wanted if rec not in have]
-        if not stale and not fresh and serial:
-            return False
-        if stale:
-            cur.execute("DELETE FROM records WHERE id = ANY(%s)", (stale,))
-        for rec in fresh:
-            cur.execute("INSERT INTO records (domain_id, name, type, content, ttl, auth) "
-                        "VALUES (%s, %s, %s, %s, %s, true)",
-                        (domain_id, rec.name, rec.type, rec.content, rec.ttl))
-        cur.execute("DELETE FROM records WHERE domain_id = %s AND type = 'SOA'", (domain_id,))
-        cur.execute("INSERT INTO records (domain_id, name, type, content, ttl, auth) "
-                    "VALUES (%s, %s, 'SOA', %s, %s, true)",
-                    (domain_id, domain, soa(domain, serial + 1), TTL))
-        cur.execute("DELETE FROM domainmetadata WHERE domain_id = %s AND kind = %s",
-                    (domain_id, WRITER_KIND))
-        cur.execute("INSERT INTO domainmetadata (domain_id, kind, content) VALUES (%s, %s, %s)",
-                    (domain_id, WRITER_KIND, writer))
-        return True
-
-
-def drop_other_zones(conn: Any, keep: set[str]) -> list[str]:
-    """Zones pvc made for networks that are gone."""
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT id, name FROM domains WHERE account = %s", (ACCOUNT,))
-        gone = [(i, n) for i, n in cur.fetchall() if n not in keep]
-        for domain_id, _ in gone:
-            cur.execute("DELETE FROM records WHERE domain_id = %s", (domain_id,))
-            cur.execute("DELETE FROM domainmetadata WHERE domain_id = %s", (domain_id,))
-            cur.execute("DELETE FROM domains WHERE id = %s", (domain_id,))
-    return [n for _, n in gone]
 
 
 def writer_dsn(config: Config, cluster: Cluster) -> str:

@@ -30,7 +30,6 @@ from pvc.core.states import DaemonState, DomainState, VmState
 from pvc.core.store import KEEP, Transaction
 from pvc.node.ipmi import Bmc, BmcAddress, BmcError, IpmiBmc
 from pvc.operations import records
-from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request
 from pvc.operations.runner import Runner
 from pvc.vm import placement
@@ -115,23 +114,17 @@ def bmc_address(cluster: Cluster, node: Node) -> BmcAddress | None:
                       str(node.ipmi.get("user", "")), password)
 
 
-def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None,
-            bmc_for: BmcFor = IpmiBmc) -> str:
+def execute(ctx: "NodeContext", run: Runner, bmc_for: BmcFor = IpmiBmc) -> str:
+    """The fence: under the fence lock, power the node off (confirmed) and recover its VMs."""
+    assert run.record is not None
     cluster, cfg = ctx.cluster, ctx.config
-    with Runner(cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        run.running()
-        target = run.record.target_id
-        lock = cluster.store.lock(cluster.schema.fence_lock, f"{cfg.node.name}:{op_id}")
-        if not lock.acquire(timeout=LOCK_WAIT):
-            raise OperationFailed("another fence held the fence lock too long; tried later")
-        try:
-            outcome = _fence(cluster, cfg, target, run, bmc_for)
-        finally:
-            lock.release()
-        run.succeed(outcome)
-        return outcome
+    lock = cluster.store.lock(cluster.schema.fence_lock, f"{cfg.node.name}:{run.op_id}")
+    if not lock.acquire(timeout=LOCK_WAIT):
+        raise OperationFailed("another fence held the fence lock too long; tried later")
+    try:
+        return _fence(cluster, cfg, run.record.target_id, run, bmc_for)
+    finally:
+        lock.release()
 
 
 def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: BmcFor) -> str:

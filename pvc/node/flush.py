@@ -35,7 +35,6 @@ from pvc.core.states import DaemonState, VmState
 from pvc.core.store import NodeExists
 from pvc.operations import records
 from pvc.operations.holds import describe
-from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, require_acting
 from pvc.operations.runner import Runner
 from pvc.vm import placement
@@ -140,12 +139,9 @@ def request(cluster: Cluster, node: str, kind: str, reason: str = "",
                                args={"max_parallel": max_parallel, "park": park})
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
-    tx.create(cluster.schema.node_operation(node), op.id)
-    try:
-        tx.commit()
-    except NodeExists:
-        raise Conflict(f"node {node} got another operation at the same moment; "
-                       "nothing was changed") from None
+    tx.create(cluster.schema.node_operation(node), op.id, refuse={NodeExists: Conflict(
+        f"node {node} got another operation at the same moment; nothing was changed")})
+    tx.commit()
     return Request(op, submit=True)
 
 
@@ -335,47 +331,44 @@ def limits(run: Runner, max_parallel: int, per_node: int, per_target: int) -> tu
     return min(max_parallel, per_node), per_target
 
 
-def _run_node_op(ctx: "NodeContext", op_id: str, kind: str, report: Reporter | None,
+def _run_node_op(ctx: "NodeContext", run: Runner, kind: str,
                  work: Callable[["NodeContext", Runner, str], tuple[NodeJob, str]]) -> str:
-    """What flush and unflush share: the record, the lock, the node's domain states, and
-    failing (naming every VM that failed) when not everything went well."""
+    """What flush and unflush share: the lock, the node's domain states, and failing (naming
+    every VM that failed) when not everything went well."""
+    assert run.record is not None
     spec = states.DOMAIN_OPS[kind]
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        node = run.record.target_id
-        with flush_lock(ctx, run, kind) as locked:
-            if not locked:
-                run.cancelled_with(f"cancelled before it took the flush lock; {node} unchanged")
-                return "cancelled"
-            _set_domain_state(ctx, node, spec.during)
-            try:
-                job, summary = work(ctx, run, node)
-            finally:
-                run.release_claims()
-                ctx.refresh()
-            stays = f"({node} stays {spec.during})"
-            skipped = job.tally.count(Outcome.SKIPPED)
-            if skipped and run.cancelled.is_set():
-                run.cancelled_with(f"cancelled: {summary}, {skipped} not moved {stays}")
-                return "cancelled"
-            if skipped:
-                raise OperationFailed(f"lost the ZooKeeper session holding the flush lock: "
-                                      f"{summary}, {skipped} not moved; run it again {stays}")
-            if job.tally.count(Outcome.FAILED):
-                raise OperationFailed(f"{summary}, {job.tally.count(Outcome.FAILED)} failed: "
-                                      f"{job.failures()} {stays}")
-            _set_domain_state(ctx, node, spec.after)
-        run.succeed(summary)
-        return summary
+    node = run.record.target_id
+    with flush_lock(ctx, run, kind) as locked:
+        if not locked:
+            run.cancelled_with(f"cancelled before it took the flush lock; {node} unchanged")
+            return "cancelled"
+        _set_domain_state(ctx, node, spec.during)
+        try:
+            job, summary = work(ctx, run, node)
+        finally:
+            run.release_claims()
+            ctx.refresh()
+        stays = f"({node} stays {spec.during})"
+        skipped = job.tally.count(Outcome.SKIPPED)
+        if skipped and run.cancelled.is_set():
+            run.cancelled_with(f"cancelled: {summary}, {skipped} not moved {stays}")
+            return "cancelled"
+        if skipped:
+            raise OperationFailed(f"lost the ZooKeeper session holding the flush lock: "
+                                  f"{summary}, {skipped} not moved; run it again {stays}")
+        if job.tally.count(Outcome.FAILED):
+            raise OperationFailed(f"{summary}, {job.tally.count(Outcome.FAILED)} failed: "
+                                  f"{job.failures()} {stays}")
+        _set_domain_state(ctx, node, spec.after)
+    return summary
 
 
-def execute_flush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
-    return _run_node_op(ctx, op_id, "flush", report, _flush_work)
+def execute_flush(ctx: "NodeContext", run: Runner) -> str:
+    return _run_node_op(ctx, run, "flush", _flush_work)
 
 
-def execute_unflush(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
-    return _run_node_op(ctx, op_id, "unflush", report, _unflush_work)
+def execute_unflush(ctx: "NodeContext", run: Runner) -> str:
+    return _run_node_op(ctx, run, "unflush", _unflush_work)
 
 
 def _flush_work(ctx: "NodeContext", run: Runner, node: str) -> tuple[NodeJob, str]:

@@ -42,14 +42,14 @@ def maintenance_on(cluster: Cluster, reason: str = "") -> Operation:
     op = records.recorded("cluster.maintenance", "cluster", "cluster", reason,
                           "maintenance on", {"before": {"maintenance": False},
                                              "after": {"maintenance": True}})
-    tx = cluster.store.transaction()
-    tx.create(cluster.schema.maintenance, held)
-    tx.create(cluster.schema.operation(op.id), op.to_json())
-    try:
-        tx.commit()
-    except NodeExists:
+    def already() -> Conflict:
         current = cluster.maintenance() or {}
-        raise Conflict(f"the cluster is already in maintenance ({describe(current)})") from None
+        return Conflict(f"the cluster is already in maintenance ({describe(current)})")
+
+    tx = cluster.store.transaction()
+    tx.create(cluster.schema.maintenance, held, refuse={NodeExists: already})
+    tx.create(cluster.schema.operation(op.id), op.to_json())
+    tx.commit()
     return op
 
 
@@ -61,12 +61,10 @@ def maintenance_off(cluster: Cluster, reason: str = "") -> Operation:
                           "maintenance off", {"before": {"maintenance": True, **current},
                                               "after": {"maintenance": False}})
     tx = cluster.store.transaction()
-    tx.delete(cluster.schema.maintenance)
+    tx.delete(cluster.schema.maintenance, refuse={NoNode: Conflict(
+        "the cluster is not in maintenance (turned off meanwhile)")})
     tx.create(cluster.schema.operation(op.id), op.to_json())
-    try:
-        tx.commit()
-    except NoNode:
-        raise Conflict("the cluster is not in maintenance (turned off meanwhile)") from None
+    tx.commit()
     return op
 
 
@@ -103,9 +101,6 @@ def _set_cordon(cluster: Cluster, name: str, held: dict[str, Any], reason: str) 
     else:
         tx.create(path, held)
     tx.create(cluster.schema.operation(op.id), op.to_json())
-    try:
-        tx.commit()
-    except (NoNode, NodeExists):
-        raise NotFound(f"node {name} changed meanwhile; nothing was changed, try again") \
-            from None
+    changed = NotFound(f"node {name} changed meanwhile; nothing was changed, try again")
+    tx.commit(refuse={NoNode: changed, NodeExists: changed})
     return op

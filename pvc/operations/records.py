@@ -195,12 +195,14 @@ def prune(cluster: Cluster, keep: int) -> int:
 def record_node_operation(cluster: Cluster, op: Operation) -> None:
     """Store a node operation's record and mark its node busy, in one transaction (one
     operation in flight per node)."""
+    busy = cluster.schema.node_operation(op.target_id)
+
+    def in_flight() -> Conflict:
+        other = cluster.store.get_text(busy)
+        return Conflict(f"node {op.target_id} already has operation {other} in flight "
+                        f"(see: pvc task show {other})")
+
     tx = cluster.store.transaction()
     tx.create(cluster.schema.operation(op.id), op.to_json())
-    tx.create(cluster.schema.node_operation(op.target_id), op.id)
-    try:
-        tx.commit()
-    except NodeExists:
-        busy = cluster.store.get_text(cluster.schema.node_operation(op.target_id))
-        raise Conflict(f"node {op.target_id} already has operation {busy} in flight "
-                       f"(see: pvc task show {busy})") from None
+    tx.create(busy, op.id, refuse={NodeExists: in_flight})
+    tx.commit()

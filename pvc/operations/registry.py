@@ -14,15 +14,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from pvc.core.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from pvc.node.context import NodeContext
-
 Reporter = Callable[[dict[str, Any]], None]
-Executor = Callable[["NodeContext", str, "Reporter | None"], str]
+Executor = Callable[..., str]
+"""fn(frame, run) -> the outcome sentence (pvc.operations.frame runs it)."""
 
 
 class RunsOn(StrEnum):
@@ -43,8 +41,9 @@ class OperationKind:
     kind: str               # "vm.start": what the record says
     task: str               # Celery task name
     runs_on: RunsOn
-    execute: str            # "module:function", called as fn(ctx, op_id, report) -> outcome
+    execute: str            # "module:function", called as fn(frame, run) -> outcome
     progress: Progress = Progress.STEPS
+    waits_first: bool = False   # waits for a lock before it runs (and says so itself)
 
     @property
     def target(self) -> str:
@@ -73,9 +72,9 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
     OperationKind("vm.unmigrate", "pvc.vm.unmigrate", RunsOn.SOURCE, _MIGRATION),
     OperationKind("vm.move", "pvc.vm.move", RunsOn.SOURCE, _MIGRATION),
     OperationKind("node.flush", "pvc.node.flush", RunsOn.NODE, "pvc.node.flush:execute_flush",
-                  Progress.ITEMS),
+                  Progress.ITEMS, waits_first=True),
     OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE,
-                  "pvc.node.flush:execute_unflush", Progress.ITEMS),
+                  "pvc.node.flush:execute_unflush", Progress.ITEMS, waits_first=True),
     OperationKind("node.primary", "pvc.node.primary", RunsOn.NODE,
                   "pvc.coordinator.switchover:execute"),
     OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE,

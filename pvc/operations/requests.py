@@ -26,7 +26,7 @@ class Request:
 def require_acting(node: Node, what: str) -> None:
     """The node whose queue gets the task must be able to run it now; otherwise say so
     instead of leaving an operation queued where nobody reads."""
-    why = states.acting_refusal(node)
+    why = node.acting_refusal()
     if why:
         raise Unavailable(f"node {node.name} {why}: it cannot {what}")
 
@@ -51,13 +51,10 @@ def commit_vm(cluster: Cluster, vm: VM, version: int, op: Operation, busy: bool)
     tx.create(cluster.schema.operation(op.id), op.to_json())
     if busy:
         tx.create(cluster.schema.vm_operation(vm.uuid), op.id)
-    try:
-        tx.commit()
-    except NoNode:
-        raise NotFound(f"VM {vm.name} was undefined meanwhile; nothing was changed") from None
-    except Conflict:
-        raise Conflict(f"VM {vm.name} changed while submitting (another command won); "
-                       "nothing was changed, try again") from None
+    tx.commit(refuse={
+        NoNode: NotFound(f"VM {vm.name} was undefined meanwhile; nothing was changed"),
+        Conflict: Conflict(f"VM {vm.name} changed while submitting (another command won); "
+                           "nothing was changed, try again")})
 
 
 def abandon(cluster: Cluster, op: Operation, error: str) -> None:

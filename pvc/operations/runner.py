@@ -368,6 +368,11 @@ class Runner:
             pending, self._pending = self._pending, {}
             return pending
 
+    @property
+    def ended(self) -> bool:
+        """Whether this run has ended its operation (succeeded, cancelled, failed)."""
+        return self.record is not None and self.record.state in states.OP_TERMINAL
+
     def succeed(self, message: str = "done") -> Operation:
         self.record = finish(self.cluster, self.op_id, states.OpState.SUCCEEDED, message=message,
                              progress=self._take_pending())

@@ -89,3 +89,18 @@ def make_redis_master(layout: "Layout", node: str) -> None:
         watcher = client(n, layout.sentinel_port)
         procs.wait_until(f"{n}'s Sentinel to read the replicas' priority again",
                          lambda: priorities_seen(watcher, 100), TIMEOUT)
+
+
+def control_plane(layout: "Layout") -> dict[str, dict[str, str]]:
+    """What each coordinator's members are: its ZooKeeper member's mode (leader, follower,
+    down…), its Redis's role as the Sentinels see it (master, replica, replica down)."""
+    broker = redis_client.status(load_config(layout.client_config))
+    redis_role = {broker.get("master", ""): "master"} | {
+        r["address"]: "replica" if r["state"] == "up" else "replica down"
+        for r in broker.get("replicas", [])}
+    out = {}
+    for n in coordinators(layout):
+        at = address(layout, n)
+        out[n] = {"zookeeper": zookeeper.member_mode(at, layout.zk_port, 0.5),
+                  "redis": redis_role.get(f"{at}:{layout.redis_port}", "unknown")}
+    return out

@@ -628,25 +628,7 @@ def status(layout: Layout) -> dict[str, Any]:
         "flower": {"url": f"http://127.0.0.1:{layout.flower_port}", "user": FLOWER_USER,
                    "password_file": str(layout.secret("flower.password"))},
         "processes": programs,
-        "control_plane": control_plane(layout) if programs else {},
     }
-
-
-def control_plane(layout: Layout) -> dict[str, dict[str, str]]:
-    """What each coordinator's members are: its ZooKeeper member's mode (leader, follower,
-    down…), its Redis's role as the Sentinels see it (master, replica, replica down)."""
-    from pvc.core import redis_client, zookeeper
-    from pvc.sandbox import roles
-    broker = redis_client.status(configmod.load(layout.client_config))
-    redis_role = {broker.get("master", ""): "master"} | {
-        r["address"]: "replica" if r["state"] == "up" else "replica down"
-        for r in broker.get("replicas", [])}
-    out = {}
-    for n in roles.coordinators(layout):
-        address = roles.address(layout, n)
-        out[n] = {"zookeeper": zookeeper.member_mode(address, layout.zk_port, 0.5),
-                  "redis": redis_role.get(f"{address}:{layout.redis_port}", "unknown")}
-    return out
 
 
 PROCESS_ACTIONS = ("start", "stop", "restart")

@@ -143,7 +143,8 @@ def rename(cluster: Cluster, ref: str, new_name: str, reason: str = "") -> Chang
     tx.set(cluster.schema.vm(vm.uuid), vm.to_json(), current.version)
     tx.set(cluster.schema.vm_xml(vm.uuid), new_xml)
     tx.delete(cluster.schema.vm_name(old_name))
-    tx.create(cluster.schema.vm_name(new_name), vm.uuid)
+    tx.create(cluster.schema.vm_name(new_name), vm.uuid,
+              refuse={NodeExists: Conflict(f"a VM named {new_name!r} already exists")})
     _commit(cluster, tx, vm, op)
     return Change(vm, op, [])
 
@@ -152,7 +153,9 @@ def _network_users(cluster: Cluster, tx: Transaction, uuid: str, old: list[int],
                    new: list[int]) -> None:
     """The VM's marks on the managed networks it is on (a network in use cannot go)."""
     for vni in set(new) - set(old):
-        tx.create(cluster.schema.network_user(vni, uuid))
+        tx.create(cluster.schema.network_user(vni, uuid), refuse={NoNode: NotFound(
+            f"network {vni}, which the VM's interfaces name, was removed meanwhile; nothing "
+            "was changed")})
     for vni in set(old) - set(new):
         if cluster.store.exists(cluster.schema.network_user(vni, uuid)):
             tx.delete(cluster.schema.network_user(vni, uuid))
@@ -161,15 +164,7 @@ def _network_users(cluster: Cluster, tx: Transaction, uuid: str, old: list[int],
 def _commit(cluster: Cluster, tx: Transaction, vm: VM, op: Operation) -> None:
     """The change and its record, in one transaction; a race refuses and changes nothing."""
     tx.create(cluster.schema.operation(op.id), op.to_json())
-    try:
-        tx.commit()
-    except NodeExists:
-        raise Conflict(f"a VM named {vm.name!r} already exists") from None
-    except NoNode as e:
-        if e.path and "/networks/" in e.path:
-            raise NotFound("a network the VM's interfaces name was removed meanwhile; "
-                           "nothing was changed") from None
-        raise NotFound(f"VM {vm.name} was undefined meanwhile; nothing was changed") from None
-    except Conflict:
-        raise Conflict(f"VM {vm.name} changed meanwhile (another command won); nothing was "
-                       "changed, try again") from None
+    tx.commit(refuse={
+        NoNode: NotFound(f"VM {vm.name} was undefined meanwhile; nothing was changed"),
+        Conflict: Conflict(f"VM {vm.name} changed meanwhile (another command won); nothing "
+                           "was changed, try again")})

@@ -36,23 +36,17 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
             console_log=facts.console_log is not None, defined=time.time(),
             networks=managed_networks(cluster, facts))
     tx = cluster.store.transaction()
-    tx.create(cluster.schema.vm_name(vm.name), vm.uuid)
-    tx.create(cluster.schema.vm(vm.uuid), vm.to_json())
+    tx.create(cluster.schema.vm_name(vm.name), vm.uuid,
+              refuse={NodeExists: Conflict(f"a VM named {vm.name!r} already exists")})
+    tx.create(cluster.schema.vm(vm.uuid), vm.to_json(),
+              refuse={NodeExists: Conflict(f"a VM with UUID {vm.uuid} already exists")})
     tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
     for vni in vm.networks:   # the network cannot go while this VM is on it
-        tx.create(cluster.schema.network_user(vni, vm.uuid))
-    try:
-        tx.commit()
-    except NoNode as e:
-        if e.path and "/networks/" in e.path:
-            raise NotFound("a network the VM's interfaces name was removed meanwhile; "
-                           "nothing was defined") from None
-        raise Unavailable("the cluster's state is not initialised (no VMs section); "
-                          "start a node daemon first") from None
-    except NodeExists as e:
-        if e.path == cluster.schema.vm_name(vm.name):
-            raise Conflict(f"a VM named {vm.name!r} already exists") from None
-        raise Conflict(f"a VM with UUID {vm.uuid} already exists") from None
+        tx.create(cluster.schema.network_user(vni, vm.uuid), refuse={NoNode: NotFound(
+            f"network {vni}, which the VM's interfaces name, was removed meanwhile; nothing "
+            "was defined")})
+    tx.commit(refuse={NoNode: Unavailable("the cluster's state is not initialised (no VMs "
+                                          "section); start a node daemon first")})
     return vm
 
 
@@ -76,12 +70,9 @@ def undefine(cluster: Cluster, ref: str) -> VM:
     for vni in vm.networks:
         if cluster.store.exists(cluster.schema.network_user(vni, vm.uuid)):
             tx.delete(cluster.schema.network_user(vni, vm.uuid))
-    try:
-        tx.commit()
-    except NoNode:
-        raise NotFound(f"VM {vm.name} was undefined meanwhile") from None
-    except Conflict:
-        raise Conflict(f"VM {vm.name} changed while undefining it; try again") from None
+    tx.commit(refuse={NoNode: NotFound(f"VM {vm.name} was undefined meanwhile"),
+                      Conflict: Conflict(f"VM {vm.name} changed while undefining it; try "
+                                         "again")})
     return vm
 
 

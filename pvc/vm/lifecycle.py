@@ -18,13 +18,12 @@ from pvc.core.errors import Conflict, HypervisorError, NotFound, PvcError
 from pvc.core.models import VM, Node
 from pvc.core.store import VersionConflict
 from pvc.operations import records
-from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, commit_vm, previous, refuse_if_busy, require_acting
 from pvc.operations.runner import Runner
 from pvc.vm import placement
 
-if TYPE_CHECKING:  # the CLI imports this module for requests: keep libvirt out of it
-    from pvc.node.context import NodeContext
+if TYPE_CHECKING:  # the CLI imports this module for requests: keep the hypervisor out of it
+    from pvc.operations.frame import NodeFrame
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     require_acting(node, f"act on {vm.name}")
     if not node.enable_hypervisor:
         raise Conflict(f"node {target} has its hypervisor disabled; it runs no VMs")
-    why = states.target_refusal(node)
+    why = node.target_refusal()
     if not rule.needs_running and why and target not in running:
         raise Conflict(f"node {target} takes no VMs now ({why})")
     return target
@@ -91,46 +90,42 @@ def _place(cluster: Cluster, vm: VM, nodes: list[Node]) -> str:
 
 # ---------------------------------------------------------------------- execution side
 
-def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+def execute(ctx: "NodeFrame", run: Runner) -> str:
     """Carry out a VM action (the record's kind says which) on this node. Returns the
     outcome sentence."""
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        run.running()
-        action = run.record.kind.split(".", 1)[1]
-        uuid = run.record.target_id
-        vm = _vm_here(ctx, uuid)
-        try:
-            outcome = ACTIONS[action](ctx, vm)
-        except HypervisorError as e:
-            record_failure(ctx, uuid, str(e))
-            raise
-        finally:
-            ctx.refresh()
-        record_failure(ctx, uuid, "")
-        run.succeed(outcome)
-        return outcome
+    assert run.record is not None
+    action = run.record.kind.split(".", 1)[1]
+    uuid = run.record.target_id
+    vm = _vm_here(ctx, uuid)
+    try:
+        outcome = ACTIONS[action](ctx, vm)
+    except HypervisorError as e:
+        record_failure(ctx, uuid, str(e))
+        raise
+    finally:
+        ctx.refresh()
+    record_failure(ctx, uuid, "")
+    return outcome
 
 
-def _vm_here(ctx: "NodeContext", uuid: str) -> VM:
+def _vm_here(ctx: "NodeFrame", uuid: str) -> VM:
     vm = VM.from_json(ctx.store.get_json(ctx.schema.vm(uuid)))
     if vm.node != ctx.name and not ctx.hv.is_running(uuid):
         raise Conflict(f"VM {vm.name} is assigned to {vm.node or 'no node'}, not {ctx.name}")
     return vm
 
 
-def _start(ctx: "NodeContext", vm: VM) -> str:
+def _start(ctx: "NodeFrame", vm: VM) -> str:
     started = ctx.hv.start(ctx.node_xml(vm.uuid), vm.uuid)
     return f"{vm.name} started on {ctx.name}" if started else f"{vm.name} was already running"
 
 
-def _stop(ctx: "NodeContext", vm: VM) -> str:
+def _stop(ctx: "NodeFrame", vm: VM) -> str:
     stopped = ctx.hv.destroy(vm.uuid)
     return f"{vm.name} stopped" if stopped else f"{vm.name} was not running"
 
 
-def _shutdown(ctx: "NodeContext", vm: VM) -> str:
+def _shutdown(ctx: "NodeFrame", vm: VM) -> str:
     timeout = ctx.config.cluster.operations.shutdown_timeout
     result = ctx.hv.shutdown(vm.uuid, timeout)
     if result == "forced off":
@@ -138,13 +133,13 @@ def _shutdown(ctx: "NodeContext", vm: VM) -> str:
     return f"{vm.name} {result}"
 
 
-def _restart(ctx: "NodeContext", vm: VM) -> str:
+def _restart(ctx: "NodeFrame", vm: VM) -> str:
     first = _shutdown(ctx, vm)
     _start(ctx, vm)
     return f"{first}; started again on {ctx.name}"
 
 
-ACTIONS: dict[str, Callable[["NodeContext", VM], str]] = {
+ACTIONS: dict[str, Callable[["NodeFrame", VM], str]] = {
     "start": _start,
     "stop": _stop,
     "shutdown": _shutdown,
@@ -153,7 +148,7 @@ ACTIONS: dict[str, Callable[["NodeContext", VM], str]] = {
 }
 
 
-def record_failure(ctx: "NodeContext", uuid: str, failure: str) -> None:
+def record_failure(ctx: "NodeFrame", uuid: str, failure: str) -> None:
     """Keep the last operation's failure on the VM (cleared by a success)."""
     def change(data: dict) -> dict:
         data["failure"] = failure

@@ -13,12 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pvc.core import states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, HypervisorError, InvalidInput, NotFound, PvcError
 from pvc.core.models import VM, Node
 from pvc.operations import records
-from pvc.operations.registry import Reporter
 from pvc.operations.requests import Request, commit_vm, previous, refuse_if_busy, require_acting
 from pvc.operations.runner import Runner
 from pvc.vm import domxml, placement
@@ -26,7 +24,7 @@ from pvc.vm.lifecycle import record_failure
 
 if TYPE_CHECKING:
     from pvc.hypervisor.base import Hypervisor
-    from pvc.node.context import NodeContext
+    from pvc.operations.frame import NodeFrame
 
 log = logging.getLogger(__name__)
 OBSERVED_WAIT = 15.0   # seconds to wait for a node to publish a domain it just got or lost
@@ -99,7 +97,7 @@ def _check_target(cluster: Cluster, vm: VM, nodes: list[Node], source: str, targ
         raise NotFound(f"no node named {target!r}")
     if target == source:
         raise Conflict(f"VM {vm.name} is already on {target}")
-    why = states.target_refusal(node)
+    why = node.target_refusal()
     if why:
         raise Conflict(f"node {target} cannot take VMs now: it is {why}")
     free = placement.free_memory(node, placement.Plan())
@@ -121,31 +119,26 @@ class Move:
     bandwidth: int = 0     # MiB/s it may use (0: the configured limit)
 
 
-def execute(ctx: "NodeContext", op_id: str, report: Reporter | None = None) -> str:
+def execute(ctx: "NodeFrame", run: Runner) -> str:
     """Migrate, unmigrate or move one VM as its operation record says."""
-    with Runner(ctx.cluster, op_id, report) as run:
-        if run.record is None:
-            return "already done"
-        run.running()
-        args = run.record.args
-        vm = ctx.cluster.vm(run.record.target_id).value
-        nodes = {n.name: n for n in ctx.cluster.nodes()}
-        move = Move(vm, nodes[args["source"]], nodes[args["target"]], args["method"],
-                    args.get("force_live", False), float(args.get("timeout") or 0),
-                    int(args.get("bandwidth") or 0))
-        try:
-            outcome = f"{vm.name}: " + move_vm(ctx, move,
-                                               lambda m: run.progress(f"{vm.name}: {m}"))
-        except PvcError as e:
-            settle(ctx, vm.uuid, args["previous"], move.source, move.target)
-            record_failure(ctx, vm.uuid, f"{run.record.kind}: {e}")
-            raise
-        record_failure(ctx, vm.uuid, "")
-        run.succeed(outcome)
-        return outcome
+    assert run.record is not None
+    args = run.record.args
+    vm = ctx.cluster.vm(run.record.target_id).value
+    nodes = {n.name: n for n in ctx.cluster.nodes()}
+    move = Move(vm, nodes[args["source"]], nodes[args["target"]], args["method"],
+                args.get("force_live", False), float(args.get("timeout") or 0),
+                int(args.get("bandwidth") or 0))
+    try:
+        outcome = f"{vm.name}: " + move_vm(ctx, move, lambda m: run.progress(f"{vm.name}: {m}"))
+    except PvcError as e:
+        settle(ctx, vm.uuid, args["previous"], move.source, move.target)
+        record_failure(ctx, vm.uuid, f"{run.record.kind}: {e}")
+        raise
+    record_failure(ctx, vm.uuid, "")
+    return outcome
 
 
-def settle(ctx: "NodeContext", uuid: str, prev: dict[str, str], src: Node, dst: Node) -> None:
+def settle(ctx: "NodeFrame", uuid: str, prev: dict[str, str], src: Node, dst: Node) -> None:
     """A move failed: point the VM's record at where it runs, asking the two hypervisors
     themselves (their published lists may still show a half-done migration)."""
     where = next((n for n in (src, dst) if _runs_on(ctx, n, uuid)), None)
@@ -162,14 +155,14 @@ def settle(ctx: "NodeContext", uuid: str, prev: dict[str, str], src: Node, dst: 
         _await_published(ctx, uuid, where, other)
 
 
-def _runs_on(ctx: "NodeContext", node: Node, uuid: str) -> bool:
+def _runs_on(ctx: "NodeFrame", node: Node, uuid: str) -> bool:
     try:
         return ctx.hypervisor_for(node).is_running(uuid)
     except PvcError:
         return False
 
 
-def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> str:
+def move_vm(ctx: "NodeFrame", move: Move, progress: Callable[..., None]) -> str:
     """Move a running VM from move.source to move.target. Idempotent: a VM already on the
     target is left alone; one running nowhere is started on the target."""
     vm, src, dst = move.vm, move.source, move.target
@@ -203,7 +196,7 @@ def move_vm(ctx: "NodeContext", move: Move, progress: Callable[..., None]) -> st
     return f"{src.name} → {dst.name} ({method}{detail})"
 
 
-def _live(ctx: "NodeContext", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor", dst: Node,
+def _live(ctx: "NodeFrame", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor", dst: Node,
           progress: Callable[..., None], move: Move) -> str:
     mig = ctx.config.cluster.migration
     dest_xml = domxml.for_node(hv_src.migratable_xml(vm.uuid), "", dst.console_log_directory)
@@ -216,7 +209,7 @@ def _live(ctx: "NodeContext", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor"
     return f", {stats.elapsed_ms / 1000:.1f}s{downtime}"
 
 
-def _shutdown_move(ctx: "NodeContext", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor",
+def _shutdown_move(ctx: "NodeFrame", vm: VM, hv_src: "Hypervisor", hv_dst: "Hypervisor",
                    src: Node, dst: Node, progress: Callable[..., None]) -> str:
     timeout = ctx.config.cluster.operations.shutdown_timeout
     t0 = time.monotonic()
@@ -232,12 +225,12 @@ def _shutdown_move(ctx: "NodeContext", vm: VM, hv_src: "Hypervisor", hv_dst: "Hy
     return f", {time.monotonic() - t0:.1f}s{forced}"
 
 
-def _xml_for(ctx: "NodeContext", vm: VM, node: Node) -> str:
+def _xml_for(ctx: "NodeFrame", vm: VM, node: Node) -> str:
     return domxml.for_node(ctx.cluster.vm_xml(vm.uuid), node.domain_type,
                            node.console_log_directory)
 
 
-def _await_published(ctx: "NodeContext", uuid: str, here: Node, gone: Node) -> None:
+def _await_published(ctx: "NodeFrame", uuid: str, here: Node, gone: Node) -> None:
     """Each node publishes what it runs (on libvirt's events); wait until both agree that the
     VM runs on `here` and not on `gone`, so the operation ends when `pvc vm list` shows it."""
     for node, present in ((here, True), (gone, False)):

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pvc.core.models import VM, Node
-from pvc.core.states import target_refusal
 
 
 @dataclass
@@ -90,7 +89,7 @@ def why_none(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] =
         if n.name in excluded:
             continue
         outside_limit = bool(vm.node_limit) and n.name not in vm.node_limit
-        why = (target_refusal(n) or ("not in node limit" if outside_limit else "")
+        why = (n.target_refusal() or ("not in node limit" if outside_limit else "")
                or (f"networking disabled (the VM is on network "
                    f"{', '.join(map(str, vm.networks))})" if _lacks_networking(vm, n) else "")
                or f"{free_memory(n, plan)} MiB free < {vm.memory} MiB")

@@ -13,7 +13,7 @@ from pvc.core.models import VM
 from pvc.core.schema import Schema
 from pvc.node.context import NodeContext
 from pvc.node.daemon import NodeDaemon
-from pvc.operations import registry
+from pvc.operations import frame, registry
 from pvc.operations.requests import Request
 from pvc.vm import definition
 from tests.fakes.hypervisor import World
@@ -87,7 +87,8 @@ class FakeCluster:
         if req.submit:
             spec = registry.kind(req.op.kind)
             try:
-                spec.executor()(self.contexts[req.op.node], req.op.id, None)
+                frame.run(self.contexts[req.op.node], req.op.id, None, spec.executor(),
+                          spec.waits_first)
             except PvcError:
                 pass   # the record says how it failed (a worker leaves this to Celery)
         return self.record(req.op.id)

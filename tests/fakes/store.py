@@ -102,7 +102,7 @@ class MemoryBackend:
             if exists:
                 raise store_error(NodeExists, path)
             if _parent(path) not in self.nodes:
-                raise store_error(NoNode, _parent(path))
+                raise store_error(NoNode, path)   # as ZooKeeper: the write's own path
             return
         if not exists:
             raise store_error(NoNode, path)

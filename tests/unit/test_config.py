@@ -102,8 +102,18 @@ def test_locate_order(tmp_path: Path) -> None:
     assert config.locate(None, env) == tmp_path / "b.yaml"
     (tmp_path / "sb").mkdir()
     (tmp_path / "sb" / "client.yaml").write_text("{}")
-    assert config.locate(None, {"PVC_SANDBOX_DIR": str(tmp_path / "sb")}) == \
+    assert config.locate(None, {"PVC_SANDBOX_DIR": str(tmp_path / "sb")}, sandbox=True) == \
         tmp_path / "sb" / "client.yaml"
+
+
+def test_a_daemon_never_takes_a_sandbox_configuration(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sb").mkdir()
+    (tmp_path / "sb" / "client.yaml").write_text("{}")
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "etc-pvc.yaml")
+    with pytest.raises(ConfigError, match="no pvc configuration") as err:
+        config.locate(None, {"PVC_SANDBOX_DIR": str(tmp_path / "sb")})
+    assert "sandbox" not in str(err.value)
 
 
 def test_describe_lists_every_key() -> None:

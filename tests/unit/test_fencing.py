@@ -12,6 +12,7 @@ import pytest
 from pvc.core.states import OpState
 from pvc.node import fencing
 from pvc.node.ipmi import BmcAddress, BmcError
+from pvc.operations import frame
 from tests.fakes.cluster import FakeCluster
 from tests.waiting import until
 
@@ -100,7 +101,8 @@ def test_a_node_that_stopped_cleanly_is_never_fenced(fc: FakeCluster) -> None:
 def fence(fc: FakeCluster, power: Power, dead: str) -> dict:
     req = fencing.request(fc.client, dead, primary(fc), "test")
     try:
-        fencing.execute(fc.contexts[primary(fc)], req.op.id, None, bmc_for=power.bmc)
+        frame.run(fc.contexts[primary(fc)], req.op.id, None,
+                  lambda ctx, run: fencing.execute(ctx, run, bmc_for=power.bmc))
     except Exception:
         pass   # the record says how it failed
     return fc.record(req.op.id)

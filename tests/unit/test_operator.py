@@ -10,7 +10,7 @@ import pytest
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.states import OpState
 from pvc.node import fencing, flush
-from pvc.operations import holds
+from pvc.operations import frame, holds
 from pvc.vm import changes, lifecycle, placement
 from tests.fakes.cluster import FakeCluster, vm_xml
 from tests.waiting import until
@@ -164,8 +164,8 @@ def test_in_maintenance_no_fence_is_asked_or_carried_out(fc: FakeCluster) -> Non
                               lambda req: asked.append(req.op.id)) == ""
     assert asked == [] and watch.suspects == {}
     req = fencing.request(fc.client, dead, str(primary), "asked before maintenance")
-    fencing.execute(fc.contexts[str(primary)], req.op.id, None,
-                    bmc_for=lambda _a: pytest.fail("no BMC may be called"))  # type: ignore
+    frame.run(fc.contexts[str(primary)], req.op.id, None, lambda ctx, run: fencing.execute(
+        ctx, run, bmc_for=lambda _a: pytest.fail("no BMC may be called")))  # type: ignore
     assert "not fenced: the cluster is in maintenance" in fc.record(req.op.id)["message"]
     holds.maintenance_off(fc.client)        # over: the dead node is fenced as it would be
     assert fencing.fence_duty(fc.client, fc.contexts[str(primary)].config, watch,

@@ -10,7 +10,8 @@ import pytest
 
 from pvc.core.models import Operation
 from pvc.node import power
-from pvc.operations import registry
+from pvc.node.context import NodeContext
+from pvc.operations import frame, registry
 from tests.fakes.cluster import FakeCluster
 
 
@@ -24,15 +25,15 @@ def fc() -> Iterator[FakeCluster]:
 def sender(fc: FakeCluster) -> power.Send:
     """Hands an operation to its node's worker, as the broker would (in the background)."""
     def send(op: Operation) -> None:
-        executor = registry.kind(op.kind).executor()
-        threading.Thread(target=lambda: _quietly(executor, fc.contexts[op.node], op.id),
+        spec = registry.kind(op.kind)
+        threading.Thread(target=lambda: _quietly(spec, fc.contexts[op.node], op.id),
                          daemon=True).start()
     return send
 
 
-def _quietly(executor, ctx, op_id: str) -> None:   # type: ignore[no-untyped-def]
+def _quietly(spec: registry.OperationKind, ctx: NodeContext, op_id: str) -> None:
     try:
-        executor(ctx, op_id, None)
+        frame.run(ctx, op_id, None, spec.executor(), spec.waits_first)
     except Exception:
         pass   # the record says how it failed
 
