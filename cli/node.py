@@ -1,6 +1,7 @@
 """`pvc node …`: the cluster's nodes."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -42,6 +43,7 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
     data["cordon"] = n.cordon      # who cordoned it, why, since when ({}: not cordoned)
     data["bmc"] = n.bmc            # its BMC's audit: when, and what makes fencing unsafe
     data["services"] = n.services  # services around pvc there that do not serve, and why
+    data["loop"] = n.loop          # what its daemon's last loop did, and when
     return data
 
 
@@ -94,7 +96,14 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
     data["cordon"] = describe(data["cordon"]) if data["cordon"] else ""
     data["bmc"] = bmc_text(data["bmc"])
     data["services"] = "; ".join(data["services"].values()) or "-"
-    pairs(data, FIELDS + ["cordon", "bmc", "services", "unknown_domains", "drift"])
+    data["loop"] = loop_text(data["loop"])
+    pairs(data, FIELDS + ["cordon", "bmc", "services", "loop", "unknown_domains", "drift"])
+
+
+def loop_text(loop: dict[str, Any]) -> str:
+    if not loop:
+        return "-"
+    return f"{loop.get('said', '')} ({time.strftime('%H:%M:%S', time.localtime(loop['at']))})"
 
 
 def bmc_text(audit: dict[str, Any]) -> str:

@@ -7,10 +7,10 @@ from typing import Any
 
 from pvc.core import health, names, states
 from pvc.core.config import Config
-from pvc.core.errors import NotFound, SchemaTooNew
+from pvc.core.errors import Conflict, NotFound, SchemaTooNew
 from pvc.core.models import VM, Node, Operation, VmView
 from pvc.core.schema import NODE_FIELDS, VERSION, Schema
-from pvc.core.store import NoNode, Store, Versioned, decode_json
+from pvc.core.store import NodeExists, NoNode, Store, VersionConflict, Versioned, decode_json
 from pvc.core.zookeeper import ZkStore
 
 
@@ -161,6 +161,28 @@ class Cluster:
             nodes.append(node)
         return nodes
 
+    def set_node_state(self, node: str, field: str, new: str) -> None:
+        """The one writer of a node's daemon, domain and coordinator states: the move is
+        checked against its transition table (states.NODE_STATE_TABLES) inside the
+        compare-and-set, so a state is never written blind over one it may not follow."""
+        path = self.schema.node_field(node, field)
+        for _ in range(20):
+            try:
+                stored = self.store.get(path)
+                current, version = stored.value.decode() or None, stored.version
+            except NoNode:
+                current, version = None, -1
+            states.node_transition(node, field, current, new)
+            try:
+                if version < 0:
+                    self.store.create(path, str(new), makepath=True)
+                else:
+                    self.store.set(path, str(new), version)
+                return
+            except (NodeExists, VersionConflict):
+                continue   # written meanwhile: check the move against what is there now
+        raise Conflict(f"node {node}: its {field.replace('_', ' ')} kept changing")
+
     def node(self, name: str) -> Node:
         found = self.nodes([names.check("node", name)])
         if not found:
@@ -216,8 +238,10 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
     node = Node(
         name=name,
         daemon_state=states.daemon_state(text["daemon_state"] or None, raw["alive"] is not None),
-        domain_state=text["domain_state"] or states.DomainState.READY,
-        coordinator_state=text["coordinator_state"] or states.CoordinatorState.CLIENT,
+        domain_state=states.stored(states.DomainState, text["domain_state"],
+                                   states.DomainState.READY),
+        coordinator_state=states.stored(states.CoordinatorState, text["coordinator_state"],
+                                        states.CoordinatorState.CLIENT),
         keepalive=float(text["keepalive"] or 0),
         domains=decode_json(raw["domains"]) or {},
         drift=decode_json(raw["drift"]) or {},
@@ -225,10 +249,11 @@ def _node_from_raw(name: str, raw: dict[str, bytes | None]) -> Node:
         cordon=decode_json(raw["cordon"]) or {},
         bmc=decode_json(raw["bmc"]) or {},
         services=decode_json(raw["services"]) or {},
+        loop=decode_json(raw["loop"]) or {},
     )
     for key, value in static.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift", "fence", "cordon",
-                                              "bmc", "services"):
+                                              "bmc", "services", "loop"):
             setattr(node, key, value)
     for key, value in resources.items():
         if hasattr(node, key) and key not in ("name", "domains", "drift"):

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc.core.states import DaemonState, DomainState
+from pvc.core.states import CoordinatorState, DaemonState, DomainState
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -59,10 +59,10 @@ class VmView:
 @dataclass
 class Node:
     name: str
-    daemon_state: str = "dead"
+    daemon_state: DaemonState = DaemonState.DEAD
     workers: int = 0                 # live worker processes (ready to run its operations)
-    domain_state: str = "ready"
-    coordinator_state: str = "client"
+    domain_state: DomainState = DomainState.READY
+    coordinator_state: CoordinatorState = CoordinatorState.CLIENT
     keepalive: float = 0.0
     keepalive_interval: float = 0.0  # its own (a node is dead after `fencing.intervals` of them)
     ipmi: dict[str, Any] = field(default_factory=dict)   # its BMC: host, port, user
@@ -70,6 +70,7 @@ class Node:
     cordon: dict[str, Any] = field(default_factory=dict)  # by, reason, since: takes no new VMs
     bmc: dict[str, Any] = field(default_factory=dict)     # its BMC's audit: checked, problems
     services: dict[str, str] = field(default_factory=dict)   # what does not serve there, why
+    loop: dict[str, Any] = field(default_factory=dict)   # its daemon's last loop: said, at
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
     hypervisor: str = ""             # qemu / test

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 VERSION = 1
 
 NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
-               "domains", "drift", "fence", "cordon", "bmc", "services")
+               "domains", "drift", "fence", "cordon", "bmc", "services", "loop")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from pvc.core.errors import Conflict
 
@@ -47,6 +48,66 @@ DOMAIN_OPS: dict[str, DomainOp] = {
     "flush": DomainOp(DomainState.FLUSHING, DomainState.FLUSHED),
     "unflush": DomainOp(DomainState.UNFLUSHING, DomainState.READY),
 }
+
+
+S = TypeVar("S", bound=StrEnum)
+
+# Node states are written by one helper (Cluster.set_node_state), which checks the move
+# against these tables inside its compare-and-set. A state may always be written again.
+# None: nothing stored yet (a node's first start).
+D, M, C = DaemonState, DomainState, CoordinatorState
+
+DAEMON_TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({D.INIT}),
+    D.INIT: frozenset({D.RUN, D.STOP, D.FENCED}),
+    D.RUN: frozenset({D.INIT, D.STOP, D.FENCED}),    # INIT: started again after a crash
+    D.STOP: frozenset({D.INIT, D.FENCED}),           # FENCED: powered off by an operator
+    D.FENCED: frozenset({D.INIT}),                   # powered on: never back to run unseen
+}
+
+# A fence makes any node flushed (its VMs went elsewhere); an unflush may follow a flush that
+# failed or was cancelled (the node stays flushing), a flush an unflush that did.
+DOMAIN_TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({M.READY, M.FLUSHED}),
+    M.READY: frozenset({M.FLUSHING, M.UNFLUSHING, M.FLUSHED}),
+    M.FLUSHING: frozenset({M.FLUSHED, M.UNFLUSHING}),
+    M.FLUSHED: frozenset({M.FLUSHING, M.UNFLUSHING}),
+    M.UNFLUSHING: frozenset({M.READY, M.FLUSHING, M.FLUSHED}),
+}
+
+# A coordinator starts (again) as a secondary; the role's handoff table moves it on.
+COORDINATOR_TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({C.SECONDARY, C.CLIENT}),
+    C.CLIENT: frozenset({C.SECONDARY}),
+    C.SECONDARY: frozenset({C.TAKEOVER, C.PRIMARY, C.RELINQUISH, C.CLIENT}),
+    C.TAKEOVER: frozenset({C.PRIMARY, C.SECONDARY}),
+    C.PRIMARY: frozenset({C.RELINQUISH, C.SECONDARY, C.TAKEOVER}),
+    C.RELINQUISH: frozenset({C.SECONDARY, C.PRIMARY, C.TAKEOVER}),
+}
+
+NODE_STATE_TABLES: dict[str, dict[str | None, frozenset[str]]] = {
+    "daemon_state": DAEMON_TRANSITIONS,
+    "domain_state": DOMAIN_TRANSITIONS,
+    "coordinator_state": COORDINATOR_TRANSITIONS,
+}
+
+
+def node_transition(node: str, field: str, current: str | None, new: str) -> None:
+    """Raise Conflict, naming both states, unless the node's field may go from current
+    (None: nothing stored) to new."""
+    if current == new:
+        return
+    if new not in NODE_STATE_TABLES[field].get(current, frozenset()):
+        label = field.replace("_", " ")
+        raise Conflict(f"node {node}: {label} cannot go from {current or 'nothing'} to {new}")
+
+
+def stored(kind: type[S], text: str | None, default: S) -> S:
+    """A state as stored (text); the default when nothing or something unknown is."""
+    try:
+        return kind(text) if text else default
+    except ValueError:
+        return default
 
 
 def daemon_state(stored: str | None, alive: bool) -> DaemonState:

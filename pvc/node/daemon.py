@@ -74,6 +74,8 @@ class NodeDaemon:
         self.networks: NodeNetworks | None = None  # with enable_networking
         self.gateways: Gateways | None = None      # primary-only, on coordinators
         self._services_seen: dict[str, str] | None = None
+        self._fixed = ""     # what the last reconcile changed ("" when nothing)
+        self._said = ""      # the last loop's sentence
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
 
@@ -272,6 +274,7 @@ class NodeDaemon:
             self.restarts.started(uuid)
         if result.started or result.stopped or result.failed:
             log.info("drift: %s", result.sentence())
+            self._fixed = result.what_changed()
         self._publish_drift(result.unresolved)
         for uuid in self.restarts.newly_given_up():
             record_failure(self.ctx, uuid, self.restarts.refusal_text)
@@ -285,19 +288,35 @@ class NodeDaemon:
         ctx = self.ctx
         assert ctx is not None
         self._ensure_alive(replace_stale=True)
-        self._put("keepalive", f"{time.time():.3f}")
+        self._put_json("keepalive", f"{time.time():.3f}")
+        said = []
         if publish and self.config.node.enable_hypervisor:
             self._domains_dirty.clear()
             running = ctx.hv.running()
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
+            self._fixed = ""
             self._fix_drift()
+            said.append(f"{len(running)} domains run here; " +
+                        (self._fixed or "nothing to fix"))
         self._build_networks()   # a peer's registration changed (cheap when nothing did)
         if self.role is not None:
             self.role.step()
             if self.role.is_primary:
                 self._primary_duties()
             self._publish_services()
+            said.append("the primary" if self.role.is_primary else "a secondary")
+        self._say("; ".join(said) or "alive")
+
+    def _say(self, sentence: str) -> None:
+        """What this loop did, in one sentence: logged and published (`pvc node info`)
+        when it differs from the last one, so an unchanged loop writes nothing more."""
+        if sentence == self._said:
+            log.debug("loop: %s", sentence)
+            return
+        log.info("loop: %s", sentence)
+        self._put_json("loop", {"said": sentence, "at": time.time()})
+        self._said = sentence
 
     def _publish_services(self) -> None:
         """What does not serve around pvc on this coordinator (written on change only)."""
@@ -386,8 +405,9 @@ class NodeDaemon:
         self.ctx.store.put(self.ctx.schema.node_field(self.name, field), value)
 
     def _put(self, field: str, value: str) -> None:
+        """One of this node's states, moved through its transition table."""
         assert self.ctx is not None
-        self.ctx.store.put(self.ctx.schema.node_field(self.name, field), value)
+        self.ctx.cluster.set_node_state(self.name, field, value)
 
 
 class CrashLoopGuard:

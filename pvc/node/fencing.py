@@ -151,7 +151,7 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
 def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner) -> str:
     """The node is off: record it and start its VMs elsewhere (every step idempotent)."""
     run.note(f"{target}: power off confirmed by its BMC")
-    _put(cluster, target, "daemon_state", DaemonState.FENCED)
+    cluster.set_node_state(target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
     cluster.store.put(cluster.schema.node_field(target, "domains"), {})
     cluster.store.put(cluster.schema.node_field(target, "fence"),
@@ -195,10 +195,6 @@ def _failed(cluster: Cluster, target: str, why: str) -> None:
                           "elsewhere")
 
 
-def _put(cluster: Cluster, node: str, fieldname: str, value: str) -> None:
-    cluster.store.put(cluster.schema.node_field(node, fieldname), value)
-
-
 # ---------------------------------------------------------------------- recovery
 
 def recover(cluster: Cluster, cfg: Config, dead: str,
@@ -221,7 +217,7 @@ def recover(cluster: Cluster, cfg: Config, dead: str,
         else:
             parked.append(vm.name)
             note(f"{vm.name}: {placement.why_none(vm, nodes, plan, exclude=[dead])}")
-    _put(cluster, dead, "domain_state", DomainState.FLUSHED)
+    cluster.set_node_state(dead, "domain_state", DomainState.FLUSHED)
     for line in started:
         note(f"started elsewhere: {line}")
     return (f"{len(started)} VMs started elsewhere"

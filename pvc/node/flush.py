@@ -296,7 +296,7 @@ class NodeJob:
 
 
 def _set_domain_state(ctx: "NodeContext", node: str, state: str) -> None:
-    ctx.store.put(ctx.schema.node_field(node, "domain_state"), state)
+    ctx.cluster.set_node_state(node, "domain_state", state)
 
 
 def run_parallel(items: list[Any], target_of: Callable[[Any], str], work: Callable[[Any], None],

@@ -66,6 +66,13 @@ class Result:
     vms: int = 0
     seconds: float = 0.0
 
+    def what_changed(self) -> str:
+        """The changes alone, without timings: "started 2, stopped 1, failed 1 (why)"."""
+        parts = [f"started {len(self.started)}", f"stopped {len(self.stopped)}"]
+        if self.failed:
+            parts.append(f"failed {len(self.failed)} ({'; '.join(self.failed)})")
+        return ", ".join(parts)
+
     def sentence(self) -> str:
         parts = [f"reconciled {self.vms} VMs in {self.seconds:.3f}s:",
                  f"started {len(self.started)}, stopped {len(self.stopped)}"]

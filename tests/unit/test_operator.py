@@ -256,3 +256,11 @@ def test_a_name_that_differs_only_in_case_is_refused(fc) -> None:
         changes.rename(fc.client, "db1", "WEB1")
     changes.rename(fc.client, "web1", "Web1")            # its own name, recased: fine
     assert sorted(v.name for v in fc.client.vms()) == ["Web1", "db1"]
+
+
+def test_node_info_says_what_the_daemons_last_loop_did(fc: FakeCluster) -> None:
+    fc.define("loop1", "hv1")
+    fc.daemons["hv1"]._tick()   # a keepalive comes (every 60 s in the fakes)
+    said = fc.client.node("hv1").loop["said"]
+    assert said.startswith("1 domains run here; nothing to fix; ")
+    assert said.endswith(("a secondary", "the primary"))

@@ -27,3 +27,38 @@ def test_daemon_state_is_dead_without_a_session() -> None:
     assert states.daemon_state("run", alive=False) == "dead"
     assert states.daemon_state("stop", alive=False) == "stop"
     assert states.daemon_state(None, alive=False) == "dead"
+
+
+@pytest.mark.parametrize("field,kind", [("daemon_state", states.DaemonState),
+                                        ("domain_state", states.DomainState),
+                                        ("coordinator_state", states.CoordinatorState)])
+def test_each_node_state_table_names_only_its_states(field: str, kind: type) -> None:
+    table = states.NODE_STATE_TABLES[field]
+    known = {str(s) for s in kind}
+    assert {k for k in table if k is not None} <= known
+    assert all(set(targets) <= known for targets in table.values())
+    assert states.DaemonState.DEAD not in states.DAEMON_TRANSITIONS   # derived, never stored
+
+
+def test_a_refused_node_transition_names_both_states() -> None:
+    states.node_transition("hv1", "daemon_state", "run", "fenced")
+    states.node_transition("hv1", "daemon_state", "fenced", "fenced")   # said again
+    with pytest.raises(Conflict, match="node hv1: daemon state cannot go from fenced to run"):
+        states.node_transition("hv1", "daemon_state", "fenced", "run")
+    with pytest.raises(Conflict, match="domain state cannot go from nothing to flushing"):
+        states.node_transition("hv1", "domain_state", None, "flushing")
+
+
+def test_node_states_are_written_through_their_table() -> None:
+    from pvc.core.cluster import Cluster
+    from pvc.core.config import Config
+    from pvc.core.schema import Schema
+    from tests.fakes.store import MemoryBackend
+    c = Cluster(MemoryBackend().session(), Schema("/pvc"), Config())
+    path = c.schema.node_field("hv1", "daemon_state")
+    c.set_node_state("hv1", "daemon_state", states.DaemonState.INIT)
+    c.set_node_state("hv1", "daemon_state", states.DaemonState.RUN)
+    c.set_node_state("hv1", "daemon_state", states.DaemonState.FENCED)
+    with pytest.raises(Conflict, match="from fenced to run"):
+        c.set_node_state("hv1", "daemon_state", states.DaemonState.RUN)
+    assert c.store.get_text(path) == "fenced"
