@@ -145,12 +145,14 @@ def _fence(cluster: Cluster, cfg: Config, target: str, run: Runner, bmc_for: Bmc
         _until_off(bmc, cfg.cluster.fencing.power_timeout)
     except BmcError as e:
         _failed(cluster, target, str(e))
-    return _riding_out(lambda: _fenced(cluster, cfg, target, run))
+    off = time.time()
+    return _riding_out(lambda: _fenced(cluster, cfg, target, run, off))
 
 
-def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner) -> str:
-    """The node is off: record it and start its VMs elsewhere (every step idempotent)."""
-    run.note(f"{target}: power off confirmed by its BMC")
+def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float) -> str:
+    """The node is off (since `off`): record it and start its VMs elsewhere (every step
+    idempotent)."""
+    run.note(f"{target}: power off confirmed by its BMC", at=off)
     cluster.set_node_state(target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
     cluster.store.put(cluster.schema.node_field(target, "domains"), {})

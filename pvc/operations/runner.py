@@ -285,10 +285,13 @@ class Runner:
         self.record = Operation.from_json(data)
         return self.record
 
-    def note(self, text: str) -> None:
-        """A step worth keeping in the record's history (e.g. each phase of a switchover)."""
+    def note(self, text: str, at: float | None = None) -> None:
+        """A step worth keeping in the record's history (e.g. each phase of a switchover).
+        at: when it happened, if that was before now (a write that waited for the store)."""
+        when = time.time() if at is None else at
+
         def add(op: dict[str, Any]) -> dict[str, Any]:
-            op["history"].append([time.time(), op["state"], text])
+            op["history"].append([when, op["state"], text])
             op["message"] = text
             return op
 

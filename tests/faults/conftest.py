@@ -131,6 +131,37 @@ class Faults:
         except AssertionError:
             raise AssertionError(f"still wrong after {timeout}s: {last[0]}") from None
 
+    def power(self, name: str) -> str:
+        """What node name's BMC says of its power."""
+        return str(self.pvc.json("node", "power", name, "status")["power"])
+
+    def bring_back(self, *names: str, timeout: float = 90) -> None:
+        """Power on, wait for the nodes' daemons and workers, unflush: the cluster as it
+        was."""
+        for name in names:
+            self._hvs.pop(name, None)                   # its libvirtd is a new process
+            if self.power(name) == "off":
+                self.pvc("node", "power", name, "on")
+        for name in names:
+            # the killed worker's registration lives until its session expires: until the
+            # new one registered, an unflush is refused (and changes nothing), so ask again
+            wait_until(f"{name} unflushed", lambda: self._unflushed(name), timeout)
+        self.settled()
+
+    def _unflushed(self, name: str) -> bool:
+        res = self.pvc("node", "unflush", name, "--wait", "--wait-timeout", "120", ok=False)
+        if res.returncode == 0:
+            return True
+        assert "it cannot unflush itself" in res.stderr, res.stderr   # not up yet: refused
+        return False
+
+    def left_down(self) -> list[str]:
+        """Nodes a test left powered off, fenced or flushed (a test that failed half-way)."""
+        nodes = {n["name"]: n for n in self.pvc.json("node", "list")}
+        return [name for name in self.nodes
+                if nodes[name]["domain_state"] != "ready" or
+                (nodes[name]["daemon_state"] != "run" and self.power(name) == "off")]
+
     @contextmanager
     def client(self) -> Iterator[Any]:
         """A connection to the sandbox's cluster, for watching it from the test."""
@@ -249,9 +280,14 @@ def faults() -> Iterator[Faults]:
 
 @pytest.fixture
 def cluster_ok(faults: Faults) -> Iterator[Faults]:
-    """A test starts on a settled cluster and must leave it settled."""
+    """A test starts on a settled cluster and must leave it settled. A test that failed
+    half-way may leave a node off or flushed: it is brought back first, so that one failure
+    does not fail every test after it (the failure itself stands)."""
     faults.settled()
     yield faults
+    down = faults.left_down()
+    if down:
+        faults.bring_back(*down)
     faults.settled()
 
 

@@ -25,7 +25,7 @@ def node(f: Faults, name: str) -> dict[str, Any]:
 
 
 def power(f: Faults, name: str) -> str:
-    return f.pvc.json("node", "power", name, "status")["power"]
+    return f.power(name)
 
 
 def status(f: Faults) -> dict[str, Any]:
@@ -75,24 +75,7 @@ def vms_once_on(f: Faults, alive: list[str]) -> None:
 
 
 def bring_back(f: Faults, *names: str) -> None:
-    """Power on, wait for the nodes' daemons and workers, unflush: the cluster as it was."""
-    for name in names:
-        f._hvs.pop(name, None)                   # its libvirtd is a new process
-        if power(f, name) == "off":
-            f.pvc("node", "power", name, "on")
-    for name in names:
-        # the killed worker's registration lives until its session expires: until the new
-        # one registered, an unflush is refused (and changes nothing), so ask again
-        until(f"{name} unflushed", lambda: _unflushed(f, name), FENCE_WAIT)
-    f.settled()
-
-
-def _unflushed(f: Faults, name: str) -> bool:
-    res = f.pvc("node", "unflush", name, "--wait", "--wait-timeout", "120", ok=False)
-    if res.returncode == 0:
-        return True
-    assert "it cannot unflush itself" in res.stderr, res.stderr   # not up yet: refused
-    return False
+    f.bring_back(*names)
 
 
 @contextmanager
