@@ -35,6 +35,8 @@ yes_option = click.option("--yes", "-y", is_flag=True,
                           help="Do not ask for confirmation (a script without a terminal is "
                                "never asked).")
 
+CLOSE_WAIT = 2.0   # seconds a command waits for ZooKeeper to end its session
+
 
 def confirm(yes: bool, question: str) -> None:
     """Ask before something disruptive, on a terminal only: --yes, or no terminal to ask on
@@ -70,7 +72,8 @@ def cluster(ctx: click.Context) -> Cluster:
         from pvc.core.cluster import Cluster
         c = Cluster.connect(load_config(ctx))
         root.obj["cluster"] = c
-        root.call_on_close(c.close)
+        # the command is over: its session need not be seen out (no ephemerals of its own)
+        root.call_on_close(lambda: c.close(wait=CLOSE_WAIT))
         say_maintenance(c)
     return root.obj["cluster"]
 

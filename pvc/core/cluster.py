@@ -37,8 +37,9 @@ class Cluster:
             raise
         return cluster
 
-    def close(self) -> None:
-        self.store.close()
+    def close(self, wait: float | None = None) -> None:
+        """End the session; wait: at most this long (None: until it ended)."""
+        self.store.close(wait)
 
     # ------------------------------------------------------------------ schema
     def ensure_schema(self) -> None:
@@ -182,6 +183,16 @@ class Cluster:
             except (NodeExists, VersionConflict):
                 continue   # written meanwhile: check the move against what is there now
         raise Conflict(f"node {node}: its {field.replace('_', ' ')} kept changing")
+
+    def set_fence(self, node: str, new: states.FenceState, **fields: Any) -> None:
+        """The one writer of a node's fence record, its move checked against
+        states.FENCE_TRANSITIONS inside the compare-and-set ({} when none)."""
+        def change(record: dict[str, Any] | None, _tx: Any) -> dict[str, Any]:
+            current = None if record is None else record.get("state", states.FenceState.NONE)
+            states.node_transition(node, "fence", current, new)
+            return {} if new == states.FenceState.NONE else {"state": str(new), **fields}
+
+        self.store.update(self.schema.node_field(node, "fence"), change, missing=None)
 
     def node(self, name: str) -> Node:
         found = self.nodes([names.check("node", name)])

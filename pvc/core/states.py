@@ -29,6 +29,13 @@ class DomainState(StrEnum):
     UNFLUSHING = "unflushing"
 
 
+class FenceState(StrEnum):
+    """A node's fence record (`fence`): none pending, done, or failed (its VMs stay)."""
+    NONE = "none"        # stored as {}: no fence, or the node came back since
+    FENCED = "fenced"
+    FAILED = "failed"
+
+
 class CoordinatorState(StrEnum):
     CLIENT = "client"            # not a coordinator
     PRIMARY = "primary"
@@ -85,10 +92,21 @@ COORDINATOR_TRANSITIONS: dict[str | None, frozenset[str]] = {
     C.RELINQUISH: frozenset({C.SECONDARY, C.PRIMARY, C.TAKEOVER}),
 }
 
+# A fence is recorded done or failed; a failed one may be done by the next attempt; a node that
+# comes back clears it. A done fence is never recorded failed afterwards (the node was off).
+F = FenceState
+FENCE_TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({F.NONE, F.FENCED, F.FAILED}),
+    F.NONE: frozenset({F.FENCED, F.FAILED}),
+    F.FAILED: frozenset({F.FENCED, F.NONE}),
+    F.FENCED: frozenset({F.NONE}),
+}
+
 NODE_STATE_TABLES: dict[str, dict[str | None, frozenset[str]]] = {
     "daemon_state": DAEMON_TRANSITIONS,
     "domain_state": DOMAIN_TRANSITIONS,
     "coordinator_state": COORDINATOR_TRANSITIONS,
+    "fence": FENCE_TRANSITIONS,
 }
 
 

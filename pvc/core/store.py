@@ -289,8 +289,9 @@ class Store(ABC):
         """Open the session; raise Unavailable if the servers do not answer in time."""
 
     @abstractmethod
-    def close(self) -> None:
-        """End the session (its ephemeral znodes go with it)."""
+    def close(self, wait: float | None = None) -> None:
+        """End the session (its ephemeral znodes go with it). wait: at most this long (a
+        process about to end need not wait for a server: its session ends by timeout)."""
 
     @property
     @abstractmethod

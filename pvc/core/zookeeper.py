@@ -226,8 +226,16 @@ class ZkStore(Store):
                               f"{time.monotonic() - started:.1f}s)") from e
         return self
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
         self._closing = True
+        if wait is None:
+            self._stop()
+            return
+        ending = threading.Thread(target=self._stop, name="zk-close", daemon=True)
+        ending.start()
+        ending.join(wait)
+
+    def _stop(self) -> None:
         try:
             self.zk.stop()
             self.zk.close()

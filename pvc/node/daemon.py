@@ -30,7 +30,7 @@ from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
 from pvc.core.models import VM
-from pvc.core.states import CoordinatorState, DaemonState, DomainState
+from pvc.core.states import CoordinatorState, DaemonState, DomainState, FenceState
 from pvc.core.store import NodeExists, NoNode, SessionEvent
 from pvc.node import reconcile, service_checks
 from pvc.node.context import NodeContext
@@ -159,7 +159,7 @@ class NodeDaemon:
             caps = ctx.hv.capabilities()
             static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
         ctx.store.put(ctx.schema.node(self.name), static)
-        self._put_json("fence", {})   # back: fenced no more
+        ctx.cluster.set_fence(self.name, FenceState.NONE)   # back: fenced no more
         self._ensure_alive(replace_stale=True)
 
     def _audit_bmc(self) -> None:
@@ -255,9 +255,10 @@ class NodeDaemon:
         """After the session expired: what was ephemeral is re-created, what changed meanwhile
         is reconciled, at once (not at the next keepalive)."""
         log.info("new ZooKeeper session: registering again and reconciling")
+        assert self.ctx is not None
         self._ensure_alive(replace_stale=True)
         self._put("daemon_state", DaemonState.RUN)
-        self._put_json("fence", {})   # alive again: no fence pending
+        self.ctx.cluster.set_fence(self.name, FenceState.NONE)   # alive: no fence pending
         self._build_networks(force=True)
         self._fix_drift()
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
-from pvc.core.errors import OperationFailed, PvcError, Unavailable
+from pvc.core.errors import Conflict, OperationFailed, PvcError, Unavailable
 from pvc.core.models import VM, Node
-from pvc.core.states import DaemonState, DomainState, VmState
+from pvc.core.states import DaemonState, DomainState, FenceState, VmState
 from pvc.core.store import KEEP, Transaction
 from pvc.node.ipmi import Bmc, BmcAddress, BmcError, IpmiBmc
 from pvc.operations import records
@@ -156,8 +156,7 @@ def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float)
     cluster.set_node_state(target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
     cluster.store.put(cluster.schema.node_field(target, "domains"), {})
-    cluster.store.put(cluster.schema.node_field(target, "fence"),
-                      {"state": "fenced", "at": time.time()})
+    cluster.set_fence(target, FenceState.FENCED, at=time.time())
     if cfg.cluster.fencing.action != "migrate":
         return f"{target} fenced (powered off); its VMs stay recorded on it (action none)"
     return f"{target} fenced (powered off); " + recover(cluster, cfg, target, run.note)
@@ -190,9 +189,12 @@ def _until_off(bmc: Bmc, timeout: float) -> None:
 
 
 def _failed(cluster: Cluster, target: str, why: str) -> None:
-    """Recorded where `cluster status` shows it; the VMs stay where they are."""
-    cluster.store.put(cluster.schema.node_field(target, "fence"),
-                      {"state": "failed", "error": why, "at": time.time()})
+    """Recorded where `cluster status` shows it (unless the node was fenced already: it is
+    off); the VMs stay where they are."""
+    try:
+        cluster.set_fence(target, FenceState.FAILED, error=why, at=time.time())
+    except Conflict:
+        pass   # fenced before: that record stands
     raise OperationFailed(f"fencing {target} failed: {why}; none of its VMs was started "
                           "elsewhere")
 

@@ -6,6 +6,7 @@ import os
 import pty
 import queue
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -150,22 +151,44 @@ class LineReader:
     """A pvc command whose stdout lines are read with a deadline (never hangs a test)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        # faulthandler: a process that does not end in time is asked where it is (SIGABRT)
         self.proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), *args],
-                                     stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or SANDBOX_ENV)})
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or SANDBOX_ENV),
+                                          "PYTHONFAULTHANDLER": "1"})
         self.lines: "queue.Queue[str]" = queue.Queue()
+        self.errors: list[str] = []
+        self._errors_read = threading.Thread(target=self._pump_errors, daemon=True)
         threading.Thread(target=self._pump, daemon=True).start()
+        self._errors_read.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
 
+    def _pump_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
     def line(self, timeout: float = 30) -> str:
         return self.lines.get(timeout=timeout)
 
     def __enter__(self) -> "LineReader":
         return self
+
+    def ended(self, timeout: float) -> int:
+        """Its exit code; a process still running after timeout fails the test with the
+        stack of each of its threads."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            self._errors_read.join(10)
+            raise AssertionError(f"{self.proc.args} still ran after {timeout}s:\n"
+                                 f"{''.join(self.errors)}") from None
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()

@@ -192,7 +192,7 @@ def test_vm_list_watch_redraws_on_change_and_ctrl_c_leaves(pvc: Pvc, tmp_path: P
         with defined(pvc, tmp_path, "op-watch"):
             wait_until("op-watch drawn", lambda: watch.line().startswith("op-watch"))
         watch.proc.send_signal(signal.SIGINT)
-        assert watch.proc.wait(10) == 0
+        assert watch.ended(10) == 0
 
 
 def test_node_list_watch_in_json_is_a_document_per_change(pvc: Pvc) -> None:

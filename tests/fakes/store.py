@@ -200,7 +200,7 @@ class MemoryStore(Store):
         self._up()
         return self
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
         self.backend.expire(self._session)
 
     @property

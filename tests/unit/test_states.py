@@ -62,3 +62,20 @@ def test_node_states_are_written_through_their_table() -> None:
     with pytest.raises(Conflict, match="from fenced to run"):
         c.set_node_state("hv1", "daemon_state", states.DaemonState.RUN)
     assert c.store.get_text(path) == "fenced"
+
+
+def test_a_fence_record_moves_through_its_table() -> None:
+    from pvc.core.cluster import Cluster
+    from pvc.core.config import Config
+    from pvc.core.schema import Schema
+    from tests.fakes.store import MemoryBackend
+    c = Cluster(MemoryBackend().session(), Schema("/pvc"), Config())
+    path = c.schema.node_field("hv1", "fence")
+    c.store.ensure(c.schema.node("hv1"))
+    c.set_fence("hv1", states.FenceState.FAILED, error="BMC unreachable")
+    c.set_fence("hv1", states.FenceState.FENCED, at=1.0)
+    assert c.store.get_json(path) == {"state": "fenced", "at": 1.0}
+    with pytest.raises(Conflict, match="fence cannot go from fenced to failed"):
+        c.set_fence("hv1", states.FenceState.FAILED, error="late")
+    c.set_fence("hv1", states.FenceState.NONE)   # the node came back
+    assert c.store.get_json(path) == {}
