@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc.operations import frame
+from pvc.node import executors
 from pvc.operations.registry import KINDS, OperationKind
 from tasks.app import app
 from tasks.base import PvcTask
@@ -17,8 +17,7 @@ from tasks.context import node_context
 
 def _define(spec: OperationKind) -> Any:
     def run(self: PvcTask, target_id: str, op_id: str) -> str:
-        return frame.run(node_context(), op_id, self.reporter(), spec.executor(),
-                         spec.waits_first)
+        return executors.run(node_context(), spec.kind, op_id, self.reporter())
 
     run.__name__ = spec.task.replace(".", "_")
     run.__doc__ = f"{spec.kind} (runs on {spec.runs_on.value})"

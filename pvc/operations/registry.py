@@ -1,17 +1,13 @@
 """The operation registry: every kind of operation pvc runs, in one table.
 
 For each kind: the Celery task that carries it (one name per kind, so Flower tells them apart),
-whose queue runs it, the function a node's worker calls to execute it, and how it reports
-progress. The request side (`pvc.operations.requests`, the CLI) writes the task name into the
+whose queue runs it, and how it reports progress. The function a node's worker calls to execute
+it is named in `pvc.node.executors`, the layer that knows them all (this one knows none). The request side (`pvc.operations.requests`, the CLI) writes the task name into the
 operation record from here; `tasks/` defines one thin Celery task per entry. A unit test holds
 the two sides together.
-
-The executing functions are named as "module:function" and imported only on a worker, so the
-CLI never loads the hypervisor adapter.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable
@@ -41,7 +37,6 @@ class OperationKind:
     kind: str               # "vm.start": what the record says
     task: str               # Celery task name
     runs_on: RunsOn
-    execute: str            # "module:function", called as fn(frame, run) -> outcome
     progress: Progress = Progress.STEPS
     waits_first: bool = False   # waits for a lock before it runs (and says so itself)
 
@@ -54,33 +49,24 @@ class OperationKind:
     def action(self) -> str:
         return self.kind.split(".", 1)[1]
 
-    def executor(self) -> Executor:
-        module, function = self.execute.split(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
-
-
-_LIFECYCLE = "pvc.vm.lifecycle:execute"
-_MIGRATION = "pvc.vm.migration:execute"
 
 KINDS: dict[str, OperationKind] = {k.kind: k for k in (
-    OperationKind("vm.start", "pvc.vm.start", RunsOn.VM_NODE, _LIFECYCLE),
-    OperationKind("vm.stop", "pvc.vm.stop", RunsOn.VM_NODE, _LIFECYCLE),
-    OperationKind("vm.shutdown", "pvc.vm.shutdown", RunsOn.VM_NODE, _LIFECYCLE),
-    OperationKind("vm.restart", "pvc.vm.restart", RunsOn.VM_NODE, _LIFECYCLE),
-    OperationKind("vm.disable", "pvc.vm.disable", RunsOn.VM_NODE, _LIFECYCLE),
-    OperationKind("vm.migrate", "pvc.vm.migrate", RunsOn.SOURCE, _MIGRATION),
-    OperationKind("vm.unmigrate", "pvc.vm.unmigrate", RunsOn.SOURCE, _MIGRATION),
-    OperationKind("vm.move", "pvc.vm.move", RunsOn.SOURCE, _MIGRATION),
-    OperationKind("node.flush", "pvc.node.flush", RunsOn.NODE, "pvc.node.flush:execute_flush",
-                  Progress.ITEMS, waits_first=True),
-    OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE,
-                  "pvc.node.flush:execute_unflush", Progress.ITEMS, waits_first=True),
-    OperationKind("node.primary", "pvc.node.primary", RunsOn.NODE,
-                  "pvc.coordinator.switchover:execute"),
-    OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE,
-                  "pvc.coordinator.switchover:execute_db"),
+    OperationKind("vm.start", "pvc.vm.start", RunsOn.VM_NODE),
+    OperationKind("vm.stop", "pvc.vm.stop", RunsOn.VM_NODE),
+    OperationKind("vm.shutdown", "pvc.vm.shutdown", RunsOn.VM_NODE),
+    OperationKind("vm.restart", "pvc.vm.restart", RunsOn.VM_NODE),
+    OperationKind("vm.disable", "pvc.vm.disable", RunsOn.VM_NODE),
+    OperationKind("vm.migrate", "pvc.vm.migrate", RunsOn.SOURCE),
+    OperationKind("vm.unmigrate", "pvc.vm.unmigrate", RunsOn.SOURCE),
+    OperationKind("vm.move", "pvc.vm.move", RunsOn.SOURCE),
+    OperationKind("node.flush", "pvc.node.flush", RunsOn.NODE, Progress.ITEMS,
+                  waits_first=True),
+    OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE, Progress.ITEMS,
+                  waits_first=True),
+    OperationKind("node.primary", "pvc.node.primary", RunsOn.NODE),
+    OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE),
     # run by the primary's worker: the node it is about is dead
-    OperationKind("node.fence", "pvc.node.fence", RunsOn.NODE, "pvc.node.fencing:execute"),
+    OperationKind("node.fence", "pvc.node.fence", RunsOn.NODE),
 )}
 
 BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}

@@ -11,9 +11,9 @@ from pvc.core.config import ClusterConfig, Config, MigrationConfig, NodeConfig, 
 from pvc.core.errors import PvcError
 from pvc.core.models import VM
 from pvc.core.schema import Schema
+from pvc.node import executors
 from pvc.node.context import NodeContext
 from pvc.node.daemon import NodeDaemon
-from pvc.operations import frame, registry
 from pvc.operations.requests import Request
 from pvc.vm import definition
 from tests.fakes.hypervisor import World
@@ -85,10 +85,8 @@ class FakeCluster:
         """Execute a request's operation on its node, as that node's worker would; return the
         ended record."""
         if req.submit:
-            spec = registry.kind(req.op.kind)
             try:
-                frame.run(self.contexts[req.op.node], req.op.id, None, spec.executor(),
-                          spec.waits_first)
+                executors.run(self.contexts[req.op.node], req.op.kind, req.op.id, None)
             except PvcError:
                 pass   # the record says how it failed (a worker leaves this to Celery)
         return self.record(req.op.id)

@@ -227,3 +227,10 @@ def test_the_readme_layout_lists_every_module_after_those_it_imports() -> None:
             later = [d for d in inside if d in modules and d != name and
                      order.index(d) > order.index(name)]
             assert later == [], f"pvc/{package}/{name}.py is listed before {later}"
+
+
+def test_the_domain_imports_nothing_by_name_at_run_time() -> None:
+    """No importlib string points anywhere (up a layer least of all): what runs an operation
+    is named in pvc/node/executors.py, by import."""
+    assert [f for f, mods in sources(hints=True).items()
+            if f.startswith("pvc/") and "importlib" in tops(mods)] == []

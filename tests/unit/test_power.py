@@ -9,9 +9,8 @@ from typing import Iterator
 import pytest
 
 from pvc.core.models import Operation
-from pvc.node import power
+from pvc.node import executors, power
 from pvc.node.context import NodeContext
-from pvc.operations import frame, registry
 from tests.fakes.cluster import FakeCluster
 
 
@@ -25,15 +24,14 @@ def fc() -> Iterator[FakeCluster]:
 def sender(fc: FakeCluster) -> power.Send:
     """Hands an operation to its node's worker, as the broker would (in the background)."""
     def send(op: Operation) -> None:
-        spec = registry.kind(op.kind)
-        threading.Thread(target=lambda: _quietly(spec, fc.contexts[op.node], op.id),
+        threading.Thread(target=lambda: _quietly(op.kind, fc.contexts[op.node], op.id),
                          daemon=True).start()
     return send
 
 
-def _quietly(spec: registry.OperationKind, ctx: NodeContext, op_id: str) -> None:
+def _quietly(kind: str, ctx: NodeContext, op_id: str) -> None:
     try:
-        frame.run(ctx, op_id, None, spec.executor(), spec.waits_first)
+        executors.run(ctx, kind, op_id, None)
     except Exception:
         pass   # the record says how it failed
 
