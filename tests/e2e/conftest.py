@@ -147,15 +147,22 @@ def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60) -> 
     return until(what, condition, timeout, interval=0.1, tolerate=(ServerBusy,))
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LineReader:
     """A pvc command whose stdout lines are read with a deadline (never hangs a test)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        # faulthandler: a process that does not end in time is asked where it is (SIGABRT)
+        # faulthandler: a process that does not end in time is asked where it is (SIGABRT).
+        # Ctrl-C as on a terminal: a suite started in the background (`make test &`) runs
+        # with SIGINT ignored, and a child would inherit that and never hear it.
         self.proc = subprocess.Popen([str(ROOT / ".venv/bin/pvc"), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or SANDBOX_ENV),
-                                          "PYTHONFAULTHANDLER": "1"})
+                                          "PYTHONFAULTHANDLER": "1"},
+                                     preexec_fn=_default_interrupt)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.errors: list[str] = []
         self._errors_read = threading.Thread(target=self._pump_errors, daemon=True)
