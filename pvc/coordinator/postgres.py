@@ -11,6 +11,11 @@ import psycopg2
 from psycopg2 import sql
 
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-pgsql/schema/schema.pgsql.sql")
+# libpq's connection to a member that went silent (powered off, cut off) ends within about 5 s
+# (TCP keepalive and user timeout) instead of the kernel's minutes: the client connects to
+# another member. For every pvc connection and PowerDNS's.
+DEAD_PEER = ("keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=3 "
+             "tcp_user_timeout=5000")
 Error = psycopg2.Error
 
 

@@ -70,7 +70,7 @@ def writer_dsn(config: Config, cluster: Cluster) -> str:
     dns_cfg = config.cluster.dns
     return (f"host={','.join(hosts)} port={config.cluster.database.postgres_port} "
             f"dbname={dns_cfg.dbname} user={dns_cfg.user} password={config.dns_password()} "
-            "target_session_attrs=read-write connect_timeout=3 "
+            f"target_session_attrs=read-write connect_timeout=3 {postgres.DEAD_PEER} "
             f"application_name=pvc-dns-aggregator-{config.node.name}")
 
 

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvc.coordinator import postgres
 from pvc.install.installer import flower_config
 from pvc.sandbox import procs
 
@@ -394,7 +395,7 @@ def pdns_spec(base: Path, name: str, listen: list[str], port: int, db_hosts: lis
         "launch=gpgsql", f"gpgsql-host={','.join(db_hosts)}", f"gpgsql-port={db_port}",
         f"gpgsql-dbname={dbname}", f"gpgsql-user={user}", f"gpgsql-password={password}",
         "gpgsql-extra-connection-parameters=target_session_attrs=prefer-standby "
-        "connect_timeout=3",
+        f"connect_timeout=3 {postgres.DEAD_PEER}",
         f"local-address={','.join(listen)}", f"local-port={port}",
         "local-address-nonexist-fail=no", f"socket-dir={base}", "daemon=no", "guardian=no",
         "disable-syslog=yes", "write-pid=no", "setuid=pdns", "setgid=pdns", "loglevel=4",
