@@ -74,7 +74,6 @@ class NodeDaemon:
         self.networks: NodeNetworks | None = None  # with enable_networking
         self.gateways: Gateways | None = None      # primary-only, on coordinators
         self._services_seen: dict[str, str] | None = None
-        self._fixed = ""     # what the last reconcile changed ("" when nothing)
         self._said = ""      # the last loop's sentence
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
@@ -262,9 +261,10 @@ class NodeDaemon:
         self._build_networks(force=True)
         self._fix_drift()
 
-    def _fix_drift(self) -> None:
+    def _fix_drift(self) -> str:
+        """Reconcile this node's VMs; what it changed ("" when nothing)."""
         if not self.config.node.enable_hypervisor:
-            return
+            return ""
         assert self.ctx is not None
         state = self.ctx.store.get_text(self.ctx.schema.node_field(self.name, "domain_state"))
         # read, not taken from the watch: a VM that dies just after `maintenance on`
@@ -273,9 +273,10 @@ class NodeDaemon:
         result = reconcile.reconcile(self.ctx, lambda vm: self._may_start(vm, state, held))
         for uuid in result.started_uuids:
             self.restarts.started(uuid)
+        changed = ""
         if result.started or result.stopped or result.failed:
             log.info("drift: %s", result.sentence())
-            self._fixed = result.what_changed()
+            changed = result.what_changed()
         self._publish_drift(result.unresolved)
         for uuid in self.restarts.newly_given_up():
             record_failure(self.ctx, uuid, self.restarts.refusal_text)
@@ -284,6 +285,7 @@ class NodeDaemon:
         if self.restarts.counting():   # a VM that went elsewhere starts afresh when it comes
             self.restarts.forget_all_but({vm.uuid for vm in self.ctx.cluster.vms()
                                           if vm.node == self.name})
+        return changed
 
     def _tick(self, publish: bool = True) -> None:
         ctx = self.ctx
@@ -296,10 +298,8 @@ class NodeDaemon:
             running = ctx.hv.running()
             ctx.publish_domains(running)
             ctx.publish_resources(running=running)
-            self._fixed = ""
-            self._fix_drift()
-            said.append(f"{len(running)} domains run here; " +
-                        (self._fixed or "nothing to fix"))
+            changed = self._fix_drift()
+            said.append(f"{len(running)} domains run here; " + (changed or "nothing to fix"))
         self._build_networks()   # a peer's registration changed (cheap when nothing did)
         if self.role is not None:
             self.role.step()

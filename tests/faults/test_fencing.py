@@ -74,10 +74,6 @@ def vms_once_on(f: Faults, alive: list[str]) -> None:
     until("every VM running once on the powered nodes", ok, FENCE_WAIT)
 
 
-def bring_back(f: Faults, *names: str) -> None:
-    f.bring_back(*names)
-
-
 @contextmanager
 def hung(f: Faults, program: str) -> Iterator[int]:
     """SIGSTOP for the program; SIGCONT afterwards if it still exists (a fence kills it)."""
@@ -119,7 +115,7 @@ def test_a_hung_daemon_is_fenced_and_its_vms_run_once_elsewhere(cluster_ok: Faul
     steps = " ".join(h[2] for h in record["history"])
     assert "power off confirmed by its BMC" in steps
     assert {v["name"] for v in f.pvc.json("vm", "list") if v["last_node"] == dead} == set(home)
-    bring_back(f, dead)
+    f.bring_back(dead)
     assert sorted(vm for vm, nodes in f.where().items() if nodes == [dead]) == home
 
 
@@ -133,7 +129,7 @@ def test_a_node_whose_processes_all_hang_is_fenced(cluster_ok: Faults) -> None:
             stack.enter_context(hung(f, f"{program}-{dead}"))
         fenced(f, dead)
         vms_once_on(f, [n for n in f.nodes if n != dead])
-    bring_back(f, dead)
+    f.bring_back(dead)
 
 
 def test_an_unreachable_bmc_restarts_nothing_elsewhere(cluster_ok: Faults) -> None:
@@ -156,7 +152,7 @@ def test_an_unreachable_bmc_restarts_nothing_elsewhere(cluster_ok: Faults) -> No
         o["state"] in ("succeeded", "failed", "cancelled", "terminated")
         for o in fence_records(f, dead)), FENCE_WAIT)
     if node(f, dead)["daemon_state"] == "fenced" or power(f, dead) == "off":
-        bring_back(f, dead)
+        f.bring_back(dead)
     f.settled()
 
 
@@ -172,7 +168,7 @@ def test_a_dead_primary_is_replaced_then_fenced(cluster_ok: Faults) -> None:
         # run by the new primary of that moment (the role may move once more: the fence
         # takes the node's ZooKeeper member, and the ensemble may elect a new leader)
         assert record["node"] in f.coordinators and record["node"] != old, record
-    bring_back(f, old)
+    f.bring_back(old)
 
 
 def test_two_nodes_dying_at_once_are_fenced_one_after_the_other(cluster_ok: Faults) -> None:
@@ -201,7 +197,7 @@ def test_two_nodes_dying_at_once_are_fenced_one_after_the_other(cluster_ok: Faul
     # one at a time (the fence lock): one power-off was confirmed before the other began
     first, second = sorted(span(r) for r in records)
     assert first[1] <= second[0], (first, second)
-    bring_back(f, *dead)
+    f.bring_back(*dead)
 
 
 def test_in_maintenance_a_silent_node_is_not_fenced_and_comes_back(
@@ -257,4 +253,4 @@ def test_powering_a_node_off_through_pvc_is_a_fence(cluster_ok: Faults, which: s
     moved = home[0]
     f.pvc("vm", "migrate", moved, "--wait", "--wait-timeout", "120")
     assert len(running_where(f, alive)[moved]) == 1
-    bring_back(f, victim)
+    f.bring_back(victim)
