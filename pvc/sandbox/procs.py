@@ -87,6 +87,9 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+KILL_WAIT = 2.0   # seconds a SIGKILLed process may take to be gone
+
+
 def stop(pid: int, timeout: float = 10.0, group: bool = True) -> bool:
     """SIGTERM the process (and its group), SIGKILL after timeout. True if it had to be
     killed."""
@@ -98,6 +101,9 @@ def stop(pid: int, timeout: float = 10.0, group: bool = True) -> bool:
         time.sleep(0.05)  # waiting for a process to exit
     if alive(pid):
         _signal(pid, signal.SIGKILL, group)
+        deadline = time.monotonic() + KILL_WAIT
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a killed process is gone a moment later, not at once
         return True
     if group:
         _signal(pid, signal.SIGKILL, group)  # leftovers of the group, if any
