@@ -1,5 +1,6 @@
 """ZooKeeper faults: a pause longer than the session (every session expires), pauses shorter
-than it during a flush, and a flush lock holder killed while another flush waits."""
+than it during a flush, a flush lock holder killed while another flush waits, and one member
+of the ensemble silent (a follower, the leader)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from pvc.sandbox import roles
 from tests.faults.conftest import Faults, until
 
 pytestmark = pytest.mark.faults
@@ -108,16 +110,40 @@ def test_status_is_degraded_while_a_node_has_no_worker(cluster_ok: Faults) -> No
         f.pvc("sandbox", "process", "start", "worker-hv3", "--port-offset", f.pvc.offset)
 
 
-def test_a_minority_member_of_the_ensemble_silent_changes_nothing(cluster_ok: Faults) -> None:
-    """One of the three ZooKeeper members stops (SIGSTOP): its clients move to the others,
-    the quorum serves, operations run; continued, it rejoins as a follower."""
-    from pvc.sandbox import services
+def test_a_follower_of_the_ensemble_silent_changes_nothing(cluster_ok: Faults) -> None:
+    """One ZooKeeper follower stops (SIGSTOP): its clients move to the other members, the
+    quorum serves every command at once (none is refused), operations run; continued, it
+    rejoins as a follower."""
     f = cluster_ok
-    member = f"zookeeper-{f.coordinators[-1]}"
-    address = f.layout.zk_members(f.nodes)[-1]
-    with f.paused(member):
+    leader = roles.zookeeper_leader(f.layout)
+    follower = next(n for n in reversed(f.coordinators) if n != leader)
+    with f.paused(f"zookeeper-{follower}"):
         vm = f.vm_names()[0]
         f.pvc("vm", "restart", vm, "--wait", "--wait-timeout", "60")
         assert len(f.where()[vm]) == 1
         assert f.pvc.json("cluster", "status")["nodes"]["total"] == len(f.nodes)
-    until(f"{member} serving again", lambda: services.zk_serving(f.layout.zk_port, address))
+    until(f"{follower}'s member following again", lambda: member_mode(f, follower) == "follower")
+    assert roles.zookeeper_leader(f.layout) == leader
+
+
+def test_the_ensemble_leader_silent_another_member_leads(cluster_ok: Faults) -> None:
+    """The ZooKeeper leader stops (SIGSTOP): the other two elect a leader among them (the
+    ensemble refuses sessions meanwhile, syncLimit ticks); then operations run and every VM
+    runs once; continued, the old leader rejoins as a follower."""
+    f = cluster_ok
+    leader = roles.zookeeper_leader(f.layout)
+    with f.paused(f"zookeeper-{leader}"):
+        until("another member leads",
+              lambda: roles.zookeeper_leader(f.layout) not in ("", leader))
+        vm = until("the ensemble to take sessions", f.vm_names)[0]
+        f.pvc("vm", "restart", vm, "--wait", "--wait-timeout", "60")
+        assert len(f.where()[vm]) == 1
+    # continued, it still believes it leads until it finds no quorum behind it
+    until(f"{leader}'s member following", lambda: member_mode(f, leader) == "follower")
+    modes = [member_mode(f, n) for n in f.coordinators]
+    assert sorted(modes) == ["follower", "follower", "leader"], modes
+
+
+def member_mode(f: Faults, node: str) -> str:
+    from pvc.core import zookeeper
+    return zookeeper.member_mode(roles.address(f.layout, node), f.layout.zk_port)
