@@ -131,12 +131,14 @@ class BenchSandbox:
     """A sandbox of its own (directory, ports) for a benchmark, via the pvc CLI."""
 
     def __init__(self, kind: str, nodes: int = 3, vms: int = 3,
-                 env: dict[str, str] | None = None, database: bool = False) -> None:
+                 env: dict[str, str] | None = None, database: bool = False,
+                 storage: bool = False) -> None:
         import os
         self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR, **(env or {}))
         self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
                      "--port-offset", BENCH_OFFSET,
-                     "--database" if database else "--no-database"]
+                     "--database" if database else "--no-database",
+                     "--storage" if storage else "--no-storage"]
 
     def pvc(self, *args: str, check: bool = True) -> Any:
         import subprocess

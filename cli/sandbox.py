@@ -22,13 +22,18 @@ def sandbox() -> None:
                                       "driver, cheap, for hundreds of VMs.")
 @click.option("--database/--no-database", default=True, show_default=True,
               help="PostgreSQL under Patroni on the coordinators (the DNS aggregator's).")
+@click.option("--storage/--no-storage", default=True, show_default=True,
+              help="Ceph on the nodes (a monitor and a manager on each coordinator, an OSD "
+                   "on each node) and the demo VMs' disks on it.")
 @click.option("--port-offset", default=0, hidden=True, help="Shift every port (tests).")
-def up(nodes: int, vms: int | None, kind: str, database: bool, port_offset: int) -> None:
+def up(nodes: int, vms: int | None, kind: str, database: bool, storage: bool,
+       port_offset: int) -> None:
     """Start the sandbox and return when it is usable."""
     from pvc.sandbox import sandbox as sb
     layout = sb.default_layout(port_offset)
     state, started = sb.up(layout, nodes=nodes, vms=vms, kind=kind,
-                           say=lambda m: click.echo(m, err=True), database=database)
+                           say=lambda m: click.echo(m, err=True), database=database,
+                           storage=storage)
     if not started:
         click.echo(f"the sandbox is already running ({state.hypervisor}, "
                    f"{len(state.nodes)} nodes, in {layout.dir}); nothing changed. "

@@ -14,6 +14,7 @@ PACKAGES=(
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
     docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
     openipmi ipmitool
+    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra
     chromium
     python3-venv python3-dev gcc
 )
@@ -47,6 +48,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
     fi
     echo "$want" > $stamp
 fi
+
+# Ceph's Python bindings exist only as Debian packages (not on PyPI): the venv reaches them
+# through a directory holding just those two modules, so pip never sees Debian's others.
+bindings=.venv/ceph-bindings
+mkdir -p $bindings
+for m in rados rbd; do
+    ln -sf /usr/lib/python3/dist-packages/$m.cpython-311-x86_64-linux-gnu.so $bindings/
+done
+echo "$ROOT/$bindings" > .venv/lib/python3.11/site-packages/ceph-bindings.pth
 
 ln -sf "$ROOT/.venv/bin/pvc" /usr/local/bin/pvc
 .venv/bin/python -m pvc.sandbox.guest build

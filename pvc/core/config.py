@@ -139,6 +139,22 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    enabled: bool = _f(False, "VM disks on Ceph RBD: pvc manages pools, volumes and snapshots "
+                              "and hands each disk's lock over (Ceph itself is installed and "
+                              "run by the operator)")
+    ceph_conf: str = _f("/etc/ceph/ceph.conf", "Ceph's configuration (monitors, fsid)")
+    client: str = _f("pvc", "pvc's cephx user (client.NAME); its key is in `keyring`")
+    keyring: str = _f("", "keyring (mode 0600) holding pvc's key; empty: ceph.conf's")
+    pool: str = _f("vms", "the pool of VM disks when a command names none")
+    libvirt_user: str = _f("libvirt", "the cephx user QEMU opens disks as (profile rbd)")
+    libvirt_key_file: str = _f("", "file (mode 0600) holding that user's key (base64); each "
+                                    "node's daemon gives it to its libvirtd as a secret")
+    libvirt_secret_uuid: str = _f("", "UUID of that libvirt secret, the same on every node")
+    timeout: float = _f(10.0, "seconds one Ceph call may take", minimum=0.5)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = _f("pvc", "cluster name")
     coordinators: list[str] = _f([], "node names taking part in the primary election")
@@ -162,6 +178,7 @@ class ClusterConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     fencing: FencingConfig = field(default_factory=FencingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 @dataclass(frozen=True)
@@ -169,7 +186,9 @@ class NodeConfig:
     name: str = _f("", "this node's name; empty on a client-only configuration")
     enable_hypervisor: bool = _f(True, "run VMs here (off: never a target, runs no VMs)")
     enable_networking: bool = _f(False, "manage cluster networks on this node")
-    enable_storage: bool = _f(False, "manage shared storage on this node")
+    enable_storage: bool = _f(False, "this node reaches the cluster's Ceph (its libvirtd gets "
+                                     "the disks' secret; VMs with RBD disks may run here) and "
+                                     "holds OSDs (a flush sets noout for them)")
     libvirt_uri: str = _f("qemu:///system", "libvirt URI of this node's hypervisor")
     migration_uri: str = _f("", "libvirt URI other nodes use to reach this one (default: "
                                 "libvirt_uri)")

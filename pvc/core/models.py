@@ -29,6 +29,7 @@ class VM:
     node_limit: list[str] = field(default_factory=list)
     console_log: bool = False        # has a serial <log file>
     networks: list[int] = field(default_factory=list)   # managed networks it is on (VNIs)
+    volumes: list[str] = field(default_factory=list)    # its disks on Ceph: POOL/VOLUME
     failure: str = ""                # the last operation's failure, cleared on success
     defined: float = 0.0
 
@@ -73,6 +74,7 @@ class Node:
     loop: dict[str, Any] = field(default_factory=dict)   # its daemon's last loop: said, at
     enable_hypervisor: bool = True
     enable_networking: bool = False  # builds the managed networks' bridges
+    enable_storage: bool = False     # reaches the cluster's Ceph (VMs with RBD disks)
     hypervisor: str = ""             # qemu / test
     live_migration: bool = False
     libvirt_uri: str = ""

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,7 @@ from pvc.core.config import (
     NodeConfig,
     OperationsConfig,
     RedisConfig,
+    StorageConfig,
     ZooKeeperConfig,
 )
 from pvc.core.errors import PvcError
@@ -44,6 +46,7 @@ from pvc.core.states import DaemonState
 from pvc.network import ip, managed
 from pvc.network.managed import ManagedNetwork
 from pvc.sandbox import bmc, guest, network, procs, services
+from pvc.sandbox import storage as cephd
 from pvc.sandbox.services import Libvirtd
 from pvc.sandbox.supervisor import Supervisor
 from pvc.vm import definition
@@ -111,6 +114,13 @@ class Layout:
         """A Redis and a Sentinel on each coordinator, like ZooKeeper's members."""
         return ",".join(f"{a}:{self.sentinel_port}" for a in self.zk_members(nodes))
 
+    def ceph(self, nodes: list[str]) -> cephd.CephLayout:
+        """The sandbox's Ceph: a monitor and a manager on each coordinator, an OSD on each
+        node."""
+        members = self.zk_members(nodes)
+        return cephd.CephLayout(self.dir / "ceph", dict(zip(nodes, members)),
+                                {n: self.net.node_address(i) for i, n in enumerate(nodes, 1)})
+
     @property
     def supervisor(self) -> Supervisor:
         return Supervisor(self.dir)
@@ -129,6 +139,7 @@ class State:
     pids: dict[str, int] = field(default_factory=dict)
     demo_vms: list[str] = field(default_factory=list)
     database: bool = False
+    storage: bool = False
 
     def save(self, layout: Layout) -> None:
         services.write_private(layout.state_file, json.dumps(asdict(self), indent=2))
@@ -151,9 +162,11 @@ def node_names(count: int) -> list[str]:
     return [f"hv{i}" for i in range(1, count + 1)]
 
 
-def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> ClusterConfig:
+def cluster_config(layout: Layout, nodes: list[str], database: bool = False,
+                   storage: StorageConfig | None = None) -> ClusterConfig:
     net = layout.net
     return ClusterConfig(
+        storage=storage or StorageConfig(),
         database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}",
                                 rest_auth_file=str(layout.secret("patroni-rest.auth"))
                                 if database else ""),
@@ -177,13 +190,14 @@ def cluster_config(layout: Layout, nodes: list[str], database: bool = False) -> 
 
 
 def node_config(layout: Layout, cluster: ClusterConfig, name: str, index: int,
-                kind: str) -> Config:
+                kind: str, storage: bool = False) -> Config:
     lv = layout.libvirtd(name, index)
     node = NodeConfig(name=name, libvirt_uri=lv.uri(kind), domain_type=kind,
                       console_log_directory=str(layout.console_dir(name)),
                       keepalive_interval=2.0,
                       migration_address=layout.net.node_address(index),
                       cluster_interface=network.CLUSTER_LINK, enable_networking=True,
+                      enable_storage=storage,
                       run_directory=str(layout.node_dir(name)),
                       ipmi_host=layout.net.host_address,
                       ipmi_port=bmc.port(layout.port_offset, index), ipmi_user=bmc.USER,
@@ -243,7 +257,7 @@ def running_state(layout: Layout) -> State | None:
 
 
 def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu",
-       say: Say = print, database: bool = True) -> tuple[State, bool]:
+       say: Say = print, database: bool = True, storage: bool = True) -> tuple[State, bool]:
     """Start the sandbox. Returns (state, started): started False if it was already up."""
     if kind not in KINDS:
         raise PvcError(f"unknown hypervisor kind {kind!r} (one of {', '.join(KINDS)})")
@@ -264,7 +278,7 @@ def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu
     layout.dir.chmod(0o711)   # others may pass (the postgres user to its data), not look
     names = node_names(nodes)
     state = State(hypervisor=kind, nodes=names, port_offset=layout.port_offset,
-                  started=time.time(), database=database)
+                  started=time.time(), database=database, storage=storage)
     try:
         _start_all(layout, state, vms, say)
     except BaseException:
@@ -297,17 +311,22 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
     layout.net.up(names)
     step(f"cluster network {layout.net.cidr(0)}: a network namespace per node")
-    cluster = cluster_config(layout, names, state.database)
+    ceph = layout.ceph(names) if state.storage else None
+    if ceph:
+        cephd.bootstrap(ceph)
+    storage = ceph.storage_config(str(uuid.uuid4())) if ceph else None
+    cluster = cluster_config(layout, names, state.database, storage)
     client = Config(cluster=cluster)
     configmod.write(client, layout.client_config)
     for i, n in enumerate(names):
         layout.console_dir(n).mkdir(parents=True, exist_ok=True)
-        configmod.write(node_config(layout, cluster, n, i + 1, kind), layout.node_config(n))
+        configmod.write(node_config(layout, cluster, n, i + 1, kind, state.storage),
+                        layout.node_config(n))
 
     sup = layout.supervisor
     sup.write(_specs(layout, libvirtds, redis_pw, flower_pw,
                      cluster.coordinators if state.database else [], cluster, dns_pw,
-                     db_passwords, logins))
+                     db_passwords, logins) + (_ceph_specs(layout, ceph) if ceph else []))
     state.pids["supervisord"] = sup.start()
     state.save(layout)
 
@@ -324,6 +343,9 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         start(f"libvirtd-{n}")
     members = layout.zk_members(names)
     zk_pids = {n: start(f"zookeeper-{n}") for n in cluster.coordinators}
+    if ceph:   # the monitors' first election takes seconds: under way while the rest starts
+        for n in ceph.mons:
+            start(f"ceph-mon-{n}")
     for n, address in zip(cluster.coordinators, members):
         services.wait_zookeeper(layout.zk_port, zk_pids[n],
                                 layout.dir / "zookeeper" / n / "stdout.log", address, 60)
@@ -343,6 +365,10 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     for n, lv in libvirtds.items():
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
     step(f"{len(names)} libvirtd ({kind}) up")
+    if ceph:
+        _start_ceph(ceph, start)
+        step(f"Ceph: a monitor and a manager on {', '.join(ceph.mons)}, an OSD on "
+             f"{', '.join(ceph.osds)}, pool {cephd.POOL} (cephx; {ceph.conf})")
     if state.database:
         leader = _wait_database(layout, cluster)
         step(f"PostgreSQL under Patroni on {', '.join(cluster.coordinators)}")
@@ -384,6 +410,23 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         services.save_caps_seed(next(iter(libvirtds.values())))
     step(f"{len(names)} nodes running, {len(state.demo_vms)} demo VMs running, workers ready "
          "(supervised: a process that dies is started again)")
+
+
+def _ceph_specs(layout: Layout, ceph: cephd.CephLayout) -> list[services.ProcessSpec]:
+    net = layout.net
+    return ([cephd.mon_spec(ceph, n, net.ns(n)) for n in ceph.mons] +
+            [cephd.mgr_spec(ceph, n, net.ns(n)) for n in ceph.mons] +
+            [cephd.osd_spec(ceph, n, net.ns(n)) for n in ceph.osds])
+
+
+def _start_ceph(ceph: cephd.CephLayout, start: Callable[[str], int]) -> None:
+    cephd.wait_quorum(ceph)
+    for n in ceph.mons:
+        start(f"ceph-mgr-{n}")
+    cephd.make_osds(ceph)
+    for n in ceph.osds:
+        start(f"ceph-osd-{n}")
+    cephd.make_pool(ceph)
 
 
 # The processes of one node, each a supervised program "<role>-<node>", and their entry points.
@@ -553,8 +596,8 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("bmc-", "flower", "tailer-", "worker-", "node-", "libvirtd-", "pdns-", "patroni-",
-              "sentinel-", "redis-", "zookeeper-")
+STOP_ORDER = ("bmc-", "flower", "tailer-", "worker-", "node-", "libvirtd-", "ceph-osd-",
+              "ceph-mgr-", "ceph-mon-", "pdns-", "patroni-", "sentinel-", "redis-", "zookeeper-")
 
 
 def down(layout: Layout, say: Say = print) -> bool:

@@ -111,6 +111,11 @@ def facts(xml: str) -> DomainFacts:
     return parse(xml)[0]
 
 
+def root(xml: str) -> ET.Element:
+    """The parsed <domain> (validated: size, well-formed, no entities)."""
+    return _root(xml)
+
+
 def _root(xml: str) -> ET.Element:
     if len(xml.encode("utf-8", "surrogatepass")) > MAX_XML_BYTES:
         decode(xml.encode("utf-8", "surrogatepass"))    # says how large, and the limit

@@ -62,12 +62,22 @@ def eligible(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] =
             if n.is_target()
             and n.name not in excluded
             and (not vm.node_limit or n.name in vm.node_limit)
-            and not _lacks_networking(vm, n)
+            and not lacks(vm, n)
             and free_memory(n, plan) >= vm.memory]
 
 
-def _lacks_networking(vm: VM, node: Node) -> bool:
-    return bool(vm.networks) and not node.enable_networking
+# What a VM needs of a node beyond room, and the refusal when the node has not got it.
+NEEDS: tuple[tuple[Callable[[VM, Node], bool], Callable[[VM], str]], ...] = (
+    (lambda vm, n: bool(vm.networks) and not n.enable_networking,
+     lambda vm: f"networking disabled (the VM is on network {', '.join(map(str, vm.networks))})"),
+    (lambda vm, n: bool(vm.volumes) and not n.enable_storage,
+     lambda vm: f"storage disabled (the VM's disks are on Ceph: {', '.join(vm.volumes)})"),
+)
+
+
+def lacks(vm: VM, node: Node) -> str:
+    """What vm needs that node has not ("" when it has all)."""
+    return next((why(vm) for missing, why in NEEDS if missing(vm, node)), "")
 
 
 def choose(vm: VM, nodes: Iterable[Node], default_selector: str, plan: Plan | None = None,
@@ -90,8 +100,7 @@ def why_none(vm: VM, nodes: Iterable[Node], plan: Plan, exclude: Iterable[str] =
             continue
         outside_limit = bool(vm.node_limit) and n.name not in vm.node_limit
         why = (n.target_refusal() or ("not in node limit" if outside_limit else "")
-               or (f"networking disabled (the VM is on network "
-                   f"{', '.join(map(str, vm.networks))})" if _lacks_networking(vm, n) else "")
+               or lacks(vm, n)
                or f"{free_memory(n, plan)} MiB free < {vm.memory} MiB")
         reasons.append(f"{n.name}: {why}")
     return "no eligible node (" + ("; ".join(reasons) or "no other nodes") + ")"
