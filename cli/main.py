@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                                  "uncordon, primary, secondary, lock, power."),
     "vm": ("cli.vm", "vm", "VMs: define, list (--watch), info, start, stop, shutdown, "
                            "restart, migrate, move, modify, meta, rename, log, undefine."),
+    "storage": ("cli.storage", "storage", "Ceph: status, osd list, pool, volume (snapshots, "
+                                          "upload)."),
     "task": ("cli.task", "task", "Operation records: list, show, watch, cancel."),
     "config": ("cli.config_cmd", "config", "Configuration files: validate."),
     "sandbox": ("cli.sandbox", "sandbox", "A whole local test cluster: up, down, status."),

@@ -65,19 +65,25 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
 
 @vm.command()
 @vm_argument
+@click.option("--delete-volumes", is_flag=True, help="Also remove its disks' volumes on Ceph.")
 @yes_option
 @format_option
 @click.pass_context
-def undefine(ctx: click.Context, ref: str, yes: bool, fmt: str) -> None:
-    """Remove a stopped VM from the cluster (its definition is gone for good)."""
+def undefine(ctx: click.Context, ref: str, delete_volumes: bool, yes: bool, fmt: str) -> None:
+    """Remove a stopped VM from the cluster (its definition is gone for good; its volumes
+    stay unless --delete-volumes)."""
     c = cluster(ctx)
     found = c.vm(ref).value
-    confirm(yes, f"Undefine VM {found.name}? Its definition is deleted")
-    gone = definition.undefine(c, ref)
+    deleting = found.volumes if delete_volumes else []
+    confirm(yes, f"Undefine VM {found.name}? Its definition is deleted" +
+            (f", and its volumes {', '.join(deleting)}" if deleting else ""))
+    gone, removed = definition.undefine_with_volumes(c, ref, delete_volumes)
     if fmt == "json":
-        emit_json({"name": gone.name, "uuid": gone.uuid, "undefined": True})
+        emit_json({"name": gone.name, "uuid": gone.uuid, "undefined": True,
+                   "volumes_removed": removed})
     else:
-        click.echo(f"undefined {gone.name} {gone.uuid}")
+        click.echo(f"undefined {gone.name} {gone.uuid}" +
+                   (f"; volumes removed: {', '.join(removed)}" if removed else ""))
 
 
 @vm.command(name="list")

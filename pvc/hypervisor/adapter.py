@@ -111,6 +111,18 @@ class LibvirtHypervisor:
         except libvirt.libvirtError:
             pass
 
+    def define_secret(self, uuid: str, usage: str, value: bytes) -> None:
+        xml = (f"<secret ephemeral='no' private='yes'><uuid>{uuid}</uuid>"
+               f"<usage type='ceph'><name>{usage}</name></usage></secret>")
+        if not self.driver.secrets:
+            return
+        try:
+            secret = self.conn.secretDefineXML(xml)
+            secret.setValue(value)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot define secret {uuid} ({usage}) in {self.uri}: "
+                                  f"{e.get_error_message()}") from None
+
     @property
     def conn(self) -> Any:
         with self._lock:

@@ -47,6 +47,11 @@ class Hypervisor(Protocol):
 
     def close(self) -> None: ...
 
+    def define_secret(self, uuid: str, usage: str, value: bytes) -> None:
+        """A private, persistent secret (a Ceph key QEMU opens disks with), the same UUID on
+        every node; defined again with the current value when it exists."""
+        ...
+
     # facts
     def capabilities(self) -> Capabilities: ...
 

@@ -39,6 +39,7 @@ from pvc.node.gateways import Gateways
 from pvc.node.ipmi import BmcAddress, IpmiBmc
 from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
+from pvc.vm import disks
 from pvc.vm.lifecycle import record_failure
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class NodeDaemon:
             for path in (ctx.schema.networks, ctx.schema.nodes):
                 ctx.store.watch_children(path, lambda _kids: self._nudge(self._networks_dirty))
         if self.config.node.enable_hypervisor:
+            if self.config.node.enable_storage:   # before any VM opens its disks
+                disks.give_key_to_hypervisor(ctx.hv, self.config.cluster.storage)
             ctx.hv.on_lifecycle(self._on_domain_event)
             # a daemon (re)started in maintenance starts nothing on its own either
             held = ctx.cluster.maintenance() is not None

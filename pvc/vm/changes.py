@@ -16,11 +16,11 @@ from pvc.core.models import VM, Operation
 from pvc.core.store import NodeExists, NoNode, Transaction
 from pvc.operations import records
 from pvc.operations.requests import refuse_if_busy
-from pvc.vm import definition, domxml
+from pvc.vm import definition, disks, domxml
 
 MAX_DIFF_CHARS = 64 * 1024     # the record keeps the diff; the XML itself is at most 256 KiB
 META_FIELDS = ("autostart", "node_selector", "node_limit", "migration_method")
-XML_FACTS = ("memory", "vcpus", "console_log", "networks")
+XML_FACTS = ("memory", "vcpus", "console_log", "networks", "volumes")
 
 
 @dataclass
@@ -46,6 +46,7 @@ def modify(cluster: Cluster, ref: str, xml: str, reason: str = "",
     current = cluster.vm(ref)
     vm: VM = current.value
     facts, new_xml = domxml.parse(xml, uuid_if_missing=vm.uuid)
+    new_xml, volumes = disks.prepare(new_xml, cluster.config.cluster.storage)
     if facts.uuid != vm.uuid:
         raise InvalidInput(f"the new XML's <uuid> {facts.uuid} is not VM {vm.name}'s "
                            f"({vm.uuid}): a modify cannot change a VM's UUID")
@@ -56,12 +57,14 @@ def modify(cluster: Cluster, ref: str, xml: str, reason: str = "",
     if new_xml == old_xml:
         raise InvalidInput(f"the new XML is the same as VM {vm.name}'s: nothing to change")
     refuse_if_busy(cluster, vm)
+    definition.refuse_shared_volumes(cluster, vm.uuid, volumes)
     definition.fits_somewhere(cluster, facts)
     before = {k: getattr(vm, k) for k in XML_FACTS}
     old_networks = list(vm.networks)
     vm.memory, vm.vcpus = facts.memory_mib, facts.vcpus
     vm.console_log = facts.console_log is not None
     vm.networks = definition.managed_networks(cluster, facts)
+    vm.volumes = volumes
     after = {k: getattr(vm, k) for k in XML_FACTS}
     running = cluster.running_on(vm.uuid)
     when = "at its next start" if running else "when it starts"

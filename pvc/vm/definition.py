@@ -12,7 +12,7 @@ from pvc.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from pvc.core.models import VM
 from pvc.core.store import NodeExists, NoNode
 from pvc.network import managed
-from pvc.vm import domxml
+from pvc.vm import disks, domxml
 
 
 def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, selector: str = "",
@@ -22,6 +22,8 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
     node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
     its nodes first registered: `allow_unknown_nodes`)."""
     facts, stored_xml = domxml.parse(xml)
+    stored_xml, volumes = disks.prepare(stored_xml, cluster.config.cluster.storage)
+    refuse_shared_volumes(cluster, facts.uuid, volumes)
     fits_somewhere(cluster, facts)
     node_limit = [n for n in node_limit if n]
     check_choices(selector, migration_method)
@@ -34,7 +36,7 @@ def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, 
             state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
             node_selector=selector, node_limit=node_limit,
             console_log=facts.console_log is not None, defined=time.time(),
-            networks=managed_networks(cluster, facts))
+            networks=managed_networks(cluster, facts), volumes=volumes)
     tx = cluster.store.transaction()
     tx.create(cluster.schema.vm_name(vm.name), vm.uuid,
               refuse={NodeExists: Conflict(f"a VM named {vm.name!r} already exists")})
@@ -77,6 +79,19 @@ def undefine(cluster: Cluster, ref: str) -> VM:
 
 
 
+def undefine_with_volumes(cluster: Cluster, ref: str,
+                          delete_volumes: bool) -> tuple[VM, list[str]]:
+    """Undefine a VM and, if asked, remove its volumes (Ceph is reached first: a storage that
+    does not answer leaves the VM defined)."""
+    if not delete_volumes or not cluster.vm(ref).value.volumes:
+        return undefine(cluster, ref), []
+    with disks.connect(cluster.config.cluster.storage) as ceph:
+        gone = undefine(cluster, ref)
+        for volume in gone.volumes:
+            ceph.volume_remove(*volume.split("/", 1))
+    return gone, list(gone.volumes)
+
+
 def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
     """The managed networks the VM's bridges stand for; each must exist."""
     vnis = [v for b in facts.bridges if (v := managed.vni_of_bridge(b)) is not None]
@@ -85,6 +100,16 @@ def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
             raise NotFound(f"the VM's interface is on bridge {managed.BRIDGE_PREFIX}{vni}, but "
                            f"there is no managed network {vni} (pvc network add {vni} …)")
     return vnis
+
+
+def refuse_shared_volumes(cluster: Cluster, uuid: str, volumes: Iterable[str]) -> None:
+    """One writer per disk: a volume is the disk of one VM only."""
+    wanted = set(volumes)
+    for other in cluster.vms():
+        shared = wanted & set(other.volumes)
+        if shared and other.uuid != uuid:
+            raise Conflict(f"volume {', '.join(sorted(shared))} is already a disk of VM "
+                           f"{other.name}")
 
 
 def refuse_case_twin(cluster: Cluster, name: str, renamed_from: str = "") -> None:

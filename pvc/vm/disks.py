@@ -9,12 +9,15 @@ libvirt secret each node's daemon defines). An operator writes only
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from pvc.core.config import StorageConfig
-from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.models import VM
+from pvc.core.errors import ConfigError, InvalidInput, NotFound
+from pvc.hypervisor.base import Hypervisor
 from pvc.vm import domxml
 
 if TYPE_CHECKING:
@@ -68,30 +71,30 @@ def complete(xml: str, cfg: StorageConfig, monitors: list[tuple[str, int]]) -> s
 def prepare(xml: str, cfg: StorageConfig) -> tuple[str, list[str]]:
     """(XML to store, its volumes): volumes checked to exist and the disks completed. A VM
     without RBD disks needs no Ceph."""
-    from pvc.storage import ceph
     volumes = volumes_of(xml)
     if not volumes:
         return xml, []
     if not cfg.enabled:
         raise InvalidInput("the VM has RBD disks but this cluster has no storage "
                            "(cluster.storage.enabled is false)")
-    with ceph.connect(cfg) as c:
+    with connect(cfg) as c:
         require_volumes(c, volumes)
         return complete(xml, cfg, c.monitors()), volumes
 
 
-def users(vms: Iterable[VM]) -> dict[str, str]:
-    """POOL/VOLUME → the VM whose disk it is."""
-    return {volume: vm.name for vm in vms for volume in vm.volumes}
+def connect(cfg: StorageConfig) -> "Ceph":
+    from pvc.storage import ceph
+    return ceph.connect(cfg)
 
 
-def refuse_in_use(vms: Iterable[VM], volume: str, doing: str) -> None:
-    user = users(vms).get(volume)
-    if user:
-        raise Conflict(f"volume {volume} is a disk of VM {user}: it cannot be {doing}")
-
-
-def refuse_pool_in_use(vms: Iterable[VM], pool: str) -> None:
-    used = sorted(f"{v} ({vm})" for v, vm in users(vms).items() if v.split("/")[0] == pool)
-    if used:
-        raise Conflict(f"pool {pool} holds disks of VMs: {', '.join(used)}")
+def give_key_to_hypervisor(hv: Hypervisor, cfg: StorageConfig) -> None:
+    """The libvirt secret every RBD disk's <auth> names: the cephx key of the user QEMU
+    opens disks as, from a file only root reads."""
+    if not cfg.enabled:
+        return
+    key = Path(cfg.libvirt_key_file).read_text().strip()
+    try:
+        value = base64.b64decode(key, validate=True)
+    except binascii.Error:
+        raise ConfigError(f"{cfg.libvirt_key_file}: not a cephx key (base64)") from None
+    hv.define_secret(cfg.libvirt_secret_uuid, f"client.{cfg.libvirt_user} secret", value)

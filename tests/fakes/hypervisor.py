@@ -84,6 +84,7 @@ class FakeHypervisor:
     def __init__(self, world: World, uri: str) -> None:
         self.world = world
         self.uri = uri
+        self.secrets: dict[str, tuple[str, bytes]] = {}
 
     @property
     def _mine(self) -> dict[str, RunningDomain]:
@@ -91,6 +92,9 @@ class FakeHypervisor:
 
     def close(self) -> None:
         pass
+
+    def define_secret(self, uuid: str, usage: str, value: bytes) -> None:
+        self.secrets[uuid] = (usage, value)
 
     def capabilities(self) -> Capabilities:
         return Capabilities("fake", self.world.live_migration)

@@ -17,11 +17,13 @@ ALLOWED: dict[str, set[str]] = {
     "hypervisor": {"core"},
     "network": {"core"},
     "operations": {"core", "hypervisor"},
-    "vm": {"core", "hypervisor", "network", "operations"},
+    "storage": {"core"},
+    "vm": {"core", "hypervisor", "network", "operations", "storage"},
     "coordinator": {"core", "network", "operations"},
     "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
     "console": {"core", "vm"},
-    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "node", "install"},
+    "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "node", "install",
+                "storage"},
     "install": {"core"},
 }
 
@@ -33,6 +35,8 @@ ONLY_MODULE: dict[str, str] = {
     "dns": "pvc/node/dns.py",                       # dnspython: PowerDNS's zone transfers
     "pyghmi": "pvc/node/ipmi.py",                   # the BMCs
     "urllib.request": "pvc/coordinator/patroni.py",  # Patroni's REST API
+    "rados": "pvc/storage/ceph.py",                 # Ceph (librados)
+    "rbd": "pvc/storage/ceph.py",                   # Ceph (librbd)
 }
 
 

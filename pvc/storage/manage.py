@@ -1,0 +1,218 @@
+"""What `pvc storage` does: Ceph's state as an operator reads it, and pools, volumes and
+snapshots changed with the refusals that keep VMs' disks safe (a disk in use is neither
+removed, renamed nor rolled back; a pool with volumes goes only when asked twice)."""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pvc.core.errors import Conflict, InvalidInput, NotFound
+from pvc.core.models import VM
+
+if TYPE_CHECKING:   # the bindings load when a command connects, not for its --help
+    from pvc.storage.ceph import Ceph
+
+UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+# flags every Pacific cluster has set: not the operator's (noout, norebalance, …)
+STANDING_FLAGS = {"pglog_hardlimit", "purged_snapdirs", "recovery_deletes", "sortbitwise"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '10G', '512M', '1.5T', '4096' (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([BKMGT]?)(?:i?B)?\s*", text.upper())
+    if not m or float(m.group(1)) <= 0:
+        raise InvalidInput(f"size {text!r}: expected a positive number with an optional unit "
+                           "(K, M, G, T), e.g. 10G")
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
+def size_text(n: int) -> str:
+    """1073741824 → '1G', 1610612736 → '1.5G'."""
+    for unit in ("T", "G", "M", "K"):
+        if n >= UNITS[unit]:
+            return f"{n / UNITS[unit]:.1f}".removesuffix(".0") + unit
+    return f"{n}B"
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise InvalidInput(f"{kind} name {name!r} must be 1-63 letters, digits, '.', '_' or "
+                           "'-', starting with a letter or digit")
+    return name
+
+
+def split_volume(ref: str) -> tuple[str, str]:
+    pool, _, volume = ref.partition("/")
+    if not volume:
+        raise InvalidInput(f"volume {ref!r}: expected POOL/VOLUME")
+    return check_name("pool", pool), check_name("volume", volume)
+
+
+# ------------------------------------------------------------------------------ who uses what
+
+def users(vms: Iterable[VM]) -> dict[str, str]:
+    """POOL/VOLUME → the VM whose disk it is."""
+    return {volume: vm.name for vm in vms for volume in vm.volumes}
+
+
+def refuse_in_use(vms: Iterable[VM], pool: str, volume: str, doing: str) -> None:
+    user = users(vms).get(f"{pool}/{volume}")
+    if user:
+        raise Conflict(f"volume {pool}/{volume} is a disk of VM {user}: it cannot be {doing}")
+
+
+# ------------------------------------------------------------------------------ cluster
+
+def status(ceph: Ceph) -> dict[str, Any]:
+    st = ceph.status()
+    health = ceph.health()
+    osdmap = st.get("osdmap", {})
+    pgmap = st.get("pgmap", {})
+    flags = [f for f in ceph.osd_dump().get("flags_set", []) if f not in STANDING_FLAGS]
+    return {
+        "health": health.get("status", "UNKNOWN"),
+        "checks": {name: check.get("summary", {}).get("message", "")
+                   for name, check in health.get("checks", {}).items()},
+        "monitors": {"quorum": st.get("quorum_names", []),
+                     "total": len(st.get("monmap", {}).get("mons", []))
+                     or st.get("monmap", {}).get("num_mons", 0)},
+        "osds": {"total": osdmap.get("num_osds", 0), "up": osdmap.get("num_up_osds", 0),
+                 "in": osdmap.get("num_in_osds", 0)},
+        "flags": flags,
+        "pgs": {s["state_name"]: s["count"] for s in pgmap.get("pgs_by_state", [])},
+        "usage": {"total": pgmap.get("bytes_total", 0), "used": pgmap.get("bytes_used", 0),
+                  "available": pgmap.get("bytes_avail", 0)},
+    }
+
+
+def osds(ceph: Ceph) -> list[dict[str, Any]]:
+    tree = ceph.osd_tree()
+    host_of = {child: n["name"] for n in tree if n["type"] == "host"
+               for child in n.get("children", [])}
+    usage = {n["id"]: n for n in ceph.osd_df()}
+    rows = []
+    for n in sorted((n for n in tree if n["type"] == "osd"), key=lambda n: n["id"]):
+        df = usage.get(n["id"], {})
+        rows.append({"id": n["id"], "name": n["name"], "node": host_of.get(n["id"], ""),
+                     "up": n.get("status") == "up", "in": n.get("reweight", 0) > 0,
+                     "size": int(df.get("kb", 0)) * 1024,
+                     "used": int(df.get("kb_used", 0)) * 1024,
+                     "utilization": round(float(df.get("utilization", 0.0)), 1),
+                     "pgs": df.get("pgs", 0)})
+    return rows
+
+
+# ------------------------------------------------------------------------------ pools
+
+def pools(ceph: Ceph) -> list[dict[str, Any]]:
+    df = {p["name"]: p["stats"] for p in ceph.df().get("pools", [])}
+    details = {p["pool_name"]: p for p in ceph.osd_dump().get("pools", [])}
+    rows = []
+    for name in sorted(ceph.pool_names()):
+        stats, detail = df.get(name, {}), details.get(name, {})
+        rows.append({"name": name, "replicas": detail.get("size", 0),
+                     "min_replicas": detail.get("min_size", 0),
+                     "pgs": detail.get("pg_num", 0),
+                     "applications": sorted(detail.get("application_metadata", {})),
+                     "stored": stats.get("stored", 0), "objects": stats.get("objects", 0),
+                     "max_available": stats.get("max_avail", 0)})
+    return rows
+
+
+def pool_add(ceph: Ceph, name: str, pgs: int, replicas: int) -> None:
+    check_name("pool", name)
+    if ceph.pool_exists(name):
+        raise Conflict(f"pool {name} already exists")
+    if not 1 <= replicas <= 10 or pgs < 1 or pgs & (pgs - 1):
+        raise InvalidInput("replicas must be 1-10 and placement groups a power of two")
+    ceph.pool_add(name, pgs, replicas)
+
+
+def pool_remove(ceph: Ceph, vms: Iterable[VM], name: str, force: bool) -> list[str]:
+    """Remove a pool; the volumes it held. One with volumes goes only with force, and never
+    while a VM's disk is in it."""
+    if not ceph.pool_exists(name):
+        raise NotFound(f"no pool {name}")
+    used = sorted(f"{v} ({vm})" for v, vm in users(vms).items() if v.split("/")[0] == name)
+    if used:
+        raise Conflict(f"pool {name} holds disks of VMs: {', '.join(used)}")
+    volumes = ceph.volumes(name)
+    if volumes and not force:
+        raise Conflict(f"pool {name} holds {len(volumes)} volumes ({', '.join(volumes[:5])}"
+                       f"{', …' if len(volumes) > 5 else ''}): --force removes them with it")
+    ceph.pool_remove(name)
+    return volumes
+
+
+# ------------------------------------------------------------------------------ volumes
+
+def volumes(ceph: Ceph, vms: Iterable[VM], pool: str = "") -> list[dict[str, Any]]:
+    used = users(vms)
+    rows = []
+    for p in [pool] if pool else sorted(ceph.pool_names()):
+        if pool and not ceph.pool_exists(pool):
+            raise NotFound(f"no pool {pool}")
+        for v in ceph.volumes(p):
+            info = ceph.volume_info(p, v)
+            rows.append({**info, "vm": used.get(f"{p}/{v}", "")})
+    return rows
+
+
+def volume_info(ceph: Ceph, vms: Iterable[VM], pool: str, name: str) -> dict[str, Any]:
+    return {**ceph.volume_info(pool, name), "vm": users(vms).get(f"{pool}/{name}", "")}
+
+
+def volume_add(ceph: Ceph, pool: str, name: str, size: int) -> None:
+    if ceph.volume_exists(pool, name):
+        raise Conflict(f"volume {pool}/{name} already exists")
+    ceph.volume_add(pool, name, size)
+
+
+def volume_resize(ceph: Ceph, vms: Iterable[VM], pool: str, name: str, size: int,
+                  shrink: bool) -> int:
+    """The new size; a smaller one only with shrink, and never under a VM."""
+    current = int(ceph.volume_info(pool, name)["size"])
+    if size < current:
+        if not shrink:
+            raise Conflict(f"{size_text(size)} is smaller than volume {pool}/{name} "
+                           f"({size_text(current)}): --shrink cuts its end off")
+        refuse_in_use(vms, pool, name, "shrunk")
+    ceph.volume_resize(pool, name, size)
+    return size
+
+
+def volume_clone(ceph: Ceph, pool: str, name: str, new: str) -> tuple[str, str]:
+    """A full, independent copy (into POOL/NEW or, without a pool, beside the original)."""
+    to_pool, to_name = split_volume(new) if "/" in new else (pool, check_name("volume", new))
+    if ceph.volume_exists(to_pool, to_name):
+        raise Conflict(f"volume {to_pool}/{to_name} already exists")
+    ceph.volume_copy(pool, name, to_pool, to_name)
+    return to_pool, to_name
+
+
+def volume_rename(ceph: Ceph, vms: Iterable[VM], pool: str, name: str, new: str) -> None:
+    check_name("volume", new)
+    refuse_in_use(vms, pool, name, "renamed (its VM names it)")
+    if ceph.volume_exists(pool, new):
+        raise Conflict(f"volume {pool}/{new} already exists")
+    ceph.volume_rename(pool, name, new)
+
+
+def volume_remove(ceph: Ceph, vms: Iterable[VM], pool: str, name: str) -> None:
+    refuse_in_use(vms, pool, name, "removed")
+    ceph.volume_remove(pool, name)
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+def snapshot_add(ceph: Ceph, pool: str, name: str, snap: str) -> None:
+    check_name("snapshot", snap)
+    if any(s["name"] == snap for s in ceph.snapshots(pool, name)):
+        raise Conflict(f"volume {pool}/{name} already has a snapshot {snap!r}")
+    ceph.snapshot_add(pool, name, snap)
+
+
+def snapshot_rollback(ceph: Ceph, vms: Iterable[VM], pool: str, name: str, snap: str) -> None:
+    refuse_in_use(vms, pool, name, "rolled back (stop and undefine its VM, or use a clone)")
+    ceph.snapshot_rollback(pool, name, snap)
