@@ -39,6 +39,7 @@ from pvc.node.gateways import Gateways
 from pvc.node.ipmi import BmcAddress, IpmiBmc
 from pvc.node.networks import NodeNetworks
 from pvc.operations import records, sweep
+from pvc.storage import manage
 from pvc.vm import disks
 from pvc.vm.lifecycle import record_failure
 
@@ -161,8 +162,24 @@ class NodeDaemon:
             caps = ctx.hv.capabilities()
             static.update(hypervisor=caps.kind, live_migration=caps.live_migration)
         ctx.store.put(ctx.schema.node(self.name), static)
+        self._lift_blocklist()
         ctx.cluster.set_fence(self.name, FenceState.NONE)   # back: fenced no more
         self._ensure_alive(replace_stale=True)
+
+    def _lift_blocklist(self) -> None:
+        """Back from a fence: the Ceph blocklist entries of its old clients go."""
+        assert self.ctx is not None
+        fence = self.ctx.cluster.node(self.name).fence
+        cut = fence.get("blocklisted") or []
+        if not cut:
+            return
+        try:
+            with disks.connect(self.config.cluster.storage) as ceph:
+                manage.lift(ceph, cut)
+            log.info("back from a fence: Ceph blocklist entries lifted: %s", ", ".join(cut))
+        except PvcError as e:
+            log.warning("back from a fence: its Ceph blocklist entries stay (they expire in "
+                        "an hour): %s", e)
 
     def _audit_bmc(self) -> None:
         """Is fencing through this node's BMC worth anything? (its answer to cipher suite 0

@@ -32,7 +32,8 @@ from pvc.node.ipmi import Bmc, BmcAddress, BmcError, IpmiBmc
 from pvc.operations import records
 from pvc.operations.requests import Request
 from pvc.operations.runner import Runner
-from pvc.vm import placement
+from pvc.storage import manage
+from pvc.vm import disks, placement
 
 if TYPE_CHECKING:
     from pvc.node.context import NodeContext
@@ -156,10 +157,35 @@ def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float)
     cluster.set_node_state(target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
     cluster.store.put(cluster.schema.node_field(target, "domains"), {})
-    cluster.set_fence(target, FenceState.FENCED, at=time.time())
+    cut = _cut_off_storage(cluster, cfg, target, run.note)
+    cluster.set_fence(target, FenceState.FENCED, at=time.time(), blocklisted=cut)
     if cfg.cluster.fencing.action != "migrate":
         return f"{target} fenced (powered off); its VMs stay recorded on it (action none)"
     return f"{target} fenced (powered off); " + recover(cluster, cfg, target, run.note)
+
+
+def _cut_off_storage(cluster: Cluster, cfg: Config, target: str,
+                     note: Callable[[str], None]) -> list[str]:
+    """Before its VMs start elsewhere: its Ceph clients blocklisted, their disk locks broken
+    (the addresses cut off; [] without storage). The BMC said off; this holds even if it
+    lied. A Ceph that does not answer costs the new copies a wait on the old locks (librbd
+    breaks them itself once the dead client's watch expires), never a second writer."""
+    storage = cfg.cluster.storage
+    if not storage.enabled:
+        return []
+    node = cluster.node(target)
+    host = node.cluster_address or node.migration_address
+    volumes = [v for vm in cluster.vms() if vm.node == target for v in vm.volumes]
+    try:
+        with disks.connect(storage) as ceph:
+            cut = manage.cut_off(ceph, host, volumes)
+    except PvcError as e:
+        note(f"{target}: its Ceph clients could not be blocklisted ({e}); its disks' locks "
+             "are left to expire")
+        return []
+    if cut:
+        note(f"{target}: Ceph clients blocklisted, their disk locks broken: {', '.join(cut)}")
+    return cut
 
 
 def _riding_out(step: Callable[[], str]) -> str:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 USER = "admin"
 # A node's programs, in the order power on starts them (power off kills them all at once).
-NODE_PROGRAMS = ("zookeeper-", "redis-", "sentinel-", "libvirtd-", "patroni-", "node-",
-                 "worker-", "tailer-", "pdns-")
+NODE_PROGRAMS = ("zookeeper-", "redis-", "sentinel-", "ceph-mon-", "ceph-mgr-", "ceph-osd-",
+                 "libvirtd-", "patroni-", "node-", "worker-", "tailer-", "pdns-")
 
 HOOK = """#!/bin/bash
 # ipmi_sim's chassis_control for one node: PROG NODE get power | set power 0|1 | set reset 1

@@ -210,10 +210,20 @@ DEMO_NETWORK = ManagedNetwork(100, "sandbox.pvc", "10.100.0.0/24", "10.100.0.1",
                               "10.100.0.199", "the sandbox's demo network")
 
 
-def demo_xml(name: str, kind: str, index: int) -> str:
-    """A demo VM as an operator would write it for KVM; the sandbox runs it on its kind."""
+DEMO_DISK_BYTES = 64 * 1024 ** 2
+
+
+def demo_xml(name: str, kind: str, index: int, disk: str = "") -> str:
+    """A demo VM as an operator would write it for KVM; the sandbox runs it on its kind. With
+    a disk (POOL/VOLUME on Ceph), the guest keeps a counter on it (pvc.sandbox.guest)."""
     memory = 128 if kind == "qemu" else 16
     kernel, initrd = guest.paths()
+    disk_xml = (f"""
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='writeback' discard='unmap'/>
+      <source protocol='rbd' name='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>""" if disk else "")
     return f"""<domain type='kvm'>
   <name>{name}</name>
   <memory unit='MiB'>{memory}</memory>
@@ -229,7 +239,7 @@ def demo_xml(name: str, kind: str, index: int) -> str:
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>{disk_xml}
     <serial type='pty'>
       <log file='/var/log/pvc/console/{name}.log' append='off'/>
       <target port='0'/>
@@ -542,13 +552,21 @@ def _add_demo_network(client: Config) -> None:
 
 
 def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
+    """The demo VMs, each with a disk on Ceph when the sandbox has storage."""
     from pvc.core.cluster import Cluster
+    from pvc.storage.ceph import connect
+    storage = client.cluster.storage
     cluster = Cluster.connect(client)
     defined = []
     try:
         for i in range(count):
             name = f"demo{i + 1}"
-            vm = definition.define(cluster, demo_xml(name, kind, i), node=names[i % len(names)],
+            disk = f"{storage.pool}/{name}-disk" if storage.enabled else ""
+            if disk:
+                with connect(storage) as ceph:
+                    ceph.volume_add(*disk.split("/"), DEMO_DISK_BYTES)
+            vm = definition.define(cluster, demo_xml(name, kind, i, disk),
+                                   node=names[i % len(names)],
                                    initial_state="start", allow_unknown_nodes=True)
             defined.append(vm.name)
     finally:

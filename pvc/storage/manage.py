@@ -216,3 +216,40 @@ def snapshot_add(ceph: Ceph, pool: str, name: str, snap: str) -> None:
 def snapshot_rollback(ceph: Ceph, vms: Iterable[VM], pool: str, name: str, snap: str) -> None:
     refuse_in_use(vms, pool, name, "rolled back (stop and undefine its VM, or use a clone)")
     ceph.snapshot_rollback(pool, name, snap)
+
+
+# ------------------------------------------------------------------------------ fencing
+
+def cut_off(ceph: Ceph, host: str, volumes: Iterable[str]) -> list[str]:
+    """One writer, always: every client at host (a fenced node's address) that has one of
+    volumes open or locked is blocklisted (the OSDs refuse its writes from now on, if it
+    was not really off), then its locks are broken so that the disks open elsewhere at once.
+    The addresses blocklisted."""
+    cut: list[str] = []
+    for ref in volumes:
+        pool, name = ref.split("/", 1)
+        if not ceph.volume_exists(pool, name):
+            continue
+        info = ceph.volume_info(pool, name)
+        lockers = ceph.lockers(pool, name)
+        clients = set(info["watchers"]) | {lk.address for lk in lockers}
+        for address in sorted(a for a in clients if _host(a) == host and a not in cut):
+            ceph.blocklist_add(address)
+            cut.append(address)
+        if any(_host(lk.address) == host for lk in lockers):
+            ceph.break_locks(pool, name)
+    return cut
+
+
+def lift(ceph: Ceph, addresses: Iterable[str]) -> None:
+    """The blocklist entries of a fenced node that came back (its new clients have other
+    addresses anyway: this keeps the list short)."""
+    listed = set(ceph.blocklist())
+    for address in addresses:
+        if address in listed:
+            ceph.blocklist_remove(address)
+
+
+def _host(address: str) -> str:
+    """10.0.0.1:0/1234 → 10.0.0.1 (a client's address: ip:port/nonce)."""
+    return address.split("/", 1)[0].rsplit(":", 1)[0]

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"core"},
     "vm": {"core", "hypervisor", "network", "operations", "storage"},
     "coordinator": {"core", "network", "operations"},
-    "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator"},
+    "node": {"core", "hypervisor", "network", "operations", "vm", "coordinator", "storage"},
     "console": {"core", "vm"},
     "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "node", "install",
                 "storage"},
