@@ -29,6 +29,11 @@ def status_data(c: Any) -> dict[str, Any]:
     from pvc.core import redis_client
     broker = redis_client.status(c.config)
     reasons += broker.pop("problems", [])
+    from pvc.core.states import NOOUT_STATES
+    from pvc.storage import manage
+    storage = manage.report(c.config.cluster.storage,
+                            {n.name for n in nodes if n.domain_state in NOOUT_STATES})
+    reasons += storage.pop("problems", [])
     from pvc.core.zookeeper import member_modes
     members = member_modes(c.config.cluster.zookeeper.hosts)   # leader, follower, down…
     reasons += [f"zookeeper: member {m} is {mode}" for m, mode in members.items()
@@ -41,6 +46,7 @@ def status_data(c: Any) -> dict[str, Any]:
         "floating_ip": c.config.cluster.floating_ip,
         "database": database,
         "broker": broker,
+        "storage": storage,
         "dns": _dns(c, primary),
         "nodes": {"total": len(nodes),
                   "daemon_state": dict(Counter(n.daemon_state for n in nodes)),
@@ -184,6 +190,12 @@ def status(ctx: click.Context, fmt: str) -> None:
                             + (f" lag {m['lag']}" if m.get("lag") else "")
                             for m in db["members"])
         click.echo(f"  database    leader {db['leader'] or '-'}; {members}")
+    storage = data["storage"]
+    if storage:
+        o = storage.get("osds", {})
+        click.echo(f"  storage     Ceph {storage['health']}; OSDs {o.get('up', 0)}/"
+                   f"{o.get('total', 0)} up, {o.get('in', 0)} in"
+                   + (f"; flags {', '.join(storage['flags'])}" if storage.get("flags") else ""))
     broker = data["broker"]
     if broker:
         replicas = ", ".join(f"{r['address']} {r['state']}" for r in broker["replicas"]) or "-"

@@ -46,16 +46,23 @@ class CoordinatorState(StrEnum):
 
 @dataclass(frozen=True)
 class DomainOp:
-    """A node operation's effect on the node's domain state."""
+    """A node operation's effect on the node's domain state, and on Ceph's `noout` for its
+    OSDs (None: left as it is): set when a flush begins (Ceph copies nothing while the node
+    reboots), cleared when an unflush has brought it back."""
     during: DomainState
     after: DomainState
+    noout_during: bool | None = None
+    noout_after: bool | None = None
 
 
 DOMAIN_OPS: dict[str, DomainOp] = {
-    "flush": DomainOp(DomainState.FLUSHING, DomainState.FLUSHED),
-    "unflush": DomainOp(DomainState.UNFLUSHING, DomainState.READY),
+    "flush": DomainOp(DomainState.FLUSHING, DomainState.FLUSHED, noout_during=True),
+    "unflush": DomainOp(DomainState.UNFLUSHING, DomainState.READY, noout_after=False),
 }
 
+
+# Domain states in which a node's OSDs may carry the flush's noout.
+NOOUT_STATES = frozenset({DomainState.FLUSHING, DomainState.FLUSHED, DomainState.UNFLUSHING})
 
 S = TypeVar("S", bound=StrEnum)
 

@@ -37,7 +37,7 @@ from pvc.operations import records
 from pvc.operations.holds import describe
 from pvc.operations.requests import Request, require_acting
 from pvc.operations.runner import Runner
-from pvc.vm import placement
+from pvc.vm import disks, placement
 from pvc.vm.migration import Move, move_vm, resolve_method, settle
 
 if TYPE_CHECKING:
@@ -343,6 +343,7 @@ def _run_node_op(ctx: "NodeContext", run: Runner, kind: str,
             run.cancelled_with(f"cancelled before it took the flush lock; {node} unchanged")
             return "cancelled"
         _set_domain_state(ctx, node, spec.during)
+        _hold_osds(ctx, run, node, spec.noout_during)
         try:
             job, summary = work(ctx, run, node)
         finally:
@@ -360,7 +361,23 @@ def _run_node_op(ctx: "NodeContext", run: Runner, kind: str,
             raise OperationFailed(f"{summary}, {job.tally.count(Outcome.FAILED)} failed: "
                                   f"{job.failures()} {stays}")
         _set_domain_state(ctx, node, spec.after)
+        _hold_osds(ctx, run, node, spec.noout_after)
     return summary
+
+
+def _hold_osds(ctx: "NodeContext", run: Runner, node: str, noout: bool | None) -> None:
+    """Ceph's noout for the node's OSDs, set or cleared (None: neither; nor without
+    storage). Ceph not answering is noted, not fatal: the VMs' moves matter more."""
+    storage = ctx.config.cluster.storage
+    if noout is None or not storage.enabled or not ctx.cluster.node(node).enable_storage:
+        return
+    said = "set" if noout else "cleared"
+    try:
+        with disks.connect(storage) as ceph:
+            ceph.set_group_flag("noout", node, noout)
+        run.note(f"{node}: Ceph's noout {said} for its OSDs")
+    except PvcError as e:
+        run.note(f"{node}: Ceph's noout could not be {said}: {e}")
 
 
 def execute_flush(ctx: "NodeContext", run: Runner) -> str:

@@ -159,6 +159,14 @@ class Ceph:
     def set_flag(self, flag: str, on: bool) -> None:
         self.command("osd set" if on else "osd unset", key=flag)
 
+    def set_group_flag(self, flag: str, host: str, on: bool) -> None:
+        """A flag (noout, …) for the OSDs of one CRUSH host."""
+        self.command("osd set-group" if on else "osd unset-group", flags=flag, who=[host])
+
+    def host_flags(self) -> dict[str, list[str]]:
+        """CRUSH hosts with flags of their own (osd set-group)."""
+        return dict(self.osd_dump().get("crush_node_flags", {}))
+
     # ------------------------------------------------------------------ pools
     def pool_names(self) -> list[str]:
         with _calling("list pools"):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Iterable
 
-from pvc.core.errors import Conflict, InvalidInput, NotFound
+from pvc.core.config import StorageConfig
+from pvc.core.errors import Conflict, InvalidInput, NotFound, PvcError
 from pvc.core.models import VM
 
 if TYPE_CHECKING:   # the bindings load when a command connects, not for its --help
@@ -253,3 +254,42 @@ def lift(ceph: Ceph, addresses: Iterable[str]) -> None:
 def _host(address: str) -> str:
     """10.0.0.1:0/1234 → 10.0.0.1 (a client's address: ip:port/nonce)."""
     return address.split("/", 1)[0].rsplit(":", 1)[0]
+
+
+# ------------------------------------------------------------------------------ health
+
+def problems(ceph: Ceph, flushed: set[str]) -> list[str]:
+    """Why storage degrades the cluster: each of Ceph's health checks by name, and noout on
+    a node that is not flushed. noout on a flushed node is the flush's (its OSD_FLAGS check
+    too)."""
+    health = ceph.health()
+    noout = {h for h, flags in ceph.host_flags().items() if "noout" in flags}
+    out = []
+    for name, check in health.get("checks", {}).items():
+        if name == "OSD_FLAGS" and noout and noout <= flushed and not _other_flags(check):
+            continue
+        out.append(f"storage: {name}: {check.get('summary', {}).get('message', '')}")
+    out += [f"storage: noout is set on {h}, which is not flushed (pvc node unflush {h}, or "
+            f"ceph osd unset-group noout {h})" for h in sorted(noout - flushed)]
+    return out
+
+
+def _other_flags(check: dict[str, Any]) -> bool:
+    """Does an OSD_FLAGS check name anything but hosts with noout?"""
+    return any(not re.fullmatch(r"host \S+ has flags noout", d.get("message", ""))
+               for d in check.get("detail", []))
+
+
+def report(cfg: StorageConfig, flushed: set[str]) -> dict[str, Any]:
+    """Storage for `cluster status`: health, OSDs, usage and the problems ({} without
+    storage; a Ceph that does not answer is itself the problem)."""
+    if not cfg.enabled:
+        return {}
+    from pvc.storage.ceph import connect
+    try:
+        with connect(cfg) as ceph:
+            st = status(ceph)
+            return {"health": st["health"], "osds": st["osds"], "usage": st["usage"],
+                    "flags": st["flags"], "problems": problems(ceph, flushed)}
+    except PvcError as e:
+        return {"health": "UNKNOWN", "problems": [f"storage: {e}"]}
