@@ -44,6 +44,7 @@ def node_details(c: Any, n: Any) -> dict[str, Any]:
     data["bmc"] = n.bmc            # its BMC's audit: when, and what makes fencing unsafe
     data["services"] = n.services  # services around pvc there that do not serve, and why
     data["loop"] = n.loop          # what its daemon's last loop did, and when
+    data["fence"] = n.fence        # its last fence: state, when, Ceph clients blocklisted
     return data
 
 
@@ -97,7 +98,17 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
     data["bmc"] = bmc_text(data["bmc"])
     data["services"] = "; ".join(data["services"].values()) or "-"
     data["loop"] = loop_text(data["loop"])
-    pairs(data, FIELDS + ["cordon", "bmc", "services", "loop", "unknown_domains", "drift"])
+    data["fence"] = fence_text(data["fence"])
+    pairs(data, FIELDS + ["cordon", "bmc", "services", "loop", "fence", "unknown_domains",
+                          "drift"])
+
+
+def fence_text(fence: dict[str, Any]) -> str:
+    if not fence:
+        return "-"
+    cut = fence.get("blocklisted") or []
+    return (f"{fence.get('state', '')}" + (f" ({fence['error']})" if fence.get("error") else "")
+            + (f"; Ceph clients blocklisted: {', '.join(cut)}" if cut else ""))
 
 
 def loop_text(loop: dict[str, Any]) -> str:

@@ -96,7 +96,9 @@ def status(ctx: click.Context, fmt: str) -> None:
                f"({', '.join(mons['quorum'])})")
     o = st["osds"]
     click.echo(f"osds:      {o['up']}/{o['total']} up, {o['in']} in")
-    click.echo(f"flags:     {', '.join(st['flags']) or '-'}")
+    flags = st["flags"] + [f"{f} on {host}" for host, fs in sorted(st["host_flags"].items())
+                           for f in fs]
+    click.echo(f"flags:     {', '.join(flags) or '-'}")
     click.echo("pgs:       " + ", ".join(f"{n} {s}" for s, n in sorted(st["pgs"].items())))
     u = st["usage"]
     click.echo(f"usage:     {size_text(u['used'])} used, {size_text(u['available'])} "

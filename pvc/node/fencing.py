@@ -166,8 +166,8 @@ def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float)
 
 def _cut_off_storage(cluster: Cluster, cfg: Config, target: str,
                      note: Callable[[str], None]) -> list[str]:
-    """Before its VMs start elsewhere: its Ceph clients blocklisted, their disk locks broken
-    (the addresses cut off; [] without storage). The BMC said off; this holds even if it
+    """Before its VMs start elsewhere: its OSDs marked down, its Ceph clients blocklisted,
+    their disk locks broken (the addresses cut off; [] without storage). The BMC said off; this holds even if it
     lied. A Ceph that does not answer costs the new copies a wait on the old locks (librbd
     breaks them itself once the dead client's watch expires), never a second writer."""
     storage = cfg.cluster.storage
@@ -178,7 +178,7 @@ def _cut_off_storage(cluster: Cluster, cfg: Config, target: str,
     volumes = [v for vm in cluster.vms() if vm.node == target for v in vm.volumes]
     try:
         with disks.connect(storage) as ceph:
-            cut = manage.cut_off(ceph, host, volumes)
+            cut = manage.cut_off(ceph, target, host, volumes)
     except PvcError as e:
         note(f"{target}: its Ceph clients could not be blocklisted ({e}); its disks' locks "
              "are left to expire")

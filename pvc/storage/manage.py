@@ -4,15 +4,17 @@ removed, renamed nor rolled back; a pool with volumes goes only when asked twice
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Iterable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from pvc.core.config import StorageConfig
-from pvc.core.errors import Conflict, InvalidInput, NotFound, PvcError
+from pvc.core.errors import Conflict, InvalidInput, NotFound, PvcError, Unavailable
 from pvc.core.models import VM
 
 if TYPE_CHECKING:   # the bindings load when a command connects, not for its --help
     from pvc.storage.ceph import Ceph
 
+T = TypeVar("T")
 UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 # flags every Pacific cluster has set: not the operator's (noout, norebalance, …)
 STANDING_FLAGS = {"pglog_hardlimit", "purged_snapdirs", "recovery_deletes", "sortbitwise"}
@@ -81,6 +83,7 @@ def status(ceph: Ceph) -> dict[str, Any]:
         "osds": {"total": osdmap.get("num_osds", 0), "up": osdmap.get("num_up_osds", 0),
                  "in": osdmap.get("num_in_osds", 0)},
         "flags": flags,
+        "host_flags": ceph.host_flags(),    # e.g. {"hv1": ["noout"]} while hv1 is flushed
         "pgs": {s["state_name"]: s["count"] for s in pgmap.get("pgs_by_state", [])},
         "usage": {"total": pgmap.get("bytes_total", 0), "used": pgmap.get("bytes_used", 0),
                   "available": pgmap.get("bytes_avail", 0)},
@@ -221,17 +224,22 @@ def snapshot_rollback(ceph: Ceph, vms: Iterable[VM], pool: str, name: str, snap:
 
 # ------------------------------------------------------------------------------ fencing
 
-def cut_off(ceph: Ceph, host: str, volumes: Iterable[str]) -> list[str]:
-    """One writer, always: every client at host (a fenced node's address) that has one of
-    volumes open or locked is blocklisted (the OSDs refuse its writes from now on, if it
-    was not really off), then its locks are broken so that the disks open elsewhere at once.
-    The addresses blocklisted."""
+def cut_off(ceph: Ceph, node: str, host: str, volumes: Iterable[str]) -> list[str]:
+    """One writer, always. The fenced node's OSDs are marked down at once (its BMC said
+    off: Ceph need not wait out its heartbeats, and I/O to what they served moves to the
+    other replicas now); then every client at host (its address) that has one of volumes
+    open or locked is blocklisted (the OSDs refuse its writes from now on, if it was not
+    really off), and its locks broken so that the disks open elsewhere at once. The
+    addresses blocklisted."""
+    mark_down(ceph, node)
     cut: list[str] = []
+    deadline = time.monotonic() + CUT_OFF_PATIENCE
     for ref in volumes:
         pool, name = ref.split("/", 1)
-        if not ceph.volume_exists(pool, name):
+        try:
+            info = _patiently(lambda: ceph.volume_info(pool, name), deadline)
+        except NotFound:
             continue
-        info = ceph.volume_info(pool, name)
         lockers = ceph.lockers(pool, name)
         clients = set(info["watchers"]) | {lk.address for lk in lockers}
         for address in sorted(a for a in clients if _host(a) == host and a not in cut):
@@ -240,6 +248,33 @@ def cut_off(ceph: Ceph, host: str, volumes: Iterable[str]) -> list[str]:
         if any(_host(lk.address) == host for lk in lockers):
             ceph.break_locks(pool, name)
     return cut
+
+
+# How long a fence waits for the placement groups the fenced node's OSDs served: once they
+# are marked down, the others serve after the old primaries' read leases run out (Ceph's
+# osd_heartbeat_grace × osd_pool_default_read_lease_ratio: 16 s by default).
+CUT_OFF_PATIENCE = 60.0
+
+
+def _patiently(call: Callable[[], T], deadline: float) -> T:
+    """call(), again while Ceph does not answer in time, until the deadline."""
+    while True:
+        try:
+            return call()
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+
+
+def mark_down(ceph: Ceph, node: str) -> list[int]:
+    """The OSDs of CRUSH host `node` that Ceph still counts up, marked down; their ids."""
+    tree = ceph.osd_tree()
+    ids = [child for n in tree if n["type"] == "host" and n["name"] == node
+           for child in n.get("children", [])]
+    up = [n["id"] for n in tree if n["id"] in ids and n.get("status") == "up"]
+    if up:
+        ceph.command("osd down", ids=[str(i) for i in up])
+    return up
 
 
 def lift(ceph: Ceph, addresses: Iterable[str]) -> None:

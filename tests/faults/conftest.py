@@ -32,7 +32,9 @@ class Faults:
     def __init__(self, pvc: Pvc) -> None:
         self.pvc = pvc
         self.layout = sb.Layout(Path(pvc.env["PVC_SANDBOX_DIR"]), int(pvc.offset))
-        self.nodes = sb.State.load(self.layout).nodes  # type: ignore[union-attr]
+        state = sb.State.load(self.layout)
+        assert state is not None
+        self.nodes, self.kind = state.nodes, state.hypervisor
         self._hvs: dict[str, LibvirtHypervisor] = {}
 
     # ---------------------------------------------------------------- processes
@@ -87,7 +89,7 @@ class Faults:
     def hv(self, node: str) -> LibvirtHypervisor:
         if node not in self._hvs:
             lv = self.layout.libvirtd(node, self.nodes.index(node) + 1)
-            self._hvs[node] = LibvirtHypervisor(lv.uri("test")).connect()
+            self._hvs[node] = LibvirtHypervisor(lv.uri(self.kind)).connect()
         return self._hvs[node]
 
     def where(self) -> dict[str, list[str]]:
@@ -259,10 +261,12 @@ def _field(client: str, name: str) -> str:
 
 @contextmanager
 def settled_sandbox(name: str, offset: str, vms: int, database: bool = False,
-                    env: dict[str, str] | None = None, nodes: int = 3) -> Iterator[Faults]:
-    """A test-driver sandbox (the first three nodes coordinators), settled before it is
-    handed out."""
-    with sandbox(name, offset, "test", nodes, vms, env, database=database) as pvc:
+                    env: dict[str, str] | None = None, nodes: int = 3, kind: str = "test",
+                    storage: bool = False) -> Iterator[Faults]:
+    """A sandbox (test driver unless kind says; the first three nodes coordinators),
+    settled before it is handed out."""
+    with sandbox(name, offset, kind, nodes, vms, env, database=database,
+                 storage=storage) as pvc:
         f = Faults(pvc)
         try:
             f.settled()
@@ -280,15 +284,21 @@ def faults() -> Iterator[Faults]:
 
 @pytest.fixture
 def cluster_ok(faults: Faults) -> Iterator[Faults]:
+    with kept_settled(faults) as f:
+        yield f
+
+
+@contextmanager
+def kept_settled(f: Faults) -> Iterator[Faults]:
     """A test starts on a settled cluster and must leave it settled. A test that failed
     half-way may leave a node off or flushed: it is brought back first, so that one failure
     does not fail every test after it (the failure itself stands)."""
-    faults.settled()
-    yield faults
-    down = faults.left_down()
+    f.settled()
+    yield f
+    down = f.left_down()
     if down:
-        faults.bring_back(*down)
-    faults.settled()
+        f.bring_back(*down)
+    f.settled()
 
 
 def until(what: str, condition: Callable[[], Any], timeout: float = SETTLE_TIMEOUT) -> Any:
