@@ -14,6 +14,7 @@ from cli.common import (
     load_config,
     pairs,
     table,
+    wait_timeout_option,
     yes_option,
 )
 from pvc.storage.manage import size_text
@@ -344,3 +345,38 @@ def snapshot_remove(ctx: click.Context, ref: tuple[str, str], name: str) -> None
     """Remove snapshot NAME of volume POOL/VOLUME."""
     ceph(ctx).snapshot_remove(*ref, name)
     click.echo(f"snapshot {ref[0]}/{ref[1]}@{name} removed")
+
+
+@volume.command(name="upload")
+@click.argument("ref", type=VOLUME)
+@click.argument("file")
+@click.option("--image-format", type=click.Choice(["raw", "qcow2"]), default=None,
+              help="The file's format (default: what qemu-img finds).")
+@click.option("--node", default="", help="The storage node that reads FILE and writes the "
+                                         "volume (default: this node, else the primary).")
+@click.option("--reason", default="", help="Why (kept in the operation record).")
+@click.option("--wait", is_flag=True, help="Follow it to the end with its progress.")
+@wait_timeout_option()
+@format_option
+@click.pass_context
+def volume_upload(ctx: click.Context, ref: tuple[str, str], file: str, image_format: str | None,
+                  node: str, reason: str, wait: bool, wait_timeout: float | None,
+                  fmt: str) -> None:
+    """Write image FILE (raw or qcow2; read on the node that runs it) into volume
+    POOL/VOLUME, made the image's size when it does not exist. An operation: --wait follows
+    it with a progress bar."""
+    import os
+
+    from cli.ops import run_request
+    from pvc.core.errors import NotFound
+    from pvc.node import uploads
+    c = cluster(ctx)
+    here = load_config(ctx).node.name
+    node = node or here or c.store.get_text(c.schema.primary) or ""
+    if not node:
+        raise NotFound("no node to run the upload: no primary coordinator (give --node)")
+    path = os.path.abspath(file)
+    if node == here and not os.path.isfile(path):
+        raise NotFound(f"{path}: no such file")
+    req = uploads.request(c, f"{ref[0]}/{ref[1]}", path, image_format or "", node, reason)
+    run_request(ctx, req, wait, fmt, wait_timeout)

@@ -14,7 +14,7 @@ PACKAGES=(
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
     docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
     openipmi ipmitool
-    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra
+    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra qemu-utils
     chromium
     python3-venv python3-dev gcc
 )

@@ -27,6 +27,7 @@ Three kinds of state are kept apart, each with one writer:
 | /vm_names/NAME                      | desired   | CLI, in the same transaction as /vms/U       |
 | /node_operations/N                  | in flight | like /vm_operations, for a node's flush or   |
 |                                     |           | unflush (one at a time per node)             |
+| /volume_operations/POOL:VOLUME      | in flight | like /node_operations, for a volume's upload |
 | /operations/ID                      | in flight | CLI creates, the executing task updates      |
 | /operations/ID/executor             | in flight | the executing task (ephemeral lease)         |
 | /locks/flush                        | in flight | kazoo lock recipe (flush and unflush)        |
@@ -64,7 +65,7 @@ class Schema:
 
     def top_level(self) -> list[str]:
         return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.node_operations,
-                self.operations, self.locks, self.networks]
+                self.volume_operations, self.operations, self.locks, self.networks]
 
     # ---- nodes
     @property
@@ -170,6 +171,14 @@ class Schema:
 
     def node_operation(self, name: str) -> str:
         return self._p("node_operations", name)
+
+    @property
+    def volume_operations(self) -> str:
+        return self._p("volume_operations")
+
+    def volume_operation(self, ref: str) -> str:
+        """ref: POOL/VOLUME (a znode name has no slash: POOL:VOLUME)."""
+        return self._p("volume_operations", ref.replace("/", ":"))
 
     # ---- operations and locks
     @property

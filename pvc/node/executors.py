@@ -4,7 +4,7 @@ Imported by a worker and by the unit tier's fake cluster, never by the CLI."""
 from __future__ import annotations
 
 from pvc.coordinator import switchover
-from pvc.node import fencing, flush
+from pvc.node import fencing, flush, uploads
 from pvc.operations import frame
 from pvc.operations.registry import KINDS, Executor, Reporter
 from pvc.vm import lifecycle, migration
@@ -23,6 +23,7 @@ EXECUTORS: dict[str, Executor] = {
     "node.primary": switchover.execute,
     "db.switchover": switchover.execute_db,
     "node.fence": fencing.execute,
+    "volume.upload": uploads.execute,
 }
 
 

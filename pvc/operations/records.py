@@ -76,9 +76,8 @@ def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
     """The znode that marks an operation's target busy while it is in flight."""
     kind, target = (op.kind, op.target_id) if isinstance(op, Operation) else \
         (op["kind"], op["target_id"])
-    if kind.startswith("vm."):
-        return cluster.schema.vm_operation(target)
-    return cluster.schema.node_operation(target)
+    markers = {"vm": cluster.schema.vm_operation, "volume": cluster.schema.volume_operation}
+    return markers.get(kind.split(".", 1)[0], cluster.schema.node_operation)(target)
 
 
 def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",

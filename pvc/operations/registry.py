@@ -67,6 +67,8 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
     OperationKind("db.switchover", "pvc.db.switchover", RunsOn.NODE),
     # run by the primary's worker: the node it is about is dead
     OperationKind("node.fence", "pvc.node.fence", RunsOn.NODE),
+    # an image written into a volume by a storage node (done of total: percent)
+    OperationKind("volume.upload", "pvc.volume.upload", RunsOn.NODE, Progress.ITEMS),
 )}
 
 BY_TASK: dict[str, OperationKind] = {k.task: k for k in KINDS.values()}

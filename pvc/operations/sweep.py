@@ -41,7 +41,8 @@ def stale_claims(cluster: Cluster) -> str:
     schema, store = cluster.schema, cluster.store
     freed = []
     for parent, path_of in ((schema.vm_operations, schema.vm_operation),
-                            (schema.node_operations, schema.node_operation)):
+                            (schema.node_operations, schema.node_operation),
+                            (schema.volume_operations, schema.volume_operation)):
         for key in store.children(parent):
             path = path_of(key)
             try:

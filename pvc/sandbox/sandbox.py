@@ -564,7 +564,7 @@ def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) ->
             disk = f"{storage.pool}/{name}-disk" if storage.enabled else ""
             if disk:
                 with connect(storage) as ceph:
-                    ceph.volume_add(*disk.split("/"), DEMO_DISK_BYTES)
+                    ceph.volume_add(storage.pool, f"{name}-disk", DEMO_DISK_BYTES)
             vm = definition.define(cluster, demo_xml(name, kind, i, disk),
                                    node=names[i % len(names)],
                                    initial_state="start", allow_unknown_nodes=True)

@@ -8,6 +8,7 @@ the lines 0..N are all there and in order."""
 from __future__ import annotations
 
 import re
+import subprocess
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -133,6 +134,30 @@ def test_volumes_and_snapshots_through_every_command(st: Faults) -> None:
         p("storage", "volume", "remove", volume, "--yes")
     names = [v["volume"] for v in p.json("storage", "volume", "list")]
     assert "vms/scratch" not in names and "vms/copy2" not in names
+
+
+def test_upload_writes_an_image_into_a_volume_with_progress(st: Faults) -> None:
+    p = st.pvc
+    raw, qcow2 = st.layout.dir / "image.raw", st.layout.dir / "image.qcow2"
+    data = bytes(range(256)) * 4096 * 12            # 12 MiB that are not zeros
+    raw.write_bytes(data)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+                   check=True)
+    record = p.json("storage", "volume", "upload", "vms/image", str(qcow2), "--wait")
+    assert record["state"] == "succeeded", record
+    assert record["progress"]["done"] == record["progress"]["total"] == 100
+    assert p.json("storage", "volume", "info", "vms/image")["size"] == len(data)
+    with ceph(st) as c:
+        assert c.volume_read("vms", "image", 0, len(data)) == data
+    again = p.json("storage", "volume", "upload", "vms/image", str(raw), "--wait")
+    assert again["state"] == "succeeded" and "(raw, 12M)" in again["message"]
+    missing = p("storage", "volume", "upload", "vms/image", str(st.layout.dir / "nope.img"),
+                "--wait", ok=False)
+    assert missing.returncode == 1 and "no such file on this node" in missing.stderr
+    vm = st.vm_names()[0]
+    refused = p("storage", "volume", "upload", f"vms/{vm}-disk", str(raw), ok=False)
+    assert refused.returncode == 1 and f"is a disk of VM {vm}" in refused.stderr
+    p("storage", "volume", "remove", "vms/image", "--yes")
 
 
 def test_pools_with_volumes_go_only_when_forced(st: Faults) -> None:
