@@ -135,6 +135,7 @@ class BenchSandbox:
                  storage: bool = False) -> None:
         import os
         self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR, **(env or {}))
+        self.up_output = ""
         self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
                      "--port-offset", BENCH_OFFSET,
                      "--database" if database else "--no-database",
@@ -170,6 +171,7 @@ class BenchSandbox:
         res = self.pvc("sandbox", "up", *self.args, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"sandbox up failed: {res.stderr}")
+        self.up_output = res.stderr    # its timed steps
         return self
 
     def __exit__(self, *exc: object) -> None:

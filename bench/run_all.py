@@ -14,13 +14,14 @@ from bench import (
     bench_power_off,
     bench_reconcile,
     bench_recovery,
+    bench_storage,
     bench_vm_start,
     bench_watch,
 )
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
-              bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off]
+              bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off, bench_storage]
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 def parse_size(text: str) -> int:
     """Bytes from '10G', '512M', '1.5T', '4096' (binary units)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([BKMGT]?)(?:i?B)?\s*", text.upper())
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([BKMGT]?)(?:I?B)?\s*", text.upper())
     if not m or float(m.group(1)) <= 0:
         raise InvalidInput(f"size {text!r}: expected a positive number with an optional unit "
                            "(K, M, G, T), e.g. 10G")

@@ -105,6 +105,8 @@ def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
 def refuse_shared_volumes(cluster: Cluster, uuid: str, volumes: Iterable[str]) -> None:
     """One writer per disk: a volume is the disk of one VM only."""
     wanted = set(volumes)
+    if not wanted:
+        return
     for other in cluster.vms():
         shared = wanted & set(other.volumes)
         if shared and other.uuid != uuid:

@@ -66,3 +66,14 @@ def test_plan_respects_capacity() -> None:
     plan.add(first.name, vm("x"))
     plan.add(first.name, vm("y"))
     assert placement.choose(vm("z"), nodes, "vms", plan) is None
+
+
+def test_a_vm_with_rbd_disks_goes_only_to_nodes_that_reach_the_storage() -> None:
+    nodes = [node("plain", mem_allocated=0), node("ceph", enable_storage=True,
+                                                  mem_allocated=4000)]
+    disked = vm(volumes=["vms/web-disk"])
+    assert placement.choose(disked, nodes, "mem").name == "ceph"
+    assert placement.choose(vm(), nodes, "mem").name == "plain"
+    why = placement.why_none(disked, nodes[:1], placement.Plan())
+    assert why == ("no eligible node (plain: storage disabled (the VM's disks are on Ceph: "
+                   "vms/web-disk))")
