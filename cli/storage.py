@@ -40,6 +40,15 @@ def ceph(ctx: click.Context) -> "Ceph":
     return root.obj["ceph"]
 
 
+def show(rows: list[dict[str, Any]], fmt: str, columns: list[tuple[str, str]],
+         sizes: tuple[str, ...] = ()) -> None:
+    """Rows as JSON (bytes as numbers, times in ISO) or as a table (sizes as 10G, 512M)."""
+    if fmt == "json":
+        emit_json([{k: v for k, v in r.items() if not k.endswith("_text")} for r in rows])
+        return
+    table([{**r, **{k: size_text(r[k]) for k in sizes}} for r in rows], columns)
+
+
 def vms(ctx: click.Context) -> list[Any]:
     return cluster(ctx).vms()
 
@@ -117,15 +126,9 @@ def osd() -> None:
 def osd_list(ctx: click.Context, fmt: str) -> None:
     """Every OSD: its node, up/in, size and use."""
     from pvc.storage import manage
-    rows = manage.osds(ceph(ctx))
-    if fmt == "json":
-        emit_json(rows)
-        return
-    for r in rows:
-        r["size_text"], r["used_text"] = size_text(r["size"]), size_text(r["used"])
-    table(rows, [("name", "OSD"), ("node", "NODE"), ("up", "UP"), ("in", "IN"),
-                 ("size_text", "SIZE"), ("used_text", "USED"), ("utilization", "USE%"),
-                 ("pgs", "PGS")])
+    show(manage.osds(ceph(ctx)), fmt, [
+        ("name", "OSD"), ("node", "NODE"), ("up", "UP"), ("in", "IN"), ("size", "SIZE"),
+        ("used", "USED"), ("utilization", "USE%"), ("pgs", "PGS")], sizes=("size", "used"))
 
 
 # ------------------------------------------------------------------------------ pools
@@ -159,16 +162,10 @@ def pool_add(ctx: click.Context, name: str, pgs: int, replicas: int, fmt: str) -
 def pool_list(ctx: click.Context, fmt: str) -> None:
     """Every pool, its replicas and use."""
     from pvc.storage import manage
-    rows = manage.pools(ceph(ctx))
-    if fmt == "json":
-        emit_json(rows)
-        return
-    for r in rows:
-        r["stored_text"] = size_text(r["stored"])
-        r["avail_text"] = size_text(r["max_available"])
-    table(rows, [("name", "POOL"), ("replicas", "REPLICAS"), ("pgs", "PGS"),
-                 ("objects", "OBJECTS"), ("stored_text", "STORED"),
-                 ("avail_text", "AVAILABLE"), ("applications", "APPS")])
+    show(manage.pools(ceph(ctx)), fmt, [
+        ("name", "POOL"), ("replicas", "REPLICAS"), ("pgs", "PGS"), ("objects", "OBJECTS"),
+        ("stored", "STORED"), ("max_available", "AVAILABLE"), ("applications", "APPS")],
+        sizes=("stored", "max_available"))
 
 
 @pool.command(name="remove")
@@ -218,14 +215,10 @@ def volume_add(ctx: click.Context, ref: tuple[str, str], size: int, fmt: str) ->
 def volume_list(ctx: click.Context, pool_name: str, fmt: str) -> None:
     """Every volume (of POOL), its size, snapshots and VM."""
     from pvc.storage import manage
-    rows = [_volume_text(v) for v in manage.volumes(ceph(ctx), vms(ctx), pool_name)]
-    if fmt == "json":
-        emit_json(rows)
-        return
-    for r in rows:
-        r["snapshot_count"] = len(r["snapshots"])
-    table(rows, [("volume", "VOLUME"), ("size_text", "SIZE"), ("snapshot_count", "SNAPS"),
-                 ("vm", "VM"), ("lockers", "LOCKED BY")])
+    rows = [{**_volume_text(v), "snapshot_count": len(v["snapshots"])}
+            for v in manage.volumes(ceph(ctx), vms(ctx), pool_name)]
+    show(rows, fmt, [("volume", "VOLUME"), ("size", "SIZE"), ("snapshot_count", "SNAPS"),
+                     ("vm", "VM"), ("lockers", "LOCKED BY")], sizes=("size",))
 
 
 @volume.command(name="info")
@@ -314,14 +307,9 @@ def snapshot_add(ctx: click.Context, ref: tuple[str, str], name: str) -> None:
 def snapshot_list(ctx: click.Context, ref: tuple[str, str], fmt: str) -> None:
     """The snapshots of volume POOL/VOLUME."""
     from pvc.core.timefmt import iso
-    rows = ceph(ctx).snapshots(*ref)
-    if fmt == "json":
-        emit_json(rows)
-        return
-    for r in rows:
-        r["size_text"] = size_text(r["size"])
-        r["created_text"] = iso(r["created"])
-    table(rows, [("name", "SNAPSHOT"), ("size_text", "SIZE"), ("created_text", "CREATED")])
+    rows = [{**r, "created_text": iso(r["created"])} for r in ceph(ctx).snapshots(*ref)]
+    show(rows, fmt, [("name", "SNAPSHOT"), ("size", "SIZE"), ("created_text", "CREATED")],
+         sizes=("size",))
 
 
 @snapshot.command(name="rollback")
