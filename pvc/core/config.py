@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import typing
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -375,6 +376,7 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     _check_secret_file("cluster.redis.password_file", redis.password_file, errors)
     _check_secret_file("cluster.dns.password_file", cfg.cluster.dns.password_file, errors)
     _check_secret_file("node.ipmi_password_file", cfg.node.ipmi_password_file, errors)
+    _storage_checks(cfg, errors)
     if cfg.cluster.dns.enabled and not cfg.cluster.database.enabled:
         errors.append("cluster.dns: enabled needs cluster.database.enabled (its records live "
                       "in PostgreSQL)")
@@ -403,6 +405,24 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     for i, c in enumerate(cfg.cluster.coordinators):
         if not names.valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
+
+
+def _storage_checks(cfg: Config, errors: list[str]) -> None:
+    storage = cfg.cluster.storage
+    if not storage.enabled:
+        return
+    _check_secret_file("cluster.storage.keyring", storage.keyring, errors)
+    _check_secret_file("cluster.storage.libvirt_key_file", storage.libvirt_key_file, errors)
+    if cfg.node.enable_storage and not (storage.libvirt_key_file and
+                                        storage.libvirt_secret_uuid):
+        errors.append("cluster.storage: a node with enable_storage needs libvirt_key_file and "
+                      "libvirt_secret_uuid (the key QEMU opens disks with)")
+    if storage.libvirt_secret_uuid:
+        try:
+            uuid.UUID(storage.libvirt_secret_uuid)
+        except ValueError:
+            errors.append(f"cluster.storage.libvirt_secret_uuid: "
+                          f"{storage.libvirt_secret_uuid!r} is not a UUID")
 
 
 def _holds_user_password(text: str) -> bool:

@@ -181,3 +181,14 @@ def test_secret_files_must_be_private_and_well_formed(tmp_path: Path) -> None:
     auth.chmod(0o600)
     cfg = config.parse({"cluster": {"zookeeper": {"auth_file": str(auth)}}}, environ={})
     assert cfg.zookeeper_auth() == ("pvc", "s3cret")
+
+
+def test_a_storage_node_needs_the_key_qemu_opens_disks_with() -> None:
+    data = {"cluster": {"storage": {"enabled": True, "libvirt_secret_uuid": "not-a-uuid"}},
+            "node": {"name": "hv1", "enable_storage": True}}
+    with pytest.raises(ConfigError) as e:
+        config.parse(data, environ={})
+    assert e.value.problems == [
+        "cluster.storage: a node with enable_storage needs libvirt_key_file and "
+        "libvirt_secret_uuid (the key QEMU opens disks with)",
+        "cluster.storage.libvirt_secret_uuid: 'not-a-uuid' is not a UUID"]
