@@ -49,13 +49,20 @@ if [ -b /dev/vda ]; then
     echo "${NAME:-guest} disk /dev/vda: counter continues at $c"
 fi
 BENCH=$(sed -n 's/.*pvc.bench=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
-# bench/bench_storage.py: the disk as the guest sees it, each line busybox dd's own summary
-# (bytes copied, seconds, rate), QD1, O_DIRECT, past the counter's sectors
+# bench/bench_storage.py: the disk as the guest sees it, O_DIRECT, one request at a time, past
+# the counter's sectors; each line: name, bytes, the guest's uptime before and after
+bench() {   # bench NAME BYTES dd-arguments…
+    name=$1 bytes=$2
+    shift 2
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    dd "$@" 2>/dev/null
+    echo "pvc-bench $name $bytes $t0 $(cut -d' ' -f1 /proc/uptime)"
+}
 if [ -n "$c" ] && [ -n "$BENCH" ]; then
-    echo "pvc-bench seq-write-4M $(dd if=/dev/zero of=/dev/vda bs=4M count=$((BENCH / 4)) seek=4 oflag=direct 2>&1 | sed -n 's/.*copied, //p')"
-    echo "pvc-bench seq-read-4M $(dd if=/dev/vda of=/dev/null bs=4M count=$((BENCH / 4)) skip=4 iflag=direct 2>&1 | sed -n 's/.*copied, //p')"
-    echo "pvc-bench write-4K-qd1 $(dd if=/dev/zero of=/dev/vda bs=4k count=1000 seek=8192 oflag=direct 2>&1 | sed -n 's/.*copied, //p')"
-    echo "pvc-bench read-4K-qd1 $(dd if=/dev/vda of=/dev/null bs=4k count=1000 skip=8192 iflag=direct 2>&1 | sed -n 's/.*copied, //p')"
+    bench seq-write-4M $((BENCH * 1048576)) if=/dev/zero of=/dev/vda bs=4M count=$((BENCH / 4)) seek=4 oflag=direct
+    bench seq-read-4M $((BENCH * 1048576)) if=/dev/vda of=/dev/null bs=4M count=$((BENCH / 4)) skip=4 iflag=direct
+    bench write-4K-qd1 4096000 if=/dev/zero of=/dev/vda bs=4k count=1000 seek=8192 oflag=direct
+    bench read-4K-qd1 4096000 if=/dev/vda of=/dev/null bs=4k count=1000 skip=8192 iflag=direct
     echo "pvc-bench done"
 fi
 put() {   # put SECTOR TEXT
@@ -90,7 +97,7 @@ esac
 # it depends on; alphabetical order fails), then the power button.
 MODULES = ("failover", "net_failover", "virtio_ring", "virtio", "virtio_pci_legacy_dev",
            "virtio_pci_modern_dev", "virtio_pci", "virtio_net", "virtio_blk", "button", "evdev")
-VERSION = "4"   # what the initramfs holds; a cached image of another version is rebuilt
+VERSION = "5"   # what the initramfs holds; a cached image of another version is rebuilt
 
 POWER_BUTTON = """#!/bin/sh
 echo "${HOSTNAME:-guest}: power button pressed, powering off"

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -324,6 +325,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     ceph = layout.ceph(names) if state.storage else None
     if ceph:
         cephd.bootstrap(ceph)
+        osds_made = cephd.prepare_osds(ceph)   # in the background meanwhile
     storage = ceph.storage_config(str(uuid.uuid4())) if ceph else None
     cluster = cluster_config(layout, names, state.database, storage)
     client = Config(cluster=cluster)
@@ -376,7 +378,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         services.wait_libvirtd(lv, state.pids[f"libvirtd-{n}"], kind)
     step(f"{len(names)} libvirtd ({kind}) up")
     if ceph:
-        _start_ceph(ceph, start)
+        _start_ceph(ceph, osds_made, start)
         step(f"Ceph: a monitor and a manager on {', '.join(ceph.mons)}, an OSD on "
              f"{', '.join(ceph.osds)}, pool {cephd.POOL} (cephx; {ceph.conf})")
     if state.database:
@@ -429,11 +431,12 @@ def _ceph_specs(layout: Layout, ceph: cephd.CephLayout) -> list[services.Process
             [cephd.osd_spec(ceph, n, net.ns(n)) for n in ceph.osds])
 
 
-def _start_ceph(ceph: cephd.CephLayout, start: Callable[[str], int]) -> None:
+def _start_ceph(ceph: cephd.CephLayout, osds_made: list["Future[None]"],
+                start: Callable[[str], int]) -> None:
     cephd.wait_quorum(ceph)
     for n in ceph.mons:
         start(f"ceph-mgr-{n}")
-    cephd.make_osds(ceph)
+    cephd.register_osds(ceph, osds_made)
     for n in ceph.osds:
         start(f"ceph-osd-{n}")
     cephd.make_pool(ceph)

@@ -9,9 +9,10 @@ Production runs Ceph as its operator installed it; pvc only needs what `StorageC
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,29 +213,44 @@ def wait_quorum(layout: CephLayout) -> None:
     procs.wait_until("Ceph's monitors in quorum", quorum, TIMEOUT)
 
 
-def make_osds(layout: CephLayout) -> None:
-    """Register each OSD with the monitors (its id and cephx key) and make its bluestore,
-    the OSDs in parallel (mkfs takes seconds)."""
-    with admin(layout) as c:
-        for node in layout.osds:
-            osd = layout.osd_id(node)
-            key = _run(["ceph-authtool", "--gen-print-key"], layout).strip()
-            osd_uuid = str(uuid.uuid4())
-            c.cluster.mon_command(json.dumps({"prefix": "osd new", "uuid": osd_uuid,
-                                              "id": osd, "format": "json"}),
-                                  json.dumps({"cephx_secret": key}).encode(), timeout=30)
-            d = layout.dir / f"osd.{osd}"
-            d.mkdir()
-            _run(["ceph-authtool", "--create-keyring", str(d / "keyring"), "--name",
-                  f"osd.{osd}", "--add-key", key], layout)
-            (d / "fsid").write_text(osd_uuid)
+def prepare_osds(layout: CephLayout) -> list["Future[None]"]:
+    """Each OSD's key, id and bluestore, made in the background (mkfs takes seconds and
+    needs no monitor): started before the rest of the sandbox, awaited by register_osds."""
+    for node in layout.osds:
+        osd = layout.osd_id(node)
+        d = layout.dir / f"osd.{osd}"
+        d.mkdir()
+        key = _run(["ceph-authtool", "--gen-print-key"], layout).strip()
+        _run(["ceph-authtool", "--create-keyring", str(d / "keyring"), "--name", f"osd.{osd}",
+              "--add-key", key], layout)
+        (d / "uuid").write_text(str(uuid.uuid4()))
 
     def mkfs(node: str) -> None:
         osd = layout.osd_id(node)
-        uid = (layout.dir / f"osd.{osd}" / "fsid").read_text()
-        _run(["ceph-osd", "-i", str(osd), "--mkfs", "--osd-uuid", uid], layout)
-    with ThreadPoolExecutor(len(layout.osds)) as pool:
-        list(pool.map(mkfs, layout.osds))
+        uid = (layout.dir / f"osd.{osd}" / "uuid").read_text()
+        _run(["ceph-osd", "-i", str(osd), "--mkfs", "--osd-uuid", uid, "--no-mon-config"],
+             layout)
+    pool = ThreadPoolExecutor(len(layout.osds))
+    made = [pool.submit(mkfs, node) for node in layout.osds]
+    pool.shutdown(wait=False)   # the threads end with their mkfs
+    return made
+
+
+def register_osds(layout: CephLayout, prepared: list["Future[None]"]) -> None:
+    """Once the monitors have a quorum and the bluestores are made: each OSD's id, uuid and
+    cephx key told to the monitors (`osd new`)."""
+    for made in prepared:
+        made.result(timeout=TIMEOUT)
+    with admin(layout) as c:
+        for node in layout.osds:
+            osd = layout.osd_id(node)
+            d = layout.dir / f"osd.{osd}"
+            key = re.search(r"key = (\S+)", (d / "keyring").read_text())
+            assert key is not None
+            c.cluster.mon_command(json.dumps({"prefix": "osd new", "id": osd, "format": "json",
+                                              "uuid": (d / "uuid").read_text()}),
+                                  json.dumps({"cephx_secret": key.group(1)}).encode(),
+                                  timeout=30)
 
 
 def make_pool(layout: CephLayout) -> None:
