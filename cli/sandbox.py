@@ -45,6 +45,11 @@ def up(nodes: int, vms: int | None, kind: str, database: bool, storage: bool,
     name = f"{demo}.sandbox.pvc" if kind == "qemu" else "ns1.sandbox.pvc"
     dig = (f"\n  dig +short @{fip} {name}               (PowerDNS, fed by the DNS aggregator)"
            if state.database else "")
+    disks = ""
+    if state.storage:
+        disks = "\n  pvc storage status && pvc storage volume list    (Ceph, the VMs' disks)"
+    if state.storage and kind == "qemu":
+        disks += f"\n  pvc vm log {demo} | grep disk          (its counter, on its RBD disk)"
     click.echo(f"""
 pvc sandbox is up: {len(state.nodes)} {kind} nodes ({', '.join(state.nodes)}), \
 {len(state.demo_vms)} demo VMs.
@@ -60,7 +65,7 @@ Try:
   pvc vm log {demo} --follow              (Ctrl-C to stop)
   pvc node flush hv1 --wait && pvc node unflush hv1 --wait
   pvc node primary hv2 --wait            (the floating IP and the database leader move)
-  pvc network list && pvc network leases 100{dig}
+  pvc network list && pvc network leases 100{dig}{disks}
   pvc cluster maintenance on --reason test    (nothing acts on its own until `off`)
   pvc node cordon hv3                    (no new VMs there; `uncordon` to undo)
   pvc task list

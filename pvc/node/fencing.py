@@ -167,9 +167,10 @@ def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float)
 def _cut_off_storage(cluster: Cluster, cfg: Config, target: str,
                      note: Callable[[str], None]) -> list[str]:
     """Before its VMs start elsewhere: its OSDs marked down, its Ceph clients blocklisted,
-    their disk locks broken (the addresses cut off; [] without storage). The BMC said off; this holds even if it
-    lied. A Ceph that does not answer costs the new copies a wait on the old locks (librbd
-    breaks them itself once the dead client's watch expires), never a second writer."""
+    their disk locks broken (the addresses cut off; [] without storage). The BMC said off;
+    this holds even if it lied. A Ceph that does not answer costs the new copies a wait on
+    the old locks (librbd breaks them itself once the dead client's watch expires), never a
+    second writer."""
     storage = cfg.cluster.storage
     if not storage.enabled:
         return []
