@@ -639,16 +639,19 @@ def _stop_all(layout: Layout, state: State, say: Say) -> None:
     destroyed before their libvirtd goes, then the supervisor, then any stray."""
     sup = layout.supervisor
     programs = sup.programs()
-    for prefix in STOP_ORDER:
-        for name in [n for n in programs if n.startswith(prefix)]:
-            if name.startswith("libvirtd-"):
+    for prefix in STOP_ORDER:   # a stage's programs at once (every node's workers, …)
+        stage = [n for n in programs if n.startswith(prefix)]
+        if not stage:
+            continue
+        if prefix == "libvirtd-":
+            for name in stage:
                 node = name.split("-", 1)[1]
                 lv = layout.libvirtd(node, state.nodes.index(node) + 1)
                 services.clear_libvirtd(lv, state.hypervisor)
-            try:
-                sup.stop_program(name)
-            except OSError as e:
-                say(f"could not stop {name} through the supervisor: {e}")
+        try:
+            sup.stop_programs(stage)
+        except (OSError, procs.StartFailed) as e:
+            say(f"could not stop {', '.join(stage)} through the supervisor: {e}")
     for n in state.nodes:
         services.stop_virtlogd(layout.libvirtd(n, state.nodes.index(n) + 1))
     if "supervisord" in state.pids:

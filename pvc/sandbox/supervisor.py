@@ -91,6 +91,18 @@ class Supervisor:
             if "NOT_RUNNING" not in e.faultString:
                 raise
 
+    def stop_programs(self, names: list[str]) -> None:
+        """Stop several programs at once (each SIGTERM, SIGKILL after STOP_WAIT); returns
+        once none of them runs."""
+        for name in names:
+            self.stop_program(name, wait=False)
+        procs.wait_until(f"{', '.join(names)} to stop",
+                         lambda: not any(self._running(n) for n in names), STOP_WAIT + 5)
+
+    def _running(self, name: str) -> bool:
+        return str(self.info(name)["statename"]) in ("RUNNING", "STARTING", "STOPPING",
+                                                      "BACKOFF")
+
     def shutdown(self, pid: int) -> None:
         """Stop every program (SIGTERM to its group, SIGKILL after STOP_WAIT), then
         supervisord itself."""
