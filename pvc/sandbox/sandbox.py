@@ -559,15 +559,16 @@ def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) ->
     from pvc.core.cluster import Cluster
     from pvc.storage.ceph import connect
     storage = client.cluster.storage
+    demos = [f"demo{i + 1}" for i in range(count)]
+    if storage.enabled and demos:   # every disk in one connection
+        with connect(storage) as ceph:
+            for name in demos:
+                ceph.volume_add(storage.pool, f"{name}-disk", DEMO_DISK_BYTES)
     cluster = Cluster.connect(client)
     defined = []
     try:
-        for i in range(count):
-            name = f"demo{i + 1}"
+        for i, name in enumerate(demos):
             disk = f"{storage.pool}/{name}-disk" if storage.enabled else ""
-            if disk:
-                with connect(storage) as ceph:
-                    ceph.volume_add(storage.pool, f"{name}-disk", DEMO_DISK_BYTES)
             vm = definition.define(cluster, demo_xml(name, kind, i, disk),
                                    node=names[i % len(names)],
                                    initial_state="start", allow_unknown_nodes=True)
