@@ -132,14 +132,15 @@ class BenchSandbox:
 
     def __init__(self, kind: str, nodes: int = 3, vms: int = 3,
                  env: dict[str, str] | None = None, database: bool = False,
-                 storage: bool = False) -> None:
+                 storage: bool = False, monitoring: bool = False) -> None:
         import os
         self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR, **(env or {}))
         self.up_output = ""
         self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
                      "--port-offset", BENCH_OFFSET,
                      "--database" if database else "--no-database",
-                     "--storage" if storage else "--no-storage"]
+                     "--storage" if storage else "--no-storage",
+                     "--monitoring" if monitoring else "--no-monitoring"]
 
     def pvc(self, *args: str, check: bool = True) -> Any:
         import subprocess

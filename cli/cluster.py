@@ -1,7 +1,6 @@
 """`pvc cluster …`: the whole cluster at a glance."""
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import click
@@ -16,52 +15,8 @@ def cluster() -> None:
 
 
 def status_data(c: Any) -> dict[str, Any]:
-    reasons, snap = c.health()
-    nodes, ops = snap["nodes"], snap["operations"]
-    views = c.views(snap["vms"], nodes)
-    primary = c.store.get_text(c.schema.primary) or ""
-    from pvc.node import power
-    from pvc.node.flush import lock_status
-    lock = lock_status(c)
-    from pvc.coordinator.switchover import database_status
-    database = database_status(c.config, nodes, primary)
-    reasons += database.pop("problems", [])
-    from pvc.core import redis_client
-    broker = redis_client.status(c.config)
-    reasons += broker.pop("problems", [])
-    from pvc.core.states import NOOUT_STATES
-    from pvc.storage import manage
-    storage = manage.report(c.config.cluster.storage,
-                            {n.name for n in nodes if n.domain_state in NOOUT_STATES})
-    reasons += storage.pop("problems", [])
-    from pvc.core.zookeeper import member_modes
-    members = member_modes(c.config.cluster.zookeeper.hosts)   # leader, follower, down…
-    reasons += [f"zookeeper: member {m} is {mode}" for m, mode in members.items()
-                if len(members) > 1 and mode not in ("leader", "follower")]
-    return {
-        "name": c.config.cluster.name,
-        "zookeeper": c.config.cluster.zookeeper.hosts,
-        "zookeeper_members": members,
-        "primary": primary,
-        "floating_ip": c.config.cluster.floating_ip,
-        "database": database,
-        "broker": broker,
-        "storage": storage,
-        "dns": _dns(c, primary),
-        "nodes": {"total": len(nodes),
-                  "daemon_state": dict(Counter(n.daemon_state for n in nodes)),
-                  "domain_state": dict(Counter(n.domain_state for n in nodes))},
-        "vms": {"total": len(views),
-                "state": dict(Counter(v.vm.state for v in views)),
-                "observed": dict(Counter(v.observed for v in views))},
-        "operations": {"total": len(ops), "state": dict(Counter(o.state for o in ops))},
-        "flush_lock": {"holder": lock.holder, "queue": lock.queue},
-        "shutdown": power.cluster_shutdown(c),
-        "maintenance": c.maintenance(),
-        "cordoned": {n.name: n.cordon for n in nodes if n.cordon},
-        "healthy": not reasons,
-        "reasons": reasons,
-    }
+    from pvc.observe import status
+    return status.gather(c).report(c)
 
 
 @cluster.command()
@@ -86,16 +41,6 @@ def secure(ctx: click.Context, fmt: str) -> None:
                        + ("" if d.closed else f": {d.remedy}"))
     if not all(d.closed for d in found):
         ctx.exit(1)
-
-
-def _dns(c: Any, primary: str) -> dict[str, Any]:
-    """Where the managed networks' names are served, and who publishes them."""
-    dns = c.config.cluster.dns
-    if not dns.enabled:
-        return {}
-    from pvc.network import managed
-    return {"address": c.config.cluster.floating_ip.split("/")[0], "port": dns.port,
-            "zones": [n.domain for n in managed.all_networks(c)], "aggregator": primary}
 
 
 @cluster.command(name="shutdown")

@@ -103,6 +103,31 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
                           "drift"])
 
 
+@node.command(name="log")
+@node_argument("name")
+@click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
+              help="Show the last N lines (default: all; 10 with --follow).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new lines as they arrive, until Ctrl-C.")
+@click.pass_context
+def log_(ctx: click.Context, name: str, count: int | None, follow: bool) -> None:
+    """Show a node's log: what its daemon, workers and tailer logged (through a pager on a
+    terminal), read from the cluster, so from any machine."""
+    from cli.logview import follow_buffer, show_buffer
+    from pvc.core.errors import Conflict
+    c = cluster(ctx)
+    node_name = c.node(name).name      # an unknown node is refused here
+    path = c.schema.node_field(node_name, "log")
+    buf = c.store.get_json(path, None)
+    if follow:
+        follow_buffer(c, path, buf, 10 if count is None else count)
+        return
+    if not buf or not buf.get("lines"):
+        raise Conflict(f"node {node_name} has logged nothing to the cluster yet (its daemon "
+                       "sends its log once it connected to ZooKeeper)")
+    show_buffer(buf, count)
+
+
 def fence_text(fence: dict[str, Any]) -> str:
     if not fence:
         return "-"

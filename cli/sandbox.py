@@ -25,15 +25,18 @@ def sandbox() -> None:
 @click.option("--storage/--no-storage", default=True, show_default=True,
               help="Ceph on the nodes (a monitor and a manager on each coordinator, an OSD "
                    "on each node) and the demo VMs' disks on it.")
+@click.option("--monitoring/--no-monitoring", default=True, show_default=True,
+              help="pvc's metrics endpoint on the primary, and a Prometheus scraping it "
+                   "(and Patroni) with its UI on 127.0.0.1.")
 @click.option("--port-offset", default=0, hidden=True, help="Shift every port (tests).")
 def up(nodes: int, vms: int | None, kind: str, database: bool, storage: bool,
-       port_offset: int) -> None:
+       monitoring: bool, port_offset: int) -> None:
     """Start the sandbox and return when it is usable."""
     from pvc.sandbox import sandbox as sb
     layout = sb.default_layout(port_offset)
     state, started = sb.up(layout, nodes=nodes, vms=vms, kind=kind,
                            say=lambda m: click.echo(m, err=True), database=database,
-                           storage=storage)
+                           storage=storage, monitoring=monitoring)
     if not started:
         click.echo(f"the sandbox is already running ({state.hypervisor}, "
                    f"{len(state.nodes)} nodes, in {layout.dir}); nothing changed. "
@@ -50,11 +53,18 @@ def up(nodes: int, vms: int | None, kind: str, database: bool, storage: bool,
         disks = "\n  pvc storage status && pvc storage volume list    (Ceph, the VMs' disks)"
     if state.storage and kind == "qemu":
         disks += f"\n  pvc vm log {demo} | grep disk          (its counter, on its RBD disk)"
+    prometheus = ""
+    if state.monitoring:
+        prom = st["prometheus"]
+        prometheus = (f"  Prometheus: {prom['url']}  user {prom['user']}  password "
+                      f"{sb.prometheus_password(layout)}  (try the query pvc_vms)\n"
+                      f"  Metrics:   {prom['metrics']}  (bearer token in "
+                      f"{prom['metrics_token_file']})\n")
     click.echo(f"""
 pvc sandbox is up: {len(state.nodes)} {kind} nodes ({', '.join(state.nodes)}), \
 {len(state.demo_vms)} demo VMs.
   Flower:    {st['flower']['url']}  user {sb.FLOWER_USER}  password {sb.flower_password(layout)}
-  Config:    {layout.client_config} (used by plain `pvc` commands until `pvc sandbox down`)
+{prometheus}  Config:    {layout.client_config} (used by plain `pvc` commands until `pvc sandbox down`)
 
 Try:
   pvc cluster status
@@ -63,6 +73,7 @@ Try:
   pvc vm stop {demo} --wait && pvc vm start {demo} --wait
   pvc vm modify {demo} --editor          (change its XML; --restart applies it now)
   pvc vm log {demo} --follow              (Ctrl-C to stop)
+  pvc vm list --stats && pvc node log hv1 --lines 20
   pvc node flush hv1 --wait && pvc node unflush hv1 --wait
   pvc node primary hv2 --wait            (the floating IP and the database leader move)
   pvc network list && pvc network leases 100{dig}{disks}

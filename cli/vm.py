@@ -29,6 +29,10 @@ VM_LIST_STATES = ["start", "stop", "disable", "running", "stopped", "paused", "s
 LIST_COLUMNS = [("name", "NAME"), ("uuid", "UUID"), ("state", "STATE"),
                 ("observed", "OBSERVED"), ("node", "NODE"), ("last_node", "LAST NODE"),
                 ("memory", "MEM MiB"), ("vcpus", "VCPUS"), ("operation", "OPERATION")]
+# With --stats: the last published statistics (pvc.node.vmstats keys)
+STATS_COLUMNS = [("name", "NAME"), ("observed", "OBSERVED"), ("node", "NODE"),
+                 ("cpu%", "CPU%"), ("mem_mib", "MEM USED MiB"), ("rd/s", "READ B/s"),
+                 ("wr/s", "WRITE B/s"), ("rx/s", "RX B/s"), ("tx/s", "TX B/s")]
 
 
 @click.group()
@@ -95,10 +99,13 @@ def undefine(ctx: click.Context, ref: str, delete_volumes: bool, yes: bool, fmt:
               help="Also list domains running on nodes that are not pvc VMs.")
 @click.option("--watch", "-w", is_flag=True,
               help="Redraw whenever a VM changes (pushed by ZooKeeper); Ctrl-C leaves.")
+@click.option("--stats", is_flag=True,
+              help="Show each running VM's statistics (CPU, memory, disk and network rates) "
+                   "as its node last published them.")
 @format_option
 @click.pass_context
 def list_(ctx: click.Context, node: str, state: str, show_all: bool, watch: bool,
-          fmt: str) -> None:
+          stats: bool, fmt: str) -> None:
     """List VMs (with --all, also the domains pvc does not know that nodes run)."""
     c = cluster(ctx)
     if node and node not in c.node_names():
@@ -106,7 +113,10 @@ def list_(ctx: click.Context, node: str, state: str, show_all: bool, watch: bool
 
     def view() -> Any:
         rows = _list_rows(c, node, state, show_all)
-        return rows if fmt == "json" else table_text(rows, LIST_COLUMNS)
+        if stats:
+            _add_stats(c, rows)
+        return rows if fmt == "json" else table_text(rows, STATS_COLUMNS if stats
+                                                     else LIST_COLUMNS)
 
     if watch:
         from cli.watch import Watches, redraw_on_change
@@ -138,6 +148,18 @@ def _list_rows(c: Any, node: str, state: str | None, show_all: bool) -> list[dic
     return rows
 
 
+def _add_stats(c: Any, rows: list[dict[str, Any]]) -> None:
+    """Each row's `stats` (JSON) and its columns (text): "-" where none was published."""
+    from pvc.node import vmstats
+    found = vmstats.published(c, sorted({n for r in rows for n in r["running_on"]}))
+    for r in rows:
+        r["stats"] = found.get(r["uuid"], {})
+        for key, _title in STATS_COLUMNS[3:]:
+            r[key] = r["stats"].get(key, "-")
+        if "mem" in r["stats"]:
+            r["mem_mib"] = round(r["stats"]["mem"] / 2**20, 1)
+
+
 @vm.command()
 @vm_argument
 @click.option("--xml", "show_xml", is_flag=True,
@@ -154,10 +176,14 @@ def info(ctx: click.Context, ref: str, show_xml: bool, fmt: str) -> None:
         return
     if show_xml:
         data["xml"] = c.vm_xml(view.vm.uuid)
+    from pvc.node import vmstats
+    data["stats"] = vmstats.published(c, view.running_on).get(view.vm.uuid, {})
     if fmt == "json":
         emit_json(data)
         return
     data["defined"] = stamp(data["defined"])
+    data["stats"] = (f"{vmstats.text(data['stats'])} (at {stamp(data['stats']['at'])})"
+                     if data["stats"] else "-")
     pairs(data)
 
 
@@ -361,8 +387,7 @@ move = _move_command("move", "Move a VM to another node for good (forgets its la
 @click.pass_context
 def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
     """Show a VM's serial console (through a pager on a terminal)."""
-    import sys
-
+    from cli.logview import follow_buffer, show_buffer
     from pvc.console import buffer
     from pvc.core.errors import Conflict
     c = cluster(ctx)
@@ -377,56 +402,13 @@ def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
         if not running:
             raise Conflict(f"VM {found.name} is not running (its last output: "
                            f"pvc vm log {found.name})")
-        _follow_console(c, path, buf, 10 if count is None else count)
+        follow_buffer(c, path, buf, 10 if count is None else count)
         return
-    shown = buffer.last_lines(buf, count)
-    if not shown:
+    if not buffer.last_lines(buf, count):
         if not running:
             raise Conflict(f"VM {found.name} is not running and has no console output")
         click.echo(f"VM {found.name} has printed nothing yet", err=True)
         return
     if not running:
         click.echo(f"VM {found.name} is not running; its last console output:", err=True)
-    if buf.get("size_limited") and count is None:
-        click.echo(f"(older lines were dropped to fit ZooKeeper's node size: "
-                   f"{len(buf['lines'])} of the configured {buf.get('limit_lines')} kept)",
-                   err=True)
-    text = "\n".join(line for _seq, line in shown)
-    if sys.stdout.isatty():
-        _pager_at_the_newest_line()
-        click.echo_via_pager(text + "\n")
-    else:
-        click.echo(text)
-
-
-def _pager_at_the_newest_line() -> None:
-    """The default pager, less, opens at the end (the newest output is what one looks for);
-    an operator's own $PAGER is left as it is."""
-    import os
-    import shutil
-    if not os.environ.get("PAGER") and shutil.which("less"):
-        os.environ["PAGER"] = "less -R +G"
-
-
-def _follow_console(c: Any, path: str, buf: Any, count: int) -> None:
-    """Print the last `count` lines, then every new line once, pushed by a watch."""
-    import queue
-
-    from pvc.console import buffer
-    shown = buffer.last_lines(buf, count)
-    for _seq, line in shown:
-        click.echo(line)
-    last_seen = int((buf or {}).get("last_seq", 0))
-    updates: "queue.Queue[Any]" = queue.Queue()
-    c.store.watch_data(path, lambda value, _v: updates.put(value))
-    try:
-        while True:
-            missed, lines = buffer.new_since(updates.get(), last_seen)
-            if missed:
-                click.echo(f"[… {missed} lines missed: more than the buffer holds arrived "
-                           "at once]", err=True)
-            for seq, line in lines:
-                click.echo(line)
-                last_seen = seq
-    except KeyboardInterrupt:
-        pass
+    show_buffer(buf, count)

@@ -15,7 +15,7 @@ PACKAGES=(
     docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
     openipmi ipmitool
     ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra qemu-utils
-    chromium
+    chromium prometheus
     python3-venv python3-dev gcc
 )
 

@@ -7,6 +7,7 @@ headers carry the task id, which is the operation id.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis
@@ -19,6 +20,7 @@ from pvc.operations.registry import queue_for
 
 UNACKED = "unacked"
 PRIORITY_SEPARATOR = "\x06\x16"
+log = logging.getLogger(__name__)
 
 
 class RedisBroker:
@@ -38,6 +40,15 @@ class RedisBroker:
         queue = queue_for(node)
         return [queue] + [k.decode() for k in
                           self.redis.scan_iter(f"{queue}{PRIORITY_SEPARATOR}*")]
+
+    def queue_lengths(self, nodes: list[str]) -> dict[str, int]:
+        """Messages waiting in each node's queue (for the metrics; {} when Redis is away)."""
+        try:
+            return {queue_for(n): sum(int(self.redis.llen(name)) for name in self._lists(n))
+                    for n in nodes}
+        except redis.RedisError as e:
+            log.warning("broker queue lengths unknown: %s", e)
+            return {}
 
     def next_waiting(self, node: str) -> str:
         """The id of the message a consumer of node's queue would take next ("" if none

@@ -8,7 +8,10 @@ from typing import Callable
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import PvcError
+from pvc.node.context import NodeContext
 from pvc.node.daemon import NodeDaemon
+from pvc.observe import nodelog
+from pvc.observe.exporter import MetricsExporter
 from pvc.operations import sweep
 from pvc.operations.requests import Request, abandon
 from workers.common import load_config, stop_on_signals
@@ -18,22 +21,32 @@ log = logging.getLogger("pvc-node")
 
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config("pvc node daemon", argv)
-    daemon = NodeDaemon(cfg)
+    try:
+        ctx = NodeContext(cfg)
+    except PvcError as e:
+        log.error("cannot start: %s", e)
+        sys.exit(1)
+    logs = nodelog.attach(ctx.cluster, "node")   # `pvc node log` from here on
+    daemon = NodeDaemon(cfg, ctx)
     daemon.duties.append(lost_operations(cfg))
     if cfg.cluster.database.enabled:
         daemon.duties.append(database_follows(cfg))
     if cfg.cluster.fencing.enabled:
         daemon.duties.append(fence_dead_nodes(cfg))
+    if cfg.cluster.metrics.enabled and daemon.coordinator:
+        daemon.services.register(metrics_exporter(cfg, daemon))
     stop_on_signals(daemon.stop, log)
     try:
         daemon.start()
     except PvcError as e:
         log.error("cannot start: %s", e)
+        nodelog.detach(logs)
         daemon.shutdown()
         sys.exit(1)
     try:
         daemon.run()
     finally:
+        nodelog.detach(logs)
         daemon.shutdown()
 
 
@@ -46,6 +59,15 @@ def lost_operations(cfg: Config) -> Callable[[Cluster], str]:
     def lost(cluster: Cluster) -> str:
         return sweep.lost_operations(cluster, broker, ops.lost_after, ops.max_resends)
     return lost
+
+
+def metrics_exporter(cfg: Config, daemon: NodeDaemon) -> MetricsExporter:
+    """The primary's metrics endpoint, with the broker's queue lengths (it needs the broker)
+    and the DNS aggregator's figures."""
+    from tasks.broker import RedisBroker
+    assert daemon.ctx is not None
+    return MetricsExporter(daemon.ctx.cluster, cfg, RedisBroker(cfg).queue_lengths,
+                           lambda: daemon.aggregator)
 
 
 def database_follows(cfg: Config) -> Callable[[Cluster], str]:

@@ -7,6 +7,7 @@ import threading
 
 from pvc.console.tailer import Tailer
 from pvc.core.errors import PvcError
+from pvc.observe import nodelog
 from workers.common import load_config, stop_on_signals
 
 log = logging.getLogger("pvc-tailer")
@@ -18,11 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     stop_on_signals(stop.set, log)
     try:
         tailer = Tailer(cfg)
+        logs = nodelog.attach(tailer.cluster, "tailer")
         tailer.start()
     except (PvcError, OSError) as e:
         log.error("cannot start: %s", e)
         sys.exit(1)
     stop.wait()
+    nodelog.detach(logs)
     tailer.stop()
 
 

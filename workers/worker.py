@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+from pvc.observe import nodelog
 from pvc.operations.registry import queue_for
 from workers.common import load_config
 
@@ -17,7 +18,12 @@ def main(argv: list[str] | None = None) -> None:
     # Pool children load the node context from the same file.
     os.environ["PVC_CONFIG"] = os.path.abspath(cfg.source)
 
-    from celery.signals import worker_process_init, worker_ready, worker_shutdown
+    from celery.signals import (
+        worker_process_init,
+        worker_process_shutdown,
+        worker_ready,
+        worker_shutdown,
+    )
     from celery.worker import state
 
     from tasks.app import configure, refuse_remote_control
@@ -30,9 +36,17 @@ def main(argv: list[str] | None = None) -> None:
     watchdog = ConsumerWatchdog(cfg, lambda: bool(state.active_requests or
                                                   state.reserved_requests))
 
+    logs: list[nodelog.NodeLogHandler] = []
+
     @worker_process_init.connect
     def _connect(**_kw: object) -> None:
-        node_context()  # connect ZooKeeper and libvirt before the first task, not during it
+        # connect ZooKeeper and libvirt before the first task, not during it
+        logs.append(nodelog.attach(node_context().cluster, "worker"))   # `pvc node log`
+
+    @worker_process_shutdown.connect
+    def _flush_log(**_kw: object) -> None:
+        for handler in logs:
+            nodelog.detach(handler)
 
     worker_ready.connect(lambda **_kw: watchdog.start(), weak=False)
     worker_shutdown.connect(lambda **_kw: watchdog.stop(), weak=False)

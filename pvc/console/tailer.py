@@ -32,6 +32,7 @@ from pvc.vm import domxml
 
 log = logging.getLogger(__name__)
 WRITE_INTERVAL = 0.2     # seconds between two writes of one VM's buffer
+FIGURES_INTERVAL = 10.0  # seconds between two publications of what the tailer wrote
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Tailer:
         self.inotify.watch_directory(self.directory)
         self.store.watch_raw(self.schema.node_field(self.name, "domains"), self._on_domains)
         for target, name in ((self._sync_loop, "sync"), (self._file_loop, "files"),
-                             (self._write_loop, "writer")):
+                             (self._write_loop, "writer"), (self._figures_loop, "figures")):
             t = threading.Thread(target=target, name=f"tailer-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -91,6 +92,21 @@ class Tailer:
         self.flush_all()
         self.inotify.close()
         self.cluster.close()
+
+    def _figures_loop(self) -> None:
+        """What this tailer wrote, for the metrics (/nodes/N/tailer), when it changed."""
+        published: dict[str, int] = {}
+        while not self.stopping.wait(FIGURES_INTERVAL):
+            with self.lock:
+                now = {"bytes_written": self.bytes_written, "writes": self.writes,
+                       "following": len(self.following)}
+            if now == published:
+                continue
+            try:
+                self.store.put(self.schema.node_field(self.name, "tailer"), now)
+                published = now
+            except PvcError as e:
+                log.warning("could not publish the tailer's figures: %s", e)
 
     # ------------------------------------------------------------------ what to follow
     def _wakes(self, event: threading.Event) -> Iterator[None]:

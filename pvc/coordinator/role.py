@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from pvc.coordinator.floating import FloatingIP
 from pvc.coordinator.services import PrimaryServices
+from pvc.core import counters
 from pvc.core.cluster import Cluster
 from pvc.core.errors import PvcError
 from pvc.core.states import CoordinatorState
@@ -238,6 +239,7 @@ class CoordinatorRole:
         except NodeExists:
             return
         log.info("%s won the primary election", self.name)
+        counters.count(self.cluster, "elections", {"node": self.name})
         self._become_primary(record, by_election=True)
 
     def _become_primary(self, record: dict[str, Any] | None, by_election: bool) -> None:

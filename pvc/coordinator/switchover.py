@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvc.coordinator.patroni import Member, Patroni, PatroniError
 from pvc.coordinator.role import HANDOFF_STALE, Phase, advance
-from pvc.core import names
+from pvc.core import counters, names
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import Conflict, InvalidInput, OperationFailed, PvcError
@@ -93,11 +93,13 @@ def execute(ctx: "NodeFrame", run: Runner) -> str:
         phases.until(Phase.DONE, run)
     except PvcError:
         _abandon(ctx.cluster, run.op_id)
+        counters.count(ctx.cluster, "switchovers", {"result": "failed"})
         raise
     finally:
         moving.shutdown(wait=True)
         phases.close()
     _finish_handoff(ctx.cluster, run.op_id)
+    counters.count(ctx.cluster, "switchovers", {"result": "done"})
     return f"{target} is the primary (was {holder or 'nobody'}); {database.result()}"
 
 

@@ -156,6 +156,22 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = _f(False, "the primary serves Prometheus metrics (pvc.observe.exporter) "
+                       "at listen:port, to a scraper that sends the bearer token")
+    listen: str = _f("", "address the endpoint binds; empty: the floating IP's (the endpoint "
+                     "follows the primary)")
+    port: int = _f(9105, "the endpoint's port", minimum=1, maximum=65535)
+    token_file: str = _f("", "file (mode 0600) holding the bearer token a scrape must send")
+    interval: float = _f(10.0, "seconds between two collections of the cluster's figures (a "
+                         "scrape serves the last one)", minimum=0.5)
+    stats_interval: float = _f(10.0, "seconds between two samples of a node's VM statistics",
+                               minimum=0.5)
+    stats_rate: int = _f(16 * 1024, "bytes per second a node's VM statistics may write to "
+                         "ZooKeeper (a larger sample waits longer)", minimum=256)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str = _f("pvc", "cluster name")
     coordinators: list[str] = _f([], "node names taking part in the primary election")
@@ -172,6 +188,11 @@ class ClusterConfig:
     console_log_rate: int = _f(64 * 1024, "bytes per second one VM's console may write to "
                                           "ZooKeeper; a chattier guest is written less often",
                                minimum=1024)
+    node_log_lines: int = _f(2000, "lines of log kept per node (its daemon, workers and tailer; "
+                             "`pvc node log`)", minimum=1)
+    node_log_bytes: int = _f(256 * 1024, "most bytes of log kept per node", minimum=1024)
+    node_log_rate: int = _f(16 * 1024, "bytes per second one node's log may write to "
+                            "ZooKeeper (lines beyond it are dropped and counted)", minimum=256)
     zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
@@ -180,6 +201,7 @@ class ClusterConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     fencing: FencingConfig = field(default_factory=FencingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,14 @@ class Config:
     def dns_password(self) -> str:
         path = self.cluster.dns.password_file
         return Path(path).read_text().strip() if path else ""
+
+    def metrics_token(self) -> str:
+        path = self.cluster.metrics.token_file
+        return Path(path).read_text().strip() if path else ""
+
+    def metrics_address(self) -> str:
+        """Where the metrics endpoint binds: its own address, else the floating IP's."""
+        return self.cluster.metrics.listen or self.cluster.floating_ip.split("/")[0]
 
     def redis_password(self) -> str:
         redis = self.cluster.redis
@@ -377,6 +407,7 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     _check_secret_file("cluster.dns.password_file", cfg.cluster.dns.password_file, errors)
     _check_secret_file("node.ipmi_password_file", cfg.node.ipmi_password_file, errors)
     _storage_checks(cfg, errors)
+    _metrics_checks(cfg, errors)
     if cfg.cluster.dns.enabled and not cfg.cluster.database.enabled:
         errors.append("cluster.dns: enabled needs cluster.database.enabled (its records live "
                       "in PostgreSQL)")
@@ -400,8 +431,9 @@ def _semantic_checks(cfg: Config, errors: list[str]) -> None:
     name = cfg.node.name
     if name and not names.valid_name(name):
         errors.append(f"node.name: {name!r} must be letters, digits, '-' or '_'")
-    if cfg.cluster.console_log_bytes > 512 * 1024:
-        errors.append("cluster.console_log_bytes: at most 524288 (ZooKeeper's node size)")
+    for key in ("console_log_bytes", "node_log_bytes"):
+        if getattr(cfg.cluster, key) > 512 * 1024:
+            errors.append(f"cluster.{key}: at most 524288 (ZooKeeper's node size)")
     for i, c in enumerate(cfg.cluster.coordinators):
         if not names.valid_name(c):
             errors.append(f"cluster.coordinators[{i}]: {c!r} is not a valid node name")
@@ -423,6 +455,24 @@ def _storage_checks(cfg: Config, errors: list[str]) -> None:
         except ValueError:
             errors.append(f"cluster.storage.libvirt_secret_uuid: "
                           f"{storage.libvirt_secret_uuid!r} is not a UUID")
+
+
+def _metrics_checks(cfg: Config, errors: list[str]) -> None:
+    metrics = cfg.cluster.metrics
+    if not metrics.enabled:
+        return
+    if not metrics.token_file:
+        errors.append("cluster.metrics: enabled needs token_file (a scrape must authenticate)")
+    _check_secret_file("cluster.metrics.token_file", metrics.token_file, errors,
+                       lambda text: bool(text.strip()), "is empty")
+    if not (metrics.listen or cfg.cluster.floating_ip):
+        errors.append("cluster.metrics: enabled needs listen or cluster.floating_ip (the "
+                      "address the endpoint binds)")
+    if metrics.listen:
+        try:
+            ipaddress.ip_address(metrics.listen)
+        except ValueError:
+            errors.append(f"cluster.metrics.listen: {metrics.listen!r} is not an address")
 
 
 def _holds_user_password(text: str) -> bool:

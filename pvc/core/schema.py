@@ -16,6 +16,11 @@ Three kinds of state are kept apart, each with one writer:
 | /nodes/N/domains                    | observed  | node N: {uuid: state} of domains it runs     |
 | /nodes/N/drift                      | observed  | node N's daemon: VMs it should run (or stop) |
 |                                     |           | and could not, {uuid: {name, why, since}}    |
+| /nodes/N/vm_stats                   | observed  | node N's daemon: libvirt's figures of the    |
+|                                     |           | VMs it runs (rate-bounded, pvc.observe)      |
+| /nodes/N/log                        | observed  | node N's daemon, workers and tailer: their   |
+|                                     |           | log lines, a buffer like a console's         |
+| /nodes/N/tailer                     | observed  | node N's tailer: console bytes it wrote      |
 | /vms/U                              | desired   | CLI (compare-and-set), operations            |
 | /vms/U/xml                          | desired   | CLI (define)                                 |
 | /vm_operations/U                    | in flight | CLI creates it with a VM operation (it stays |
@@ -35,6 +40,9 @@ Three kinds of state are kept apart, each with one writer:
 | /maintenance                        | desired   | CLI (`cluster maintenance on`): who, why,    |
 |                                     |           | since; absent when off                       |
 | /nodes/N/cordon                     | desired   | CLI (`node cordon`): who, why, since; {} off |
+| /counters/FAMILY                    | observed  | whoever counts an event (an operation that   |
+|                                     |           | ended, a fence, an election): cumulative     |
+|                                     |           | figures the metrics export                   |
 | /handoff                            | in flight | a switchover: its operation creates it, the  |
 |                                     |           | old and new primary's daemons advance its    |
 |                                     |           | phase (pvc.coordinator.role.HANDOFF)         |
@@ -49,6 +57,8 @@ VERSION = 1
 
 NODE_FIELDS = ("daemon_state", "domain_state", "coordinator_state", "keepalive", "resources",
                "domains", "drift", "fence", "cordon", "bmc", "services", "loop")
+# Read apart from the node's record (Cluster.nodes reads NODE_FIELDS only): figures and logs.
+NODE_FIGURES = ("vm_stats", "log", "tailer")
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,8 @@ class Schema:
 
     def top_level(self) -> list[str]:
         return [self.nodes, self.vms, self.vm_names, self.vm_operations, self.node_operations,
-                self.volume_operations, self.operations, self.locks, self.networks]
+                self.volume_operations, self.operations, self.locks, self.networks,
+                self.counters]
 
     # ---- nodes
     @property
@@ -76,7 +87,7 @@ class Schema:
         return self._p("nodes", name)
 
     def node_field(self, name: str, fieldname: str) -> str:
-        assert fieldname in NODE_FIELDS, fieldname
+        assert fieldname in NODE_FIELDS or fieldname in NODE_FIGURES, fieldname
         return self._p("nodes", name, fieldname)
 
     def node_alive(self, name: str) -> str:
@@ -194,6 +205,14 @@ class Schema:
     @property
     def locks(self) -> str:
         return self._p("locks")
+
+    # ---- metrics
+    @property
+    def counters(self) -> str:
+        return self._p("counters")
+
+    def counter(self, family: str) -> str:
+        return self._p("counters", family)
 
     @property
     def flush_lock(self) -> str:

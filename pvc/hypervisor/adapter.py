@@ -17,6 +17,7 @@ from pvc.core.errors import HypervisorError, Unavailable
 from pvc.hypervisor import drivers
 from pvc.hypervisor.base import (
     Capabilities,
+    DomainStats,
     HostInfo,
     LifecycleCallback,
     MigrationStats,
@@ -163,6 +164,18 @@ class LibvirtHypervisor:
             out[uuid] = RunningDomain(uuid, dom.name(),
                                       STATE_NAMES.get(st.get("state.state", 0), "unknown"))
         return out
+
+    def domain_stats(self) -> dict[str, DomainStats]:
+        """Every active domain's figures, in one call (virConnectGetAllDomainStats)."""
+        groups = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON |
+                  libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+        try:
+            stats = self.conn.getAllDomainStats(
+                groups, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot read domain statistics on {self.uri}: "
+                                  f"{e.get_error_message()}") from None
+        return {dom.UUIDString(): _domain_stats(st) for dom, st in stats}
 
     def domain_size(self, uuid: str) -> tuple[int, int]:
         """(memory MiB, vCPUs) of a running domain pvc does not know."""
@@ -379,3 +392,24 @@ def ping(uri: str) -> bool:
 def connect(uri: str) -> LibvirtHypervisor:
     """The production hypervisor factory (pvc.hypervisor.base.HypervisorFactory)."""
     return LibvirtHypervisor(uri).connect()
+
+
+def _domain_stats(st: dict[str, Any]) -> DomainStats:
+    """libvirt's typed parameters ("cpu.time", "block.0.rd.bytes", …) as DomainStats."""
+    def total(prefix: str, suffix: str) -> int | None:
+        found = [int(v) for k, v in st.items()
+                 if k.startswith(prefix) and k.endswith(suffix) and k.count(".") == 3]
+        return sum(found) if found else None
+
+    cpu = st.get("cpu.time")
+    rss, current, unused = st.get("balloon.rss"), st.get("balloon.current"), \
+        st.get("balloon.unused")
+    memory = (current - unused if current is not None and unused is not None
+              else rss if rss is not None else current)    # KiB
+    return DomainStats(
+        cpu_seconds=cpu / 1e9 if cpu is not None else None,
+        memory_bytes=int(memory) * 1024 if memory is not None else None,
+        block_read_bytes=total("block.", ".rd.bytes"),
+        block_write_bytes=total("block.", ".wr.bytes"),
+        net_rx_bytes=total("net.", ".rx.bytes"),
+        net_tx_bytes=total("net.", ".tx.bytes"))

@@ -33,6 +33,17 @@ class MigrationStats:
 
 
 @dataclass(frozen=True)
+class DomainStats:
+    """A running domain's figures, cumulative since it started (None: not reported)."""
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None      # what the guest uses (resident, or balloon's view)
+    block_read_bytes: int | None = None
+    block_write_bytes: int | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class RunningDomain:
     uuid: str
     name: str
@@ -59,6 +70,9 @@ class Hypervisor(Protocol):
 
     def running(self) -> dict[str, RunningDomain]:
         """Every active domain, by UUID, in one call."""
+
+    def domain_stats(self) -> dict[str, DomainStats]:
+        """Every active domain's figures, by UUID, in one call."""
 
     def domain_size(self, uuid: str) -> tuple[int, int]:
         """(memory MiB, vCPUs) of a running domain pvc does not know."""

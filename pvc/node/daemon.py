@@ -38,6 +38,7 @@ from pvc.node.dns import DnsAggregator
 from pvc.node.gateways import Gateways
 from pvc.node.ipmi import BmcAddress, IpmiBmc
 from pvc.node.networks import NodeNetworks
+from pvc.node.vmstats import StatsPublisher
 from pvc.operations import records, sweep
 from pvc.storage import manage
 from pvc.vm import disks
@@ -79,6 +80,7 @@ class NodeDaemon:
         self._said = ""      # the last loop's sentence
         self.aggregator: DnsAggregator | None = None   # primary-only, with cluster.dns
         self._networks_dirty = threading.Event()   # managed networks or nodes changed
+        self.stats: StatsPublisher | None = None   # with enable_hypervisor
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -126,6 +128,12 @@ class NodeDaemon:
             for path in (ctx.schema.primary, ctx.schema.handoff):
                 ctx.store.watch_raw(path, lambda _d, _v: self._wake.set())
         self._tick(publish=False)   # the reconcile just published domains and resources
+        if self.config.node.enable_hypervisor:
+            m = self.config.cluster.metrics
+            self.stats = StatsPublisher(ctx.hv.domain_stats,
+                                        lambda record: self._put_json("vm_stats", record),
+                                        m.stats_interval, m.stats_rate)
+            self.stats.start()
         ctx.store.on_session(self._on_session)
         log.info("node %s is running", self.name)
 
@@ -405,6 +413,8 @@ class NodeDaemon:
         ctx = self.ctx
         if ctx is None:
             return
+        if self.stats is not None:
+            self.stats.stop()
         try:
             self._put("daemon_state", DaemonState.STOP)
             if self.role is not None and self.role.holder() == self.name:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import dns.name
 import dns.query
@@ -85,6 +86,8 @@ class DnsAggregator:
         self.thread: threading.Thread | None = None
         self.watched: set[int] = set()
         self.passes = 0
+        self.writes = 0              # zones written (the metrics export it)
+        self.last_success = 0.0      # when a pass last went through
         self.last_error = ""
 
     # ------------------------------------------------------------------ PrimaryService
@@ -152,6 +155,8 @@ class DnsAggregator:
         finally:
             conn.close()
         self.passes += 1
+        self.writes += len(changed)
+        self.last_success = time.time()
         if changed:
             log.info("DNS aggregator: %s", ", ".join(changed))
         return changed

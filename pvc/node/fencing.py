@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from pvc.core import counters
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.core.errors import Conflict, OperationFailed, PvcError, Unavailable
@@ -84,6 +85,7 @@ def request(cluster: Cluster, target: str, primary: str, reason: str,
     op = records.new_operation("node.fence", target, target, primary, reason,
                                {"by_operator": True} if by_operator else None)
     records.record_node_operation(cluster, op)
+    counters.count(cluster, "fences", {"result": "asked"})
     return Request(op, submit=True)
 
 
@@ -154,6 +156,8 @@ def _fenced(cluster: Cluster, cfg: Config, target: str, run: Runner, off: float)
     """The node is off (since `off`): record it and start its VMs elsewhere (every step
     idempotent)."""
     run.note(f"{target}: power off confirmed by its BMC", at=off)
+    if cluster.node(target).fence.get("state") != FenceState.FENCED:   # a redelivery: once
+        counters.count(cluster, "fences", {"result": "done"})
     cluster.set_node_state(target, "daemon_state", DaemonState.FENCED)
     # what it ran died with it: its old running list would show its VMs on two nodes
     cluster.store.put(cluster.schema.node_field(target, "domains"), {})
@@ -220,6 +224,7 @@ def _failed(cluster: Cluster, target: str, why: str) -> None:
     off); the VMs stay where they are."""
     try:
         cluster.set_fence(target, FenceState.FAILED, error=why, at=time.time())
+        counters.count(cluster, "fences", {"result": "failed"})
     except Conflict:
         pass   # fenced before: that record stands
     raise OperationFailed(f"fencing {target} failed: {why}; none of its VMs was started "

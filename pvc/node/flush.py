@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pvc.core import states
+from pvc.core import counters, states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, InvalidInput, NotFound, OperationFailed, PvcError
 from pvc.core.models import VM, Node
@@ -96,10 +96,12 @@ def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:
         return
     lock = ctx.store.lock(ctx.schema.flush_lock, ident)
     run.on_cancel(lock.cancel)    # an operator's cancel ends the wait
+    asked = time.time()
     if not lock.acquire():
         yield False
         return
     acquired = time.time()
+    counters.observe(ctx.cluster, "flush_lock_wait_seconds", {"kind": kind}, acquired - asked)
     try:
         if run.cancelled.is_set():
             yield False

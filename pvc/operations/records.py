@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 from typing import Any, Callable
 
-from pvc.core import names, states
+from pvc.core import counters, names, states
 from pvc.core.cluster import Cluster
 from pvc.core.errors import Conflict, NotFound
 from pvc.core.models import Operation
@@ -85,7 +85,10 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
     """End an operation: record the outcome (and the last progress) and free its target, in
     one transaction. An operation that already ended stays as it is. restore: it never ran,
     so put back the VM's desired state it changed (in the same transaction)."""
+    ended: list[float] = []   # set by the attempt that ended it
+
     def end(record: dict[str, Any], tx: Transaction) -> bool | None:
+        ended.clear()
         if record["state"] in states.OP_TERMINAL:
             return None
         if progress:
@@ -96,9 +99,14 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
         record["error"] = error
         if restore:
             _restore_vm(cluster, record, tx)
+        ended.append(record["finished"] - record.get("created", record["finished"]))
         return True
 
-    return _rewrite(cluster, op_id, end)
+    op = _rewrite(cluster, op_id, end)
+    if ended:
+        counters.observe(cluster, "operation_seconds", {"kind": op.kind, "state": op.state},
+                         max(0.0, ended[0]))
+    return op
 
 
 def cancel(cluster: Cluster, op_id: str) -> Operation:

@@ -35,6 +35,7 @@ from pvc.core.config import (
     DatabaseConfig,
     DnsConfig,
     FencingConfig,
+    MetricsConfig,
     MigrationConfig,
     NodeConfig,
     OperationsConfig,
@@ -46,7 +47,7 @@ from pvc.core.errors import PvcError
 from pvc.core.states import DaemonState
 from pvc.network import ip, managed
 from pvc.network.managed import ManagedNetwork
-from pvc.sandbox import bmc, guest, network, procs, services
+from pvc.sandbox import bmc, guest, monitoring, network, procs, services
 from pvc.sandbox import storage as cephd
 from pvc.sandbox.services import Libvirtd
 from pvc.sandbox.supervisor import Supervisor
@@ -82,6 +83,18 @@ class Layout:
     @property
     def flower_port(self) -> int:
         return 5555 + self.port_offset
+
+    @property
+    def metrics_port(self) -> int:
+        return 9105 + self.port_offset
+
+    @property
+    def prometheus_port(self) -> int:
+        return 9090 + self.port_offset
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     def secret(self, name: str) -> Path:
         return self.dir / "secrets" / name
@@ -141,6 +154,7 @@ class State:
     demo_vms: list[str] = field(default_factory=list)
     database: bool = False
     storage: bool = False
+    monitoring: bool = False
 
     def save(self, layout: Layout) -> None:
         services.write_private(layout.state_file, json.dumps(asdict(self), indent=2))
@@ -164,10 +178,15 @@ def node_names(count: int) -> list[str]:
 
 
 def cluster_config(layout: Layout, nodes: list[str], database: bool = False,
-                   storage: StorageConfig | None = None) -> ClusterConfig:
+                   storage: StorageConfig | None = None,
+                   monitoring: bool = False) -> ClusterConfig:
     net = layout.net
     return ClusterConfig(
         storage=storage or StorageConfig(),
+        # figures every 2 s: a change shows in Prometheus within seconds
+        metrics=MetricsConfig(enabled=True, token_file=str(layout.secret("metrics.token")),
+                              port=layout.metrics_port, interval=2.0, stats_interval=2.0)
+        if monitoring else MetricsConfig(),
         database=DatabaseConfig(enabled=database, scope=f"pvc{layout.port_offset}",
                                 rest_auth_file=str(layout.secret("patroni-rest.auth"))
                                 if database else ""),
@@ -268,7 +287,8 @@ def running_state(layout: Layout) -> State | None:
 
 
 def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu",
-       say: Say = print, database: bool = True, storage: bool = True) -> tuple[State, bool]:
+       say: Say = print, database: bool = True, storage: bool = True,
+       monitoring: bool = True) -> tuple[State, bool]:
     """Start the sandbox. Returns (state, started): started False if it was already up."""
     if kind not in KINDS:
         raise PvcError(f"unknown hypervisor kind {kind!r} (one of {', '.join(KINDS)})")
@@ -289,7 +309,8 @@ def up(layout: Layout, nodes: int = 3, vms: int | None = None, kind: str = "qemu
     layout.dir.chmod(0o711)   # others may pass (the postgres user to its data), not look
     names = node_names(nodes)
     state = State(hypervisor=kind, nodes=names, port_offset=layout.port_offset,
-                  started=time.time(), database=database, storage=storage)
+                  started=time.time(), database=database, storage=storage,
+                  monitoring=monitoring)
     try:
         _start_all(layout, state, vms, say)
     except BaseException:
@@ -316,7 +337,10 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     dns_pw = services.write_secret(layout.secret("dns.password")) if state.database else ""
     db_passwords = {who: secrets.token_urlsafe(12) for who in
                     ("superuser", "replication", "rewind")}
-    for port, what in ((layout.flower_port, "Flower"),):
+    if state.monitoring:
+        services.write_secret(layout.secret("metrics.token"))
+        services.write_secret(layout.secret("prometheus.password"))
+    for port, what in ((layout.flower_port, "Flower"), (layout.prometheus_port, "Prometheus")):
         if not procs.port_free(port):
             raise procs.StartFailed(f"port {port} ({what}) is already in use")
     libvirtds = {n: layout.libvirtd(n, i + 1) for i, n in enumerate(names)}
@@ -327,7 +351,7 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         cephd.bootstrap(ceph)
         osds_made = cephd.prepare_osds(ceph)   # in the background meanwhile
     storage = ceph.storage_config(str(uuid.uuid4())) if ceph else None
-    cluster = cluster_config(layout, names, state.database, storage)
+    cluster = cluster_config(layout, names, state.database, storage, state.monitoring)
     client = Config(cluster=cluster)
     configmod.write(client, layout.client_config)
     for i, n in enumerate(names):
@@ -338,7 +362,8 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     sup = layout.supervisor
     sup.write(_specs(layout, libvirtds, redis_pw, flower_pw,
                      cluster.coordinators if state.database else [], cluster, dns_pw,
-                     db_passwords, logins) + (_ceph_specs(layout, ceph) if ceph else []))
+                     db_passwords, logins) + (_ceph_specs(layout, ceph) if ceph else []) +
+              ([_prometheus_spec(layout, cluster)] if state.monitoring else []))
     state.pids["supervisord"] = sup.start()
     state.save(layout)
 
@@ -417,11 +442,34 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
     procs.wait_until("Flower", lambda: procs.port_open(layout.flower_port), 30, flower,
                      layout.dir / "flower" / "flower.log")
     step(f"Flower on http://127.0.0.1:{layout.flower_port}")
+    if state.monitoring:
+        prometheus = start("prometheus")
+        procs.wait_until("Prometheus", lambda: procs.port_open(layout.prometheus_port), 30,
+                         prometheus, layout.dir / "prometheus" / "prometheus.log")
+        step(f"Prometheus on {layout.prometheus_url}, scraping pvc's metrics at "
+             f"{cluster.floating_ip.split('/')[0]}:{layout.metrics_port} (the primary)")
     _wait_cluster_ready(layout, state, client)
     if kind == "qemu" and state.demo_vms:   # guests run: QEMU's capabilities are probed
         services.save_caps_seed(next(iter(libvirtds.values())))
     step(f"{len(names)} nodes running, {len(state.demo_vms)} demo VMs running, workers ready "
          "(supervised: a process that dies is started again)")
+
+
+def _prometheus_spec(layout: Layout, cluster: ClusterConfig) -> services.ProcessSpec:
+    base = layout.dir / "prometheus"
+    patroni = [f"{a}:{cluster.database.patroni_port}"
+               for a in layout.zk_members(cluster.coordinators)] if cluster.database.enabled \
+        else []
+    user, password_file = (monitoring.password_file_of(
+        Path(cluster.database.rest_auth_file), layout.secret("prometheus-patroni.password"))
+        if patroni else ("", None))
+    targets = monitoring.Targets(f"{cluster.floating_ip.split('/')[0]}:{layout.metrics_port}",
+                                 layout.secret("metrics.token"), patroni, user, password_file)
+    return monitoring.spec(base, layout.prometheus_port, prometheus_password(layout), targets)
+
+
+def prometheus_password(layout: Layout) -> str:
+    return _read(layout.secret("prometheus.password")).strip()
 
 
 def _ceph_specs(layout: Layout, ceph: cephd.CephLayout) -> list[services.ProcessSpec]:
@@ -618,7 +666,7 @@ def _read(path: Path) -> str:
 # ------------------------------------------------------------------------------ down
 
 # Stop order: what uses a service goes before the service.
-STOP_ORDER = ("bmc-", "flower", "tailer-", "worker-", "node-", "libvirtd-", "ceph-osd-",
+STOP_ORDER = ("bmc-", "prometheus", "flower", "tailer-", "worker-", "node-", "libvirtd-", "ceph-osd-",
               "ceph-mgr-", "ceph-mon-", "pdns-", "patroni-", "sentinel-", "redis-", "zookeeper-")
 
 
@@ -695,6 +743,12 @@ def status(layout: Layout) -> dict[str, Any]:
                     "client_namespace": layout.net.client},
         "flower": {"url": f"http://127.0.0.1:{layout.flower_port}", "user": FLOWER_USER,
                    "password_file": str(layout.secret("flower.password"))},
+        "prometheus": {"url": layout.prometheus_url, "user": monitoring.USER,
+                       "password_file": str(layout.secret("prometheus.password")),
+                       "metrics": f"http://{layout.net.floating_ip.split('/')[0]}:"
+                                  f"{layout.metrics_port}/metrics",
+                       "metrics_token_file": str(layout.secret("metrics.token"))}
+        if state.monitoring else {},
         "processes": programs,
     }
 

@@ -78,14 +78,15 @@ class Pvc:
 @contextmanager
 def sandbox(name: str, offset: str, kind: str, nodes: int, vms: int,
             extra_env: dict[str, str] | None = None, database: bool = False,
-            storage: bool = False) -> Iterator[Pvc]:
+            storage: bool = False, monitoring: bool = False) -> Iterator[Pvc]:
     env = {"PVC_SANDBOX_DIR": f"/run/pvc/{name}", **(extra_env or {})}
     p = Pvc(env, offset)
     run_pvc("sandbox", "down", "--port-offset", offset, env=env)
     up = run_pvc("sandbox", "up", "--hypervisor", kind, "--nodes", str(nodes), "--vms",
                  str(vms), "--port-offset", offset,
                  "--database" if database else "--no-database",
-                 "--storage" if storage else "--no-storage", env=env, timeout=300)
+                 "--storage" if storage else "--no-storage",
+                 "--monitoring" if monitoring else "--no-monitoring", env=env, timeout=300)
     assert up.returncode == 0, up.stderr
     try:
         yield p

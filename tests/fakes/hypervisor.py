@@ -17,6 +17,7 @@ from typing import Callable
 from pvc.core.errors import HypervisorError
 from pvc.hypervisor.base import (
     Capabilities,
+    DomainStats,
     HostInfo,
     LifecycleCallback,
     MigrationStats,
@@ -43,6 +44,7 @@ class World:
         self.faults = Faults()
         self.listeners: dict[str, list[LifecycleCallback]] = {}
         self.migrations: list[tuple[str, str, str]] = []         # (name, from uri, to uri)
+        self.stats: dict[str, DomainStats] = {}                  # uuid -> what it reports
         self._events: "queue.Queue[tuple[str, str, str, str]]" = queue.Queue()
         threading.Thread(target=self._deliver, name="fake-hv-events", daemon=True).start()
 
@@ -106,6 +108,10 @@ class FakeHypervisor:
     def running(self) -> dict[str, RunningDomain]:
         with self.world.lock:
             return dict(self._mine)
+
+    def domain_stats(self) -> dict[str, DomainStats]:
+        with self.world.lock:
+            return {u: self.world.stats.get(u, DomainStats()) for u in self._mine}
 
     def domain_size(self, uuid: str) -> tuple[int, int]:
         return 0, 1

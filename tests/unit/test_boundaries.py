@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "sandbox": {"core", "hypervisor", "network", "vm", "coordinator", "node", "install",
                 "storage"},
     "install": {"core"},
+    "observe": {"core", "hypervisor", "network", "operations", "vm", "coordinator", "node",
+                "storage", "console"},
 }
 
 # The one module that talks to each outside system (by the library it imports).
