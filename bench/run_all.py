@@ -11,6 +11,7 @@ from bench import (
     bench_flush,
     bench_memory,
     bench_migration,
+    bench_metrics,
     bench_power_off,
     bench_reconcile,
     bench_recovery,
@@ -21,7 +22,8 @@ from bench import (
 
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
-              bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off, bench_storage]
+              bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off, bench_storage,
+              bench_metrics]
 
 
 def main() -> None:

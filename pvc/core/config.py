@@ -188,11 +188,12 @@ class ClusterConfig:
     console_log_rate: int = _f(64 * 1024, "bytes per second one VM's console may write to "
                                           "ZooKeeper; a chattier guest is written less often",
                                minimum=1024)
-    node_log_lines: int = _f(2000, "lines of log kept per node (its daemon, workers and tailer; "
+    node_log_lines: int = _f(1000, "lines of log kept per node (its daemon, workers and tailer; "
                              "`pvc node log`)", minimum=1)
-    node_log_bytes: int = _f(256 * 1024, "most bytes of log kept per node", minimum=1024)
-    node_log_rate: int = _f(16 * 1024, "bytes per second one node's log may write to "
-                            "ZooKeeper (lines beyond it are dropped and counted)", minimum=256)
+    node_log_bytes: int = _f(128 * 1024, "most bytes of log kept per node", minimum=1024)
+    node_log_rate: int = _f(32 * 1024, "bytes per second each process of a node may write to its "
+                            "log in ZooKeeper (lines beyond it are dropped and counted)",
+                            minimum=256)
     zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)

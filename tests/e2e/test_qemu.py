@@ -7,8 +7,9 @@ import os
 import re
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -23,7 +24,7 @@ SERIAL = {"PVC_CLUSTER__MIGRATION__MAX_PARALLEL": "1"}
 
 @pytest.fixture(scope="module")
 def pvc() -> Iterator[Pvc]:
-    with sandbox("test-qemu", "1100", "qemu", 2, 3, SERIAL) as p:
+    with sandbox("test-qemu", "1100", "qemu", 2, 3, SERIAL, monitoring=True) as p:
         yield p
 
 
@@ -41,6 +42,38 @@ def ticks(path: Path) -> list[int]:
 
 def where(pvc: Pvc) -> dict[str, list[str]]:
     return {name: v["running_on"] for name, v in pvc.vms().items()}
+
+
+def test_vm_statistics_come_from_libvirt(pvc) -> None:
+    """Each node publishes its guests' figures; `vm info`, `vm list --stats` and the
+    metrics show them."""
+    def stats() -> dict[str, Any]:
+        found: dict[str, Any] = pvc.json("vm", "info", "demo3")["stats"]
+        return found if "cpu%" in found else {}    # a rate needs two samples
+
+    figures = wait_until("demo3's statistics with a CPU rate", stats, 120)
+    info = pvc.json("vm", "info", "demo3")
+    assert figures["node"] == info["running_on"][0]
+    assert figures["cpu"] > 0 and figures["mem"] > 0 and figures["cpu%"] >= 0
+    assert "rx" in figures and "tx" in figures          # its NIC on the demo network
+    rows = {r["name"]: r for r in pvc.json("vm", "list", "--stats")}
+    assert rows["demo3"]["stats"]["cpu"] >= figures["cpu"]
+    text = pvc("vm", "info", "demo3").stdout
+    assert re.search(r"stats\s+cpu [0-9.]+% \([0-9.]+ s\), memory", text), text
+    table = pvc("vm", "list", "--stats").stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "OBSERVED", "NODE", "CPU%"]
+    # exported by the primary's endpoint, per VM and node
+    st = pvc.status()["prometheus"]
+    token = Path(st["metrics_token_file"]).read_text().strip()
+
+    def exported() -> bool:
+        request = urllib.request.Request(st["metrics"],
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            body = answer.read().decode()
+        return f'pvc_vm_cpu_seconds_total{{node="{figures["node"]}",vm="demo3"}}' in body
+
+    wait_until("demo3's CPU time in the metrics", exported, 30)
 
 
 def test_live_migration_keeps_the_guest_running(pvc) -> None:

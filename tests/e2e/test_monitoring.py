@@ -1,0 +1,159 @@
+"""Observability on a sandbox with its Prometheus: pvc's endpoint scraped for real, the
+figures checked through Prometheus's query API against what the CLI says; node logs read
+from the cluster."""
+from __future__ import annotations
+
+import json
+import queue
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.e2e.conftest import LineReader, Pvc, sandbox, wait_until
+from tests.prometheus import Client
+
+pytestmark = pytest.mark.e2e
+OFFSET = "1500"
+
+
+@pytest.fixture(scope="module")
+def pvc() -> Iterator[Pvc]:
+    with sandbox("test-monitoring", OFFSET, "test", 3, 4, database=True,
+                 monitoring=True) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def prometheus(pvc: Pvc) -> Client:
+    st = pvc.status()["prometheus"]
+    return Client(int(st["url"].rsplit(":", 1)[1]),
+                  Path(st["password_file"]).read_text().strip())
+
+
+def vms_by_state(pvc: Pvc) -> dict[str, int]:
+    return dict(Counter(v["state"] for v in pvc.json("vm", "list")))
+
+
+def prometheus_vms_by_state(prometheus: Client) -> dict[str, int]:
+    return {r["metric"]["state"]: int(float(r["value"][1]))
+            for r in prometheus.query("sum by (state) (pvc_vms)")}
+
+
+def test_prometheus_scrapes_pvc_and_patroni(prometheus: Client) -> None:
+    def targets() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for t in prometheus.targets():
+            found.setdefault(t["labels"]["job"], []).append(t["health"])
+        return found
+
+    wait_until("pvc's and every Patroni's target to be up", lambda: targets() ==
+               {"pvc": ["up"], "patroni": ["up", "up", "up"]}, 60)
+    assert prometheus.query("pvc_up")[0]["value"][1] == "1"
+    healthy = prometheus.query("pvc_healthy")[0]["value"][1]
+    reasons = prometheus.query("pvc_degraded")
+    assert (healthy == "1") == (reasons == [])
+
+
+def test_pvc_vms_in_prometheus_follow_vm_list(pvc: Pvc, prometheus: Client) -> None:
+    before = vms_by_state(pvc)
+    assert before == {"start": 4}
+    wait_until("Prometheus to have pvc_vms as vm list says",
+               lambda: prometheus_vms_by_state(prometheus) == before, 60)
+    pvc("vm", "stop", "demo1", "--wait")
+    after = vms_by_state(pvc)
+    assert after == {"start": 3, "stop": 1}
+    wait_until("Prometheus to see the stop", lambda: prometheus_vms_by_state(prometheus)
+               == after, 60)
+    observed = {r["metric"]["observed"]: int(float(r["value"][1]))
+                for r in prometheus.query('sum by (observed) (pvc_vms{state="stop"})')}
+    assert observed == {"stopped": 1}
+    # the stop's operation was counted, with its duration
+    wait_until("the stop's duration in Prometheus", lambda: prometheus.query(
+        'pvc_operation_duration_seconds_count{kind="vm.stop",state="succeeded"}'), 30)
+    pvc("vm", "start", "demo1", "--wait")
+
+
+def test_the_endpoint_refuses_a_scrape_without_the_token(pvc: Pvc) -> None:
+    st = pvc.status()["prometheus"]
+    url = st["metrics"]
+    for headers in ({}, {"Authorization": "Bearer not-the-token"},
+                    {"Authorization": "Basic cHZjOnB2Yw=="}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5)
+        assert refused.value.code == 401
+    token = Path(st["metrics_token_file"]).read_text().strip()
+    with urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"}), timeout=5) as answer:
+        assert b"pvc_vms{" in answer.read()
+    # and Prometheus's own UI and API want its password
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(st["url"] + "/api/v1/targets", timeout=5)
+    assert refused.value.code == 401
+
+
+def test_cluster_status_and_the_metrics_give_the_same_reasons(pvc: Pvc,
+                                                              prometheus: Client) -> None:
+    pvc("node", "cordon", "hv3")          # healthy still: a cordon is not a problem
+    pvc("sandbox", "process", "stop", "worker-hv3", "--port-offset", OFFSET)
+    try:
+        status = wait_until("cluster status to say hv3 has no worker", lambda: (
+            s := pvc.cluster_status())["reasons"] and s, 60)
+        expected = set(status["reasons"])
+        wait_until("Prometheus to give the same reasons", lambda: {
+            r["metric"]["reason"] for r in prometheus.query("pvc_degraded")} == expected, 60)
+        assert prometheus.query("pvc_healthy")[0]["value"][1] == "0"
+    finally:
+        pvc("sandbox", "process", "start", "worker-hv3", "--port-offset", OFFSET)
+        pvc("node", "uncordon", "hv3")
+    wait_until("the cluster healthy again", lambda: pvc.cluster_status()["healthy"], 60)
+
+
+def node_log(pvc: Pvc, node: str, *args: str) -> list[str]:
+    return list(pvc("node", "log", node, *args).stdout.splitlines())
+
+
+def test_node_log_has_every_process_of_the_node(pvc: Pvc) -> None:
+    pvc("vm", "stop", "demo2", "--wait")      # demo2 runs on hv2: its worker logs the task
+    pvc("vm", "start", "demo2", "--wait")
+    lines = wait_until("hv2's worker to log the stop", lambda: (
+        found := node_log(pvc, "hv2")) and any(" worker " in x and "pvc.vm.stop" in x
+                                                for x in found) and found, 30)
+    processes = {line.split()[2] for line in lines}
+    assert {"node", "worker", "tailer"} <= processes
+    assert any("node hv2 is running" in x for x in lines)
+    assert len(node_log(pvc, "hv2", "--lines", "3")) == 3
+    assert not any("node hv1 is running" in x for x in lines)   # hv2's own, not hv1's
+
+
+def test_node_log_follow_prints_new_lines(pvc: Pvc) -> None:
+    with LineReader(["node", "log", "hv1", "--follow", "--lines", "0"], pvc.env) as follower:
+        pvc("vm", "stop", "demo1", "--wait")   # hv1's worker logs it
+        line = wait_until("the follower to print the stop", lambda: _next_with(
+            follower, "pvc.vm.stop"), 30)
+        assert " worker " in line
+    pvc("vm", "start", "demo1", "--wait")
+
+
+def _next_with(reader: LineReader, text: str) -> str:
+    """The next line the reader printed if it holds text ("" when none or another)."""
+    try:
+        line = reader.line(timeout=1)
+    except queue.Empty:
+        return ""
+    return line if text in line else ""
+
+
+def test_node_log_of_an_unknown_node_is_one_line(pvc: Pvc) -> None:
+    line = pvc.error("node", "log", "hv9")
+    assert "hv9" in line
+
+
+def test_vm_list_stats_as_json(pvc: Pvc) -> None:
+    rows: list[dict[str, Any]] = pvc.json("vm", "list", "--stats")
+    assert sorted(r["name"] for r in rows) == ["demo1", "demo2", "demo3", "demo4"]
+    assert all("stats" in r for r in rows)   # the test driver reports no figures: {}
+    assert json.loads(json.dumps(rows)) == rows
