@@ -100,13 +100,18 @@ class MetricsExporter:
     # ------------------------------------------------------------------ collecting
     def _collect_loop(self) -> None:
         while self.active:
-            try:
-                self.collect()
-            except Exception as e:   # ZooKeeper away: pvc_up says so, the next pass retries
-                log.warning("metrics collection failed: %s", e)
-                self.snapshot.families = [metrics.gauge(
-                    "pvc_up", "1: pvc's endpoint read the cluster's state", [], [([], 0)])]
+            self.collect_or_say_down()
             self._stop.wait(self.config.cluster.metrics.interval)
+
+    def collect_or_say_down(self) -> None:
+        """A collection; one that fails (ZooKeeper away) serves pvc_up 0 alone, not figures
+        that went stale, and the next pass retries."""
+        try:
+            self.collect()
+        except Exception as e:
+            log.warning("metrics collection failed: %s", e)
+            self.snapshot.families = [metrics.gauge(
+                "pvc_up", "1: pvc's endpoint read the cluster's state", [], [([], 0)])]
 
     def collect(self) -> None:
         """Read everything once and make it what scrapes serve."""

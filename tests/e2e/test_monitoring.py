@@ -112,6 +112,20 @@ def test_cluster_status_and_the_metrics_give_the_same_reasons(pvc: Pvc,
     wait_until("the cluster healthy again", lambda: pvc.cluster_status()["healthy"], 60)
 
 
+def test_the_endpoint_follows_the_primary(pvc: Pvc, prometheus: Client) -> None:
+    """A switchover: the floating IP and the endpoint move; Prometheus's one target stays."""
+    before = pvc.cluster_status()["primary"]
+    target = "hv2" if before != "hv2" else "hv1"
+    pvc("node", "primary", target, "--wait")
+    wait_until(f"Prometheus to read pvc_primary from {target}", lambda: [
+        r["metric"]["node"] for r in prometheus.query("pvc_primary")] == [target], 60)
+    assert [t["health"] for t in prometheus.targets() if t["labels"]["job"] == "pvc"] == \
+        ["up"]
+    switchovers = prometheus.query('pvc_switchovers_total{result="done"}')
+    assert switchovers and float(switchovers[0]["value"][1]) >= 1
+    pvc("node", "primary", before, "--wait")
+
+
 def node_log(pvc: Pvc, node: str, *args: str) -> list[str]:
     return list(pvc("node", "log", node, *args).stdout.splitlines())
 

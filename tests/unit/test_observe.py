@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pvc.core import counters
 from pvc.core.cluster import Cluster
 from pvc.core.config import ClusterConfig, Config, MetricsConfig, NodeConfig
+from pvc.core.errors import Unavailable
 from pvc.core.models import VM, Node, Operation, VmView
 from pvc.core.schema import Schema
 from pvc.core.states import DaemonState
@@ -192,6 +193,21 @@ def test_a_collection_reads_the_cluster_through_the_status_of_cluster_status() -
     assert [s.labels["reason"] for s in found["pvc_degraded"]] == \
         [r for r in c.health()[0]]
     assert b"pvc_collect_seconds" in exporter.render()
+
+
+def test_a_failed_collection_serves_pvc_up_0_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = memory_cluster()
+    exporter = MetricsExporter(c, c.config)
+    exporter.collect_or_say_down()
+    assert exposition(exporter.snapshot.families)["pvc_up"][0].value == 1
+
+    def away(*_a: Any) -> None:
+        raise Unavailable("ZooKeeper does not answer")
+
+    monkeypatch.setattr(c.store, "exists", away)
+    exporter.collect_or_say_down()
+    found = exposition(exporter.snapshot.families)
+    assert list(found) == ["pvc_up"] and found["pvc_up"][0].value == 0
 
 
 # ---------------------------------------------------------------------- VM statistics
