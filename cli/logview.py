@@ -6,11 +6,19 @@ import os
 import queue
 import shutil
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from pvc.console import buffer
+
+
+def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--lines and --follow, as `vm log` and `node log` take them."""
+    command = click.option("--follow", "-f", is_flag=True,
+                           help="Keep printing new lines as they arrive, until Ctrl-C.")(command)
+    return click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
+                        help="Show the last N lines (default: all; 10 with --follow).")(command)
 
 
 def show_buffer(buf: dict[str, Any] | None, count: int | None) -> None:

@@ -17,6 +17,7 @@ from cli.common import (
     yes_option,
 )
 from cli.complete import node_argument
+from cli.logview import log_options
 
 FIELDS = ["name", "daemon_state", "domain_state", "coordinator_state", "workers", "vms",
           "mem_total",
@@ -105,10 +106,7 @@ def info(ctx: click.Context, name: str, fmt: str) -> None:
 
 @node.command(name="log")
 @node_argument("name")
-@click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
-              help="Show the last N lines (default: all; 10 with --follow).")
-@click.option("--follow", "-f", is_flag=True,
-              help="Keep printing new lines as they arrive, until Ctrl-C.")
+@log_options
 @click.pass_context
 def log_(ctx: click.Context, name: str, count: int | None, follow: bool) -> None:
     """Show a node's log: what its daemon, workers and tailer logged (through a pager on a

@@ -19,6 +19,7 @@ from cli.common import (
 )
 from cli.complete import nodes as complete_nodes
 from cli.complete import vm_argument
+from cli.logview import log_options
 from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
 from pvc.vm import definition
@@ -380,10 +381,7 @@ move = _move_command("move", "Move a VM to another node for good (forgets its la
 
 @vm.command(name="log")
 @vm_argument
-@click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=None,
-              help="Show the last N lines (default: all; 10 with --follow).")
-@click.option("--follow", "-f", is_flag=True,
-              help="Keep printing new lines as they arrive, until Ctrl-C.")
+@log_options
 @click.pass_context
 def log_(ctx: click.Context, ref: str, count: int | None, follow: bool) -> None:
     """Show a VM's serial console (through a pager on a terminal)."""

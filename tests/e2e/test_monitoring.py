@@ -121,8 +121,9 @@ def test_the_endpoint_follows_the_primary(pvc: Pvc, prometheus: Client) -> None:
         r["metric"]["node"] for r in prometheus.query("pvc_primary")] == [target], 60)
     assert [t["health"] for t in prometheus.targets() if t["labels"]["job"] == "pvc"] == \
         ["up"]
-    switchovers = prometheus.query('pvc_switchovers_total{result="done"}')
-    assert switchovers and float(switchovers[0]["value"][1]) >= 1
+    # counted when the operation ends, which may be a collection after the role moved
+    wait_until("the switchover counted", lambda: prometheus.query(
+        'pvc_switchovers_total{result="done"} >= 1'), 30)
     pvc("node", "primary", before, "--wait")
 
 

@@ -192,3 +192,25 @@ def test_a_storage_node_needs_the_key_qemu_opens_disks_with() -> None:
         "cluster.storage: a node with enable_storage needs libvirt_key_file and "
         "libvirt_secret_uuid (the key QEMU opens disks with)",
         "cluster.storage.libvirt_secret_uuid: 'not-a-uuid' is not a UUID"]
+
+
+def test_metrics_need_a_private_token_and_an_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse({"cluster": {"metrics": {"enabled": True, "listen": "everywhere"}}},
+                     environ={})
+    assert e.value.problems == [
+        "cluster.metrics: enabled needs token_file (a scrape must authenticate)",
+        "cluster.metrics.listen: 'everywhere' is not an address"]
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    token.chmod(0o644)
+    with pytest.raises(ConfigError) as e:
+        config.parse({"cluster": {"metrics": {"enabled": True, "token_file": str(token)}}},
+                     environ={})
+    assert any("readable by others" in p for p in e.value.problems)
+    assert any("needs listen or cluster.floating_ip" in p for p in e.value.problems)
+    token.chmod(0o600)
+    cfg = config.parse({"cluster": {"floating_ip": "10.0.0.250/24",
+                                    "metrics": {"enabled": True, "token_file": str(token)}}},
+                       environ={})
+    assert (cfg.metrics_address(), cfg.metrics_token()) == ("10.0.0.250", "t0ken")
