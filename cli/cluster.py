@@ -122,6 +122,8 @@ def status(ctx: click.Context, fmt: str) -> None:
         s = data["shutdown"]
         click.echo(f"  shutdown    the whole cluster is going down (since {stamp(s['since'])}, "
                    f"by {s['by']}{': ' + s['reason'] if s.get('reason') else ''})")
+    if data["metrics"]:
+        click.echo(f"  metrics     {data['metrics']} (the primary's; bearer token)")
     if data["dns"]:
         d = data["dns"]
         click.echo(f"  dns         {d['address']}:{d['port']} (PowerDNS on every coordinator), "

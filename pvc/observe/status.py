@@ -81,9 +81,18 @@ def gather(c: Cluster) -> Status:
                 if len(members) > 1 and mode not in ("leader", "follower")]
     extra = {"dns": _dns(c, primary), "shutdown": power.cluster_shutdown(c),
              "maintenance": c.maintenance(),
-             "cordoned": {n.name: n.cordon for n in nodes if n.cordon}}
+             "cordoned": {n.name: n.cordon for n in nodes if n.cordon},
+             "metrics": _metrics(c)}
     return Status(c.config.cluster.name, primary, nodes, c.views(snap["vms"], nodes), ops,
                   lock_status(c), database, broker, storage, members, extra, reasons)
+
+
+def _metrics(c: Cluster) -> str:
+    """Where the primary serves the metrics ("" when it does not)."""
+    metrics = c.config.cluster.metrics
+    if not metrics.enabled:
+        return ""
+    return f"http://{c.config.metrics_address()}:{metrics.port}/metrics"
 
 
 def _dns(c: Cluster, primary: str) -> dict[str, Any]:
