@@ -3,7 +3,7 @@
 # the sandbox's (redis.password, zookeeper.auth, flower.password), Patroni's ZooKeeper login
 # and REST API login, the database's. Made once, 0600. (Each ZooKeeper member writes its JAAS
 # file of both logins itself, from these.)
-# Also writes ../.env naming this directory: without it `docker-compose config` fails loudly.
+# PowerDNS's database role's too. Also writes ../.env naming this directory: without it `docker-compose config` fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p -m 0700 secrets
@@ -15,5 +15,6 @@ new() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 [ -s secrets/patroni-rest.auth ] || echo "patroni:$(new)" > secrets/patroni-rest.auth
 [ -s secrets/flower.password ] || new > secrets/flower.password
 [ -s secrets/database.password ] || new > secrets/database.password
+[ -s secrets/dns.password ] || new > secrets/dns.password
 echo "PVC_SECRETS=./docker/secrets" > ../.env
 echo "secrets in $(pwd)/secrets"

@@ -7,17 +7,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-PACKAGES=(
+# What a node runs (and the compose cluster's image holds): $PVC_SETUP_ROLE=node stops there.
+NODE_PACKAGES=(
     zookeeper libslf4j-java liblog4j1.2-java default-jre-headless
     redis-server postgresql-15
     libvirt-dev pkg-config libvirt-daemon-system qemu-system-x86
     cpio curl procps iproute2 util-linux iputils-arping iputils-ping
-    docker-compose dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
-    openipmi ipmitool
-    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra qemu-utils
-    chromium prometheus
+    dnsmasq-base udhcpc pdns-server pdns-backend-pgsql bind9-dnsutils
+    openipmi ipmitool qemu-utils python3-rados python3-rbd
     python3-venv python3-dev gcc
 )
+# What the sandbox and the tests add: Ceph, Prometheus, the browser of Flower's test, and the
+# Docker engine and base-image tools of the compose tier.
+SANDBOX_PACKAGES=(
+    ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra
+    chromium prometheus
+    docker.io docker-compose debootstrap
+)
+ROLE=${PVC_SETUP_ROLE:-all}
+PACKAGES=("${NODE_PACKAGES[@]}")
+EXTRAS='.[test]'
+if [ "$ROLE" != node ]; then
+    PACKAGES+=("${SANDBOX_PACKAGES[@]}")
+else
+    EXTRAS='.'
+fi
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: run as root (it installs Debian packages and starts hypervisors)" >&2
@@ -35,13 +49,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+[ "${PVC_SETUP_STAGE:-}" = packages ] && exit 0   # an image's first layer: packages only
+
 # The venv is rebuilt only when pyproject.toml changed since it was built.
 stamp=.venv/.pvc-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
     echo "setup: building .venv"
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-    if ! .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' > .venv/pip.log 2>&1; then
+    if ! .venv/bin/pip install -q --disable-pip-version-check -e "$EXTRAS" > .venv/pip.log 2>&1; then
         tail -20 .venv/pip.log >&2
         echo "setup: pip install failed (full log: .venv/pip.log)" >&2
         exit 1

@@ -67,16 +67,38 @@ class Services:
             procs.stop(pid)
 
 
-TIERS = ("unit", "integration", "e2e", "faults")
+TIERS = ("unit", "integration", "e2e", "faults", "compose")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def tier_of(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test carries its tier's marker (its directory's name): `-m unit` and the like
-    select a tier whatever a module declares."""
+    select a tier whatever a module declares. The compose tier runs last: its images are made
+    in the background meanwhile (tests/compose/conftest.py)."""
     for item in items:
-        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        tier = tier_of(item)
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+    items.sort(key=lambda item: tier_of(item) == "compose")   # stable: the others keep order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any(tier_of(item) == "compose" for item in session.items) and \
+            any(tier_of(item) != "compose" for item in session.items):
+        from tests.compose.conftest import prepare_in_background
+        prepare_in_background(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The Docker engine the compose tier started is stopped (by its PID), whatever ended
+    the session."""
+    from tests.compose.conftest import stop_what_was_started
+    stop_what_was_started(session.config)
 
 
 @pytest.fixture(scope="session")

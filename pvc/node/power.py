@@ -106,7 +106,8 @@ def shutdown(cluster: Cluster, node: str, budget: float, send: Send, say: Say) -
         say(f"the whole cluster is going down ({going_down.get('reason') or 'no reason given'}):"
             f" {node}'s VMs are shut down where they are")
         return _park(cluster, node, "the whole cluster is going down", deadline, send)
-    say(f"flushing {node} before it stops (at most {budget - reserve:.0f}s, then what is left "
+    say(f"flushing {node} before it stops (at most {max(0.0, budget - reserve):.0f}s, then what "
+        "is left "
         "is shut down cleanly)")
     try:
         req = flush.request(cluster, node, "flush", "the node is stopping")

@@ -430,10 +430,10 @@ def _start_all(layout: Layout, state: State, vm_count: int, say: Say) -> None:
         step(f"PowerDNS on {', '.join(cluster.coordinators)} and the floating IP, port "
              f"{dns.port}")
 
-    _add_demo_network(client)
+    add_demo_network(client)
     step(f"managed network {DEMO_NETWORK.vni}: {DEMO_NETWORK.ipv4}, domain "
          f"{DEMO_NETWORK.domain}, bridge {DEMO_NETWORK.bridge} on every node")
-    state.demo_vms = _define_demo_vms(client, names, vm_count, kind)
+    state.demo_vms = define_demo_vms(client, names, vm_count, kind)
     state.save(layout)
     for n in names:
         for role in NODE_ROLES:
@@ -593,7 +593,7 @@ def _wait_database(layout: Layout, cluster: ClusterConfig) -> str:
     return patroni.cluster().leader
 
 
-def _add_demo_network(client: Config) -> None:
+def add_demo_network(client: Config) -> None:
     from pvc.core.cluster import Cluster
     cluster = Cluster.connect(client)
     try:
@@ -602,7 +602,7 @@ def _add_demo_network(client: Config) -> None:
         cluster.close()
 
 
-def _define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
+def define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> list[str]:
     """The demo VMs, each with a disk on Ceph when the sandbox has storage."""
     from pvc.core.cluster import Cluster
     from pvc.storage.ceph import connect

@@ -39,14 +39,14 @@ def test_compose_validates_silently() -> None:
 
 
 def test_compose_catches_a_mistake(tmp_path: Path) -> None:
-    broken = (ROOT / "docker-compose.yml").read_text().replace("privileged:", "privilegd:")
+    broken = (ROOT / "docker-compose.yml").read_text().replace("cap_add:", "cap_ad:")
     (tmp_path / "docker-compose.yml").write_text(broken)
     (tmp_path / "empty.env").write_text("")
     res = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "empty.env"), "-f",
                           str(tmp_path / "docker-compose.yml"), "--project-directory", str(ROOT),
                           "config", "-q"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PVC_SECRETS": SECRETS})
-    assert res.returncode != 0 and "privilegd" in res.stderr
+    assert res.returncode != 0 and "cap_ad" in res.stderr
 
 
 def test_the_nodes_are_the_sandboxs() -> None:
@@ -61,14 +61,15 @@ def test_the_nodes_are_the_sandboxs() -> None:
         assert env["PVC_NODE_NAME"] == name
         assert env["PVC_COORDINATORS"].split(",") == sorted(nodes)
         addresses.append(env["PVC_NODE_ADDRESS"])
-        assert svc["privileged"] is True
+        assert "privileged" not in svc and svc["init"] is True
+        assert {"SYS_ADMIN", "NET_ADMIN"} <= set(svc["cap_add"])
         assert svc["healthcheck"]["test"]
         db = DatabaseConfig()
         assert {"2181", "2888", "3888", "6379", "26379", str(db.patroni_port),
                 str(db.postgres_port)} <= set(svc["expose"])
     assert all(svc["environment"]["PVC_COORDINATOR_ADDRESSES"].split(",") == addresses
                for svc in nodes.values())
-    assert set(services) == {*(n for n in services if n.startswith("node")), "flower"}
+    assert set(services) == {*(n for n in services if n.startswith("node")), "flower", "init"}
 
 
 def test_ports_and_secrets_match_the_sandbox() -> None:
@@ -87,25 +88,46 @@ def test_ports_and_secrets_match_the_sandbox() -> None:
     assert sandbox_secrets <= files
 
 
-def test_a_coordinator_container_runs_the_control_plane() -> None:
-    """The entrypoint's coordinator programs, from the sandbox's own specs: a ZooKeeper
-    member of the ensemble, a guarded Redis replica of the first coordinator, a Sentinel,
-    and pvc's configuration names every member and Sentinel."""
-    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
-    for call in ("services.zookeeper_spec(", "services.redis_spec(", "services.sentinel_spec(",
-                 "services.patroni_spec("):
-        assert call in entrypoint
-    assert 'hosts: "$(list 2181)"' in entrypoint and 'sentinels: "$(list 26379)"' in entrypoint
-    listed = subprocess.run(
-        ["bash", "-c", 'PVC_COORDINATOR_ADDRESSES=10.0.0.1,10.0.0.2; ' +
-         next(line for line in entrypoint.splitlines() if line.startswith("list()")) +
-         '; list 2181'], capture_output=True, text=True, check=True).stdout.strip()
-    assert listed == "10.0.0.1:2181,10.0.0.2:2181"
+def test_a_coordinator_container_runs_the_control_plane(tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    """A node container's programs (workers/container.py), from the sandbox's own specs: on
+    a coordinator a ZooKeeper member, a guarded Redis replica of the first coordinator, a
+    Sentinel, Patroni and PowerDNS besides libvirt and pvc's three; elsewhere only those."""
+    from pvc.core import config
+    from workers import container
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, value in (("redis_password", "r"), ("zookeeper_auth", "pvc:z"),
+                        ("patroni_zookeeper_auth", "patroni:p"),
+                        ("patroni_rest_auth", "patroni:q"), ("database_password", "d"),
+                        ("dns_password", "n")):
+        (secrets / name).write_text(value + "\n")
+    monkeypatch.setattr(container, "SECRETS", secrets)
+    monkeypatch.setattr(container, "STATE", tmp_path / "state")
+    monkeypatch.setenv("PVC_COORDINATORS", "hv1,hv2,hv3")
+    monkeypatch.setenv("PVC_COORDINATOR_ADDRESSES", "10.0.0.1,10.0.0.2,10.0.0.3")
+    cluster = {"coordinators": ["hv1", "hv2", "hv3"], "floating_ip": "10.0.0.250/24",
+               "zookeeper": {"hosts": "10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181"}}
+
+    def programs(name: str, address: str) -> dict[str, Any]:
+        cfg = config.parse({"cluster": cluster, "node": {"name": name,
+                                                          "cluster_address": address}},
+                           environ={})
+        return {spec.name: spec for spec in container.node_specs(cfg)}
+
+    second = programs("hv2", "10.0.0.2")
+    assert set(second) == {"virtlogd", "libvirtd", "zookeeper", "redis", "sentinel",
+                           "patroni", "pdns", "node", "worker", "tailer"}
+    assert "replicaof 10.0.0.1 6379" in (tmp_path / "state" / "redis" / "redis.conf"
+                                         ).read_text()
+    assert set(programs("hv4", "10.0.0.4")) == {"virtlogd", "libvirtd", "node", "worker",
+                                                "tailer"}
+    assert container.STOP_ORDER.index("node") < container.STOP_ORDER.index("zookeeper")
 
 
 def test_the_image_is_built_with_the_projects_setup_script() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM debian:12" in dockerfile
+    assert dockerfile.startswith("#") and "FROM pvc-base:12" in dockerfile
     assert "scripts/setup.sh" in dockerfile
     assert (ROOT / "docker" / "entrypoint.sh").stat().st_mode & 0o111
 
@@ -124,7 +146,6 @@ def test_secrets_reach_the_containers_only_at_run_time() -> None:
         assert {"patroni_zookeeper_auth", "patroni_rest_auth"} <= \
             {s["source"] for s in svc["secrets"]}
     entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
-    assert "[program:virtlogd]" in entrypoint      # VMs log their serial console through it
     assert "rest_auth_file: /run/secrets/patroni_rest_auth" in entrypoint
 
 
