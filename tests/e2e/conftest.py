@@ -140,7 +140,8 @@ def _descendants(pid: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def pvc() -> Iterator[Pvc]:
-    with sandbox("test-sandbox", OFFSET, "test", 3, 6) as p:
+    # with the database and the monitoring too: test_monitoring.py reads them
+    with sandbox("test-sandbox", OFFSET, "test", 3, 6, database=True, monitoring=True) as p:
         yield p
 
 
