@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bench import (
     bench_cli,
+    bench_cli_scale,
     bench_compose,
     bench_console,
     bench_console_flood,
@@ -24,7 +25,7 @@ from bench import (
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
               bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off, bench_storage,
-              bench_metrics, bench_compose]
+              bench_metrics, bench_compose, bench_cli_scale]
 
 
 def main() -> None:
