@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 import uuid as uuidlib
@@ -67,7 +68,6 @@ def scrape_figures(bench: BenchServices) -> dict[str, Any]:
             exporter.collect()
             collections.append(time.perf_counter() - t0)
         server = _server("127.0.0.1", 0, exporter)
-        import threading
         threading.Thread(target=server.serve_forever, daemon=True).start()
         request = urllib.request.Request(
             f"http://127.0.0.1:{server.server_address[1]}/metrics",

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from pvc.core import config as configmod
@@ -91,7 +92,6 @@ def node_specs(cfg: Config) -> list[ProcessSpec]:
 
 
 def _renamed(spec: ProcessSpec, name: str) -> ProcessSpec:
-    from dataclasses import replace
     return replace(spec, name=name)
 
 

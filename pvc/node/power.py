@@ -107,8 +107,7 @@ def shutdown(cluster: Cluster, node: str, budget: float, send: Send, say: Say) -
             f" {node}'s VMs are shut down where they are")
         return _park(cluster, node, "the whole cluster is going down", deadline, send)
     say(f"flushing {node} before it stops (at most {max(0.0, budget - reserve):.0f}s, then what "
-        "is left "
-        "is shut down cleanly)")
+        "is left is shut down cleanly)")
     try:
         req = flush.request(cluster, node, "flush", "the node is stopping")
     except Conflict as e:   # an operation of the node is in flight: stop it, then park

@@ -23,28 +23,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
-
 from pvc.core import counters
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
 from pvc.observe import metrics, status
 
 log = logging.getLogger(__name__)
-ZK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 QueueLengths = Callable[[list[str]], dict[str, int]]   # nodes -> {queue: waiting messages}
-
-
-class _Snapshot(Collector):
-    """The families of the last collection, as they are."""
-
-    def __init__(self) -> None:
-        self.families: list[Any] = []
-
-    def collect(self) -> Any:
-        return list(self.families)
 
 
 class MetricsExporter:
@@ -57,16 +42,7 @@ class MetricsExporter:
         self.config = config
         self.queue_lengths = queue_lengths
         self.dns = dns                    # the primary's DNS aggregator, if any
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.snapshot = _Snapshot()
-        self.registry.register(self.snapshot)
-        self.zk_latency = Histogram(
-            "pvc_zookeeper_request_seconds", "round trips to ZooKeeper as pvc's primary sees "
-            "them", buckets=ZK_BUCKETS, registry=self.registry)
-        self.collect_seconds = Gauge("pvc_collect_seconds", "how long the last collection "
-                                     "of the cluster's figures took", registry=self.registry)
-        self.collected_at = Gauge("pvc_collected_timestamp_seconds", "when the figures "
-                                  "served were collected", registry=self.registry)
+        self.snapshot = metrics.Exposition()   # what a scrape serves
         self.active = False
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -110,8 +86,7 @@ class MetricsExporter:
             self.collect()
         except Exception as e:
             log.warning("metrics collection failed: %s", e)
-            self.snapshot.families = [metrics.gauge(
-                "pvc_up", "1: pvc's endpoint read the cluster's state", [], [([], 0)])]
+            self.snapshot.down()
 
     def collect(self) -> None:
         """Read everything once and make it what scrapes serve."""
@@ -129,17 +104,16 @@ class MetricsExporter:
             gathered, counters.read_all(c),
             {n: s for n, s in zip(names, stats) if s}, {n: t for n, t in zip(names, tailers) if t},
             self.queue_lengths(names) if self.queue_lengths else {}, dns)
-        self.snapshot.families = metrics.families(collection)
-        self.collect_seconds.set(time.monotonic() - started)
-        self.collected_at.set(time.time())
+        self.snapshot.collected(metrics.families(collection), time.monotonic() - started,
+                                time.time())
 
     def _ping(self) -> None:
         t0 = time.monotonic()
         self.cluster.store.exists(self.cluster.schema.root)
-        self.zk_latency.observe(time.monotonic() - t0)
+        self.snapshot.zk_latency.observe(time.monotonic() - t0)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.snapshot.render()
 
 
 def _server(address: str, port: int, exporter: MetricsExporter) -> ThreadingHTTPServer:
@@ -154,7 +128,7 @@ def _server(address: str, port: int, exporter: MetricsExporter) -> ThreadingHTTP
             elif self.path.split("?")[0] != "/metrics":
                 self._send(404, b"not found: the metrics are at /metrics\n", "text/plain")
             else:
-                self._send(200, exporter.render(), CONTENT_TYPE_LATEST)
+                self._send(200, exporter.render(), exporter.snapshot.content_type)
 
         def _send(self, code: int, body: bytes, ctype: str,
                   headers: dict[str, str] | None = None) -> None:

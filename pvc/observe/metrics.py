@@ -1,6 +1,6 @@
 """The cluster's figures as Prometheus metric families, from one collection (pvc.observe.
 exporter gathers it on the primary). Pure: every family is built from plain data, so each is
-unit-tested without a server.
+unit-tested without a server. The only user of prometheus_client.
 
 The DEGRADED reasons are those of `pvc cluster status` (pvc.observe.status.gather): one
 function computes them for both.
@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from math import inf
 from typing import Any, Iterable
 
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pvc.core import counters
 from pvc.node.vmstats import FIGURES
@@ -42,6 +44,43 @@ COUNTER_METRICS = {   # pvc.observe.counters families -> metric name
     "switchovers": "pvc_switchovers",
 }
 assert set(COUNTER_METRICS) == set(counters.FAMILIES)
+
+
+ZK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Exposition:
+    """What the endpoint serves: the families of the last collection, as they are, and pvc's
+    own figures of its collections (their cost, their age, ZooKeeper's round trips)."""
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)   # type: ignore[arg-type]   # collect() below
+        self.zk_latency = Histogram(
+            "pvc_zookeeper_request_seconds", "round trips to ZooKeeper as pvc's primary sees "
+            "them", buckets=ZK_BUCKETS, registry=self.registry)
+        self.collect_seconds = Gauge("pvc_collect_seconds", "how long the last collection "
+                                     "of the cluster's figures took", registry=self.registry)
+        self.collected_at = Gauge("pvc_collected_timestamp_seconds", "when the figures "
+                                  "served were collected", registry=self.registry)
+
+    def collect(self) -> list[Metric]:
+        return list(self.families)
+
+    def collected(self, families: list[Metric], seconds: float, at: float) -> None:
+        self.families = families
+        self.collect_seconds.set(seconds)
+        self.collected_at.set(at)
+
+    def down(self) -> None:
+        """A collection failed: pvc_up 0 alone, not figures that went stale."""
+        self.families = [gauge("pvc_up", "1: pvc's endpoint read the cluster's state", [],
+                               [([], 0)])]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 @dataclass
@@ -196,8 +235,7 @@ def _vm_stats(s: Status, by_node: dict[str, dict[str, Any]]) -> list[Metric]:
     out: list[Metric] = []
     for key, (name, doc, kind) in VM_METRICS.items():
         cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-        m = cls(name.removesuffix("_total") if kind == "counter" else name, doc,
-                labels=["vm", "node"])
+        m = cls(name, doc, labels=["vm", "node"])   # a counter family adds _total itself
         for node, record in sorted(by_node.items()):
             for uuid, figures in sorted(record.get("vms", {}).items()):
                 if key in figures and uuid in names:

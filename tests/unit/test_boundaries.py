@@ -39,6 +39,7 @@ ONLY_MODULE: dict[str, str] = {
     "urllib.request": "pvc/coordinator/patroni.py",  # Patroni's REST API
     "rados": "pvc/storage/ceph.py",                 # Ceph (librados)
     "rbd": "pvc/storage/ceph.py",                   # Ceph (librbd)
+    "prometheus_client": "pvc/observe/metrics.py",  # the metrics' exposition
 }
 
 
