@@ -17,7 +17,7 @@ bench: setup
 	@.venv/bin/python -m bench.run_all
 
 lint: setup
-	@.venv/bin/pip install -q -e '.[dev]' >/dev/null
+	@.venv/bin/pip install -q -e '.[dev]' --config-settings editable_mode=compat >/dev/null
 	@.venv/bin/python -m pyflakes pvc tasks workers cli tests bench
 	@.venv/bin/ruff check --select I pvc tasks workers cli tests bench
 	@.venv/bin/python -m mypy pvc tasks workers cli --ignore-missing-imports

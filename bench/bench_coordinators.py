@@ -48,7 +48,7 @@ class Probe:
     the database."""
 
     def __init__(self, sb: BenchSandbox) -> None:
-        from pvc.coordinator.switchover import patroni_for
+        from pvc.coordinator.database import patroni_for
         from pvc.core.cluster import Cluster
         self.cluster = Cluster.connect(sb.config())
         self.layout = _layout()

@@ -71,7 +71,7 @@ def _watch(found: dict[str, float], name: str, condition: Callable[[], Any], t0:
 
 
 def one_cut(sb: BenchSandbox, probe: Probe) -> dict[str, float]:
-    from pvc.coordinator.switchover import patroni_for
+    from pvc.coordinator.database import patroni_for
     from pvc.core.cluster import Cluster
     from pvc.node.fencing import bmc_address
     from pvc.node.ipmi import IpmiBmc

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import sys
 from typing import Any, Callable
 
 import click
-
-from pvc.console import buffer
 
 
 def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,6 +20,7 @@ def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def show_buffer(buf: dict[str, Any] | None, count: int | None) -> None:
     """The last `count` lines (all: None), through a pager on a terminal."""
+    from pvc.console import buffer
     shown = buffer.last_lines(buf, count)
     if buf and buf.get("size_limited") and count is None:
         click.echo(f"(older lines were dropped to fit ZooKeeper's node size: "
@@ -39,6 +37,7 @@ def show_buffer(buf: dict[str, Any] | None, count: int | None) -> None:
 def _pager_at_the_newest_line() -> None:
     """The default pager, less, opens at the end (the newest output is what one looks for);
     an operator's own $PAGER is left as it is."""
+    import shutil
     if not os.environ.get("PAGER") and shutil.which("less"):
         os.environ["PAGER"] = "less -R +G"
 
@@ -46,6 +45,7 @@ def _pager_at_the_newest_line() -> None:
 def follow_buffer(c: Any, path: str, buf: dict[str, Any] | None, count: int) -> None:
     """Print the last `count` lines, then every new line once, pushed by a watch, until
     Ctrl-C."""
+    from pvc.console import buffer
     for _seq, line in buffer.last_lines(buf, count):
         click.echo(line)
     last_seen = int((buf or {}).get("last_seq", 0))

@@ -270,8 +270,8 @@ uncordon = _cordon_command("uncordon", "Let NODE take new VMs again.")
 @click.pass_context
 def lock(ctx: click.Context, fmt: str) -> None:
     """Who holds the cluster flush lock, and who waits for it."""
-    from pvc.node import flush
-    status = flush.lock_status(cluster(ctx))
+    from pvc.node.flushlock import lock_status
+    status = lock_status(cluster(ctx))
     if fmt == "json":
         emit_json({"holder": status.holder, "queue": status.queue})
         return

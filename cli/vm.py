@@ -20,9 +20,7 @@ from cli.common import (
 from cli.complete import nodes as complete_nodes
 from cli.complete import vm_argument
 from cli.logview import log_options
-from cli.ops import run_request
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
-from pvc.vm import definition
 
 # What `vm list --state` filters on: the desired states and what hypervisors report.
 VM_LIST_STATES = ["start", "stop", "disable", "running", "stopped", "paused", "stopping",
@@ -56,7 +54,7 @@ def vm() -> None:
 def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selector: str | None,
            node_limit: str, migration_method: str | None, fmt: str) -> None:
     """Define a VM from a libvirt domain XML file. It is stored, stopped."""
-    from pvc.vm import domxml
+    from pvc.vm import definition, domxml
     xml = domxml.decode(xmlfile.read(domxml.MAX_XML_BYTES + 1))
     defined = definition.define(cluster(ctx), xml, node=node, autostart=autostart,
                                      selector=selector or "",
@@ -77,6 +75,7 @@ def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selecto
 def undefine(ctx: click.Context, ref: str, delete_volumes: bool, yes: bool, fmt: str) -> None:
     """Remove a stopped VM from the cluster (its definition is gone for good; its volumes
     stay unless --delete-volumes)."""
+    from pvc.vm import definition
     c = cluster(ctx)
     found = c.vm(ref).value
     deleting = found.volumes if delete_volumes else []
@@ -206,6 +205,7 @@ def modify(ctx: click.Context, ref: str, xmlfile: Any, editor: bool, restart: bo
            wait: bool, reason: str, yes: bool, wait_timeout: float | None, fmt: str) -> None:
     """Change a VM's definition from XMLFILE (or --editor). Its name and UUID stay (see
     rename); the change takes effect at its next start, or now with --restart."""
+    from cli.ops import run_request
     from pvc.vm import changes, domxml
     if bool(xmlfile) == editor:
         raise click.UsageError("give either XMLFILE or --editor")
@@ -313,6 +313,7 @@ def _action(action: str, doc: str, asks: bool = False) -> click.Command:
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, reason: str,
                 wait_timeout: float | None, fmt: str, yes: bool = False) -> None:
+        from cli.ops import run_request
         from pvc.vm import lifecycle
         c = cluster(ctx)
         if asks and c.running_on(c.vm(ref).value.uuid):
@@ -352,6 +353,7 @@ def _move_command(mode: str, doc: str, needs_target: bool) -> click.Command:
     def command(ctx: click.Context, ref: str, method: str | None, force_live: bool,
                 timeout: float | None, bandwidth: int | None, wait: bool, reason: str,
                 wait_timeout: float | None, fmt: str, **kw: Any) -> None:
+        from cli.ops import run_request
         from pvc.vm import migration
         req = migration.request(cluster(ctx), ref, mode, target=kw.get("target", ""),
                                 method=method or "", force_live=force_live,

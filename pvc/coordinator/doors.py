@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pvc.coordinator.switchover import patroni_for
+from pvc.coordinator.database import patroni_for
 from pvc.core.cluster import Cluster
 from pvc.core.errors import PvcError
 from pvc.core.zookeeper import answers_four_letter_word, refuses_anonymous_sessions

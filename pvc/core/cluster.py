@@ -204,6 +204,11 @@ class Cluster:
         """Who put the cluster in maintenance, why and since when; None when it is not."""
         return self.store.get_json(self.schema.maintenance, None)  # type: ignore[no-any-return]
 
+    def cluster_shutdown(self) -> dict[str, Any] | None:
+        """The whole-cluster shutdown under way (who, why, since), or None."""
+        return self.store.get_json(  # type: ignore[no-any-return]
+            self.schema.cluster_shutdown, None)
+
     # ------------------------------------------------------------------ operations
     def operation(self, op_id: str) -> Operation:
         names.check("operation", op_id, names.OPERATION_ID)

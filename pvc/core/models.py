@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from pvc.core.states import CoordinatorState, DaemonState, DomainState
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _flat_copy(obj: Any) -> dict[str, Any]:
+    """A dataclass of plain values and lists of them as a dict: asdict's deep, recursive
+    copy cost 60 µs per VM, most of listing a thousand."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in vars(obj).items()}
 
 
 @dataclass
@@ -34,7 +46,7 @@ class VM:
     defined: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _flat_copy(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VM":

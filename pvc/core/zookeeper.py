@@ -29,9 +29,18 @@ from kazoo.exceptions import (
     RolledBackError,
     SessionClosedRequireSaslError,
     SessionExpiredError,
+    UnimplementedError,
     ZookeeperError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import (
+    EXCEPTIONS,
+    GetData,
+    MultiHeader,
+    multiheader_struct,
+    read_buffer,
+    stat_struct,
+)
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import make_digest_acl
@@ -189,6 +198,7 @@ class ZkStore(Store):
                               auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
                               sasl_options=sasl_login(*auth) if auth and sasl else None)
         self._closing = False
+        self._multi_read = True   # until a server says it has none
         _end_refused_logins(self.zk, self._login_failed)
         self.session = SessionEvents()
         # kazoo calls this on its own thread; it only records the state (no ZooKeeper calls)
@@ -303,9 +313,39 @@ class ZkStore(Store):
         return Versioned(data, stat.version, f"0x{owner:x}" if owner else "")
 
     def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
-        """Pipelined: every read is sent at once; each value is yielded as soon as it
-        arrived, in order, so the caller can work on the first while the rest travel."""
+        """Each path's data in order (None when missing), read with ZooKeeper's multiRead
+        (3.6+): MULTI_READ_CHUNK znodes per request, every request sent at once. A request
+        per znode costs the client a wake-up of kazoo's connection thread each (~0.13 ms: a
+        thousand VMs were most of `vm list`); a chunk costs the same as one read."""
         paths = list(paths)
+        if not self._multi_read:
+            yield from self._iter_pipelined(paths)
+            return
+        chunks = [paths[i:i + MULTI_READ_CHUNK] for i in range(0, len(paths), MULTI_READ_CHUNK)]
+        deadline = time.monotonic() + self.timeout
+        pending = []
+        for chunk in chunks:
+            res = self.zk.handler.async_result()
+            self.zk._call(_MultiRead([self.zk.chroot + p for p in chunk]), res)
+            pending.append(res)
+        for chunk, res in zip(chunks, pending):
+            try:
+                values = res.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except UnimplementedError as e:   # a server without multiRead (before 3.6)
+                log.info("ZooKeeper has no multiRead (%s): reading one znode per request", e)
+                self._multi_read = False
+                yield from self._iter_pipelined(chunk)
+                continue
+            except _LOST:
+                yield from self._iter_pipelined(chunk)   # retries each read on its own
+                continue
+            for p, value in zip(chunk, values):
+                if isinstance(value, Exception):
+                    raise translate(value, p)
+                yield value
+
+    def _iter_pipelined(self, paths: list[str]) -> Iterator[bytes | None]:
+        """One getData per path, all sent at once (servers without multiRead)."""
         deadline = time.monotonic() + self.timeout
         try:
             pending = [self.zk.get_async(p) for p in paths]
@@ -462,3 +502,39 @@ class ZkTransaction(Transaction):
         for op, result in zip(self.ops, results):
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
                 raise translate(result, op.path)
+
+
+MULTI_READ_CHUNK = 250   # znodes per multiRead: a response stays far below jute.maxbuffer
+
+
+class _MultiRead:
+    """ZooKeeper's multiRead request (opcode 22) of getData operations, which kazoo lacks;
+    serialized like its Transaction. Each result is the data, None for a missing znode, or
+    kazoo's exception for another error."""
+    type = 22
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def serialize(self) -> bytearray:
+        b = bytearray()
+        for p in self.paths:
+            b.extend(MultiHeader(GetData.type, False, -1).serialize())
+            b.extend(GetData(p, None).serialize())
+        return b + multiheader_struct.pack(-1, True, -1)
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> list[Any]:
+        results: list[Any] = []
+        header, offset = MultiHeader.deserialize(data, offset)
+        while not header.done:
+            if header.type == GetData.type:
+                value, offset = read_buffer(data, offset)
+                offset += stat_struct.size   # the znode's stat: not asked for
+                results.append(value)
+            else:   # an error result (type -1): its code
+                err = int.from_bytes(data[offset:offset + 4], "big", signed=True)
+                offset += 4
+                results.append(None if err == NoNodeError.code else EXCEPTIONS[err]())
+            header, offset = MultiHeader.deserialize(data, offset)
+        return results

@@ -33,6 +33,7 @@ from pvc.core.errors import Conflict, InvalidInput, NotFound, OperationFailed, P
 from pvc.core.models import VM, Node
 from pvc.core.states import DaemonState, VmState
 from pvc.core.store import NodeExists
+from pvc.node.flushlock import lock_status
 from pvc.operations import records
 from pvc.operations.holds import describe
 from pvc.operations.requests import Request, require_acting
@@ -47,31 +48,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- the lock
-
-@dataclass
-class LockStatus:
-    holder: dict[str, Any] | None
-    queue: list[dict[str, Any]]
-
-    def sentence(self) -> str:
-        if self.holder is None:
-            return "the flush lock is free"
-        ahead = f", {len(self.queue)} queued" if self.queue else ""
-        return (f"the flush lock is held by {self.holder.get('node')}'s "
-                f"{self.holder.get('kind')} (op {self.holder.get('op')}){ahead}")
-
-
-def lock_status(cluster: Cluster) -> LockStatus:
-    contenders = [_ident(c) for c in cluster.store.lock_contenders(cluster.schema.flush_lock)]
-    return LockStatus(contenders[0] if contenders else None, contenders[1:])
-
-
-def _ident(raw: str) -> dict[str, Any]:
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return {"op": raw, "kind": "?", "node": "?"}
-
 
 @contextmanager
 def flush_lock(ctx: "NodeContext", run: Runner, kind: str) -> Iterator[bool]:

@@ -34,11 +34,6 @@ PARK_RESERVE_MIN = 30.0   # seconds kept back from the budget for parking, at le
 
 # ---------------------------------------------------------------------- whole-cluster shutdown
 
-def cluster_shutdown(cluster: Cluster) -> dict[str, Any] | None:
-    """The whole-cluster shutdown under way (who, why, since), or None."""
-    return cluster.store.get_json(cluster.schema.cluster_shutdown, None)
-
-
 def begin_cluster_shutdown(cluster: Cluster, reason: str) -> dict[str, Any]:
     record = {"by": records.requester(), "reason": reason, "since": time.time()}
     cluster.store.put(cluster.schema.cluster_shutdown, record)
@@ -101,7 +96,7 @@ def shutdown(cluster: Cluster, node: str, budget: float, send: Send, say: Say) -
     """Empty the node within `budget` seconds; what happened, in one sentence."""
     deadline = time.monotonic() + budget
     reserve = max(PARK_RESERVE_MIN, 2 * cluster.config.cluster.operations.shutdown_timeout)
-    going_down = cluster_shutdown(cluster)
+    going_down = cluster.cluster_shutdown()
     if going_down is not None:
         say(f"the whole cluster is going down ({going_down.get('reason') or 'no reason given'}):"
             f" {node}'s VMs are shut down where they are")

@@ -6,15 +6,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pvc.coordinator.switchover import database_status
+from pvc.coordinator.database import database_status
 from pvc.core import redis_client
 from pvc.core.cluster import Cluster
 from pvc.core.models import Node, Operation, VmView
 from pvc.core.states import NOOUT_STATES
 from pvc.core.zookeeper import member_modes
 from pvc.network import managed
-from pvc.node import power
-from pvc.node.flush import LockStatus, lock_status
+from pvc.node.flushlock import LockStatus, lock_status
 from pvc.storage import manage
 
 
@@ -79,7 +78,7 @@ def gather(c: Cluster) -> Status:
     members = member_modes(c.config.cluster.zookeeper.hosts)   # leader, follower, down…
     reasons += [f"zookeeper: member {m} is {mode}" for m, mode in members.items()
                 if len(members) > 1 and mode not in ("leader", "follower")]
-    extra = {"dns": _dns(c, primary), "shutdown": power.cluster_shutdown(c),
+    extra = {"dns": _dns(c, primary), "shutdown": c.cluster_shutdown(),
              "maintenance": c.maintenance(),
              "cordoned": {n.name: n.cordon for n in nodes if n.cordon},
              "metrics": _metrics(c)}

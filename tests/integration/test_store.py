@@ -30,6 +30,23 @@ def test_get_many_pipelines_and_reports_missing(store, zk_root) -> None:
     assert got[:50] == [str(i).encode() for i in range(50)] and got[50] is None
 
 
+def test_get_many_reads_chunks_with_multiread_in_order(store, zk_root) -> None:
+    """More znodes than one multiRead carries, missing ones and empty and large values among
+    them: every value comes back in its place, and the server's multiRead was used."""
+    from pvc.core.zookeeper import MULTI_READ_CHUNK
+    count = 2 * MULTI_READ_CHUNK + 7
+    expected: list[bytes | None] = []
+    for i in range(count):
+        value = b"" if i % 11 == 0 else (b"x" * 4000 if i % 97 == 0 else str(i).encode())
+        if i % 5 == 3:
+            expected.append(None)            # never created
+            continue
+        store.create(f"{zk_root}/m{i}", value)
+        expected.append(value)
+    assert store.get_many(f"{zk_root}/m{i}" for i in range(count)) == expected
+    assert store._multi_read, "the server's multiRead was not used"
+
+
 def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
     t0 = time.monotonic()
     with pytest.raises(Unavailable, match="cannot reach ZooKeeper at 127.0.0.1:1"):

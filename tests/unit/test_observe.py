@@ -24,7 +24,7 @@ from pvc.core.models import VM, Node, Operation, VmView
 from pvc.core.schema import Schema
 from pvc.core.states import DaemonState
 from pvc.hypervisor.base import DomainStats
-from pvc.node.flush import LockStatus
+from pvc.node.flushlock import LockStatus
 from pvc.node.vmstats import StatsPublisher, figures, text
 from pvc.observe import metrics, nodelog
 from pvc.observe.exporter import MetricsExporter, _server

@@ -88,7 +88,7 @@ def test_a_whole_cluster_shutdown_moves_nothing(fc: FakeCluster) -> None:
     assert all(fc.world.where(n) == [] for n in homes)
     for node in ("hv1", "hv2", "hv3"):
         assert power.boot(fc.client, node, 30, sender(fc), lambda m: None).ok
-    assert power.cluster_shutdown(fc.client) is None        # the first boot ended it
+    assert fc.client.cluster_shutdown() is None        # the first boot ended it
     assert placement(fc, list(homes)) == {n: [f"fake://{h}"] for n, h in homes.items()}
     assert fc.world.migrations == []
 
