@@ -157,3 +157,73 @@ def run_request(ctx: click.Context, req: Request, wait: bool, fmt: str,
         follow(ctx, req.op.id, fmt, timeout=wait_timeout)
     else:
         submitted(req.op, fmt)
+
+
+# ---------------------------------------------------------------------- batches
+
+def submit_all(ctx: click.Context, ops: list[Operation]) -> None:
+    """Send each operation's task; when one cannot be sent, it and those after it are
+    undone (the ones sent before it run)."""
+    from pvc.operations.requests import abandon
+    for i, op in enumerate(ops):
+        try:
+            submit(ctx, op)
+        except PvcError as e:
+            for rest in ops[i + 1:]:
+                abandon(cluster(ctx), rest, f"not submitted: {e}")
+            sent = f"; the {i} sent before it run" if i else ""
+            raise type(e)(f"{e} (its operation and those after it were undone{sent})") \
+                from None
+
+
+def follow_many(ctx: click.Context, op_ids: list[str], fmt: str, label: str,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+    """Wait for every operation to end, pushed by a watch on each; one progress bar over
+    their items on a terminal, a line as each ends otherwise. Their last records."""
+    c = cluster(ctx)
+    updates: "queue.Queue[tuple[str, dict[str, Any] | None]]" = queue.Queue()
+    for op_id in op_ids:
+        c.store.watch_data(c.schema.operation(op_id), _feeder(updates, op_id))
+    latest: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout if timeout else None
+    bar = None
+    if fmt == "text" and sys.stderr.isatty():
+        bar = click.progressbar(length=1, label=label, file=sys.stderr)
+        bar.__enter__()
+    try:
+        while len([r for r in latest.values() if r["state"] in states.OP_TERMINAL]) \
+                < len(op_ids):
+            try:
+                op_id, record = updates.get(timeout=0.5)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise WaitTimeout(f"stopped waiting after {timeout:g}s; the operations "
+                                      f"go on (pvc task show ID: {' '.join(op_ids)})")
+                continue
+            if record is None:
+                raise PvcError(f"operation {op_id} disappeared")
+            ended_now = record["state"] in states.OP_TERMINAL and \
+                latest.get(op_id, {}).get("state") not in states.OP_TERMINAL
+            latest[op_id] = record
+            if bar is not None:
+                bar.length = sum(r.get("progress", {}).get("total", 0) for r in latest.values())
+                bar.update(sum(r.get("progress", {}).get("done", 0) for r in latest.values())
+                           - bar.pos)
+            elif ended_now and fmt == "text":
+                click.echo(_line(record), err=True)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped waiting; the operations go on (pvc task show ID: "
+                   f"{' '.join(op_ids)})", err=True)
+        sys.exit(130)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    return [latest[i] for i in op_ids]
+
+
+def _feeder(updates: "queue.Queue[tuple[str, dict[str, Any] | None]]",
+            op_id: str) -> Any:
+    def on_change(value: Any, _version: int | None) -> bool:
+        updates.put((op_id, value))
+        return not (value is None or value.get("state") in states.OP_TERMINAL)
+    return on_change

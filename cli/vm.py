@@ -19,6 +19,7 @@ from cli.common import (
 )
 from cli.complete import nodes as complete_nodes
 from cli.complete import vm_argument
+from cli.complete import vms as complete_vms
 from cli.logview import log_options
 from pvc.core.config import MIGRATION_METHODS, SELECTORS
 
@@ -40,7 +41,8 @@ def vm() -> None:
 
 
 @vm.command()
-@click.argument("xmlfile", type=click.File("rb"))
+@click.argument("xmlfiles", metavar="XMLFILE...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--node", default="", shell_complete=complete_nodes, help="Node to run it on (default: chosen at start).")
 @click.option("--autostart", is_flag=True, help="Start it when its node is unflushed.")
 @click.option("--selector", type=click.Choice(SELECTORS), default=None,
@@ -51,19 +53,34 @@ def vm() -> None:
               help="How it moves between nodes (default: the cluster's).")
 @format_option
 @click.pass_context
-def define(ctx: click.Context, xmlfile: Any, node: str, autostart: bool, selector: str | None,
-           node_limit: str, migration_method: str | None, fmt: str) -> None:
-    """Define a VM from a libvirt domain XML file. It is stored, stopped."""
+def define(ctx: click.Context, xmlfiles: tuple[str, ...], node: str, autostart: bool,
+           selector: str | None, node_limit: str, migration_method: str | None,
+           fmt: str) -> None:
+    """Define a VM from a libvirt domain XML file ("-": standard input). It is stored,
+    stopped. Several files define several VMs, all checked before any is stored (a refusal
+    names its file), with the same options."""
+    from pvc.core.errors import InvalidInput
     from pvc.vm import definition, domxml
-    xml = domxml.decode(xmlfile.read(domxml.MAX_XML_BYTES + 1))
-    defined = definition.define(cluster(ctx), xml, node=node, autostart=autostart,
+    sources = []
+    for path in xmlfiles:
+        try:
+            with click.open_file(path, "rb") as f:
+                xml = domxml.decode(f.read(domxml.MAX_XML_BYTES + 1))
+        except OSError as e:
+            raise click.FileError(path, e.strerror) from None
+        except InvalidInput as e:
+            raise InvalidInput(f"{path}: {e}" if len(xmlfiles) > 1 else str(e)) from None
+        sources.append((path if len(xmlfiles) > 1 else "", xml))
+    defined = definition.define_many(cluster(ctx), sources, node=node, autostart=autostart,
                                      selector=selector or "",
                                      node_limit=[n.strip() for n in node_limit.split(",")],
                                      migration_method=migration_method or "")
+    found = [{"name": vm.name, "uuid": vm.uuid} for vm in defined]
     if fmt == "json":
-        emit_json({"name": defined.name, "uuid": defined.uuid})
+        emit_json(found[0] if len(xmlfiles) == 1 else found)
     else:
-        click.echo(f"{defined.name} {defined.uuid}")
+        for vm in found:
+            click.echo(f"{vm['name']} {vm['uuid']}")
 
 
 @vm.command()
@@ -303,28 +320,112 @@ def rename(ctx: click.Context, ref: str, new_name: str, reason: str, fmt: str) -
         click.echo(change.op.message)
 
 
+SHOWN_PROBLEMS = 20   # refusals and failures a batch prints (JSON has every VM's result)
+
+
 def _action(action: str, doc: str, asks: bool = False) -> click.Command:
-    @vm_argument
+    @click.argument("refs", metavar="VM...", nargs=-1, shell_complete=complete_vms)
+    @click.option("--node", "on_node", default="", shell_complete=complete_nodes,
+                  help="Every VM assigned to or running on this node (instead of names).")
+    @click.option("--all", "everything", is_flag=True, help="Every VM (instead of names).")
     @click.option("--wait", is_flag=True, help="Wait until it is done; exit non-zero if it "
                                                "failed.")
     @click.option("--reason", default="", help="Why (kept in the operation record).")
     @wait_timeout_option()
+    @yes_option
     @format_option
     @click.pass_context
-    def command(ctx: click.Context, ref: str, wait: bool, reason: str,
-                wait_timeout: float | None, fmt: str, yes: bool = False) -> None:
+    def command(ctx: click.Context, refs: tuple[str, ...], on_node: str, everything: bool,
+                wait: bool, reason: str, wait_timeout: float | None, yes: bool,
+                fmt: str) -> None:
         from cli.ops import run_request
         from pvc.vm import lifecycle
+        if bool(refs) + bool(on_node) + everything != 1:
+            raise click.UsageError("give VM names, or --node NODE, or --all")
         c = cluster(ctx)
-        if asks and c.running_on(c.vm(ref).value.uuid):
-            confirm(yes, f"{action.capitalize()} VM {ref}? It is powered off at once, "
-                         "like pulling its plug")
-        run_request(ctx, lifecycle.request(c, ref, action, reason), wait, fmt, wait_timeout)
+        if len(refs) == 1:
+            if asks and c.running_on(c.vm(refs[0]).value.uuid):
+                confirm(yes, f"{action.capitalize()} VM {refs[0]}? It is powered off at once, "
+                             "like pulling its plug")
+            run_request(ctx, lifecycle.request(c, refs[0], action, reason), wait, fmt,
+                        wait_timeout)
+            return
+        _run_batch(ctx, c, action, list(refs), on_node, everything, asks, yes, wait, reason,
+                   wait_timeout, fmt)
 
-    command.__doc__ = doc
-    if asks:
-        command = yes_option(command)
+    command.__doc__ = doc + (" Several VMs (names, --node or --all) make one request: an "
+                             "operation per node, one progress bar with --wait, a result "
+                             "per VM.")
     return vm.command(name=action)(command)
+
+
+def _run_batch(ctx: click.Context, c: Any, action: str, refs: list[str], on_node: str,
+               everything: bool, asks: bool, yes: bool, wait: bool, reason: str,
+               wait_timeout: float | None, fmt: str) -> None:
+    from cli.ops import follow_many, submit_all
+    from pvc.vm import batch
+    selected = batch.select(c, refs, on_node, everything)
+    if not selected:
+        raise click.ClickException(f"no VM {'on node ' + on_node if on_node else 'is defined'}"
+                                   "; nothing was changed")
+    if on_node or everything or asks:
+        which = "every VM" if everything else f"the VMs of {on_node}" if on_node else "VMs"
+        confirm(yes, f"{action.capitalize()} {len(selected)} {which}?" +
+                (" Those running are powered off at once, like pulling their plug" if asks
+                 else ""))
+    req = batch.request(c, selected, action, reason)
+    submit_all(ctx, req.ops)
+    finals = (follow_many(ctx, [op.id for op in req.ops], fmt, f"vm {action}", wait_timeout)
+              if wait and req.ops else [op.to_json() for op in req.ops])
+    results = _batch_results(finals, req)
+    if fmt == "json":
+        emit_json({"action": action, "operations": finals, "results": results,
+                   "settled": req.settled.to_json() if req.settled else None})
+    else:
+        _say_batch(action, finals, req, results, wait)
+    if any(r["state"] in ("failed", "refused") for r in results.values()):
+        ctx.exit(1)
+
+
+def _batch_results(finals: list[dict[str, Any]], req: Any) -> dict[str, dict[str, str]]:
+    """Per VM: its state (queued, running, done, failed, refused), operation and message."""
+    out: dict[str, dict[str, str]] = {}
+    for record in finals:
+        progress = record.get("progress", {})
+        for name in record["args"]["vms"].values():
+            state = progress.get("items", {}).get(name) or (
+                "failed" if record["state"] in ("failed", "terminated") else record["state"])
+            out[name] = {"state": state, "operation": record["id"],
+                         "message": progress.get("outcomes", {}).get(name, "")}
+    if req.settled is not None:
+        for name in req.settled.args["vms"].values():
+            out[name] = {"state": "done", "operation": req.settled.id,
+                         "message": "it was not running"}
+    for name, why in req.refused.items():
+        out[name] = {"state": "refused", "operation": "", "message": why}
+    return dict(sorted(out.items()))
+
+
+def _say_batch(action: str, finals: list[dict[str, Any]], req: Any,
+               results: dict[str, dict[str, str]], wait: bool) -> None:
+    if not wait:
+        for record in finals:
+            click.echo(f"vms.{action} on {record['node']}: {len(record['args']['vms'])} VMs, "
+                       f"operation {record['id']} (follow: pvc task show {record['id']})")
+        if req.settled is not None:
+            click.echo(f"{req.settled.message} (operation {req.settled.id})")
+    else:
+        counts: dict[str, int] = {}
+        for r in results.values():
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        click.echo(f"vm {action}: " + ", ".join(f"{n} {state}" for state, n in
+                                                 sorted(counts.items())))
+    bad = [(name, r) for name, r in results.items() if r["state"] in ("failed", "refused")]
+    for name, r in bad[:SHOWN_PROBLEMS]:
+        click.echo(f"{r['state']}: {name}: {r['message']}", err=True)
+    if len(bad) > SHOWN_PROBLEMS:
+        click.echo(f"… and {len(bad) - SHOWN_PROBLEMS} more (--format json lists every VM)",
+                   err=True)
 
 
 start = _action("start", "Start a VM (placing it on a node if it has none).")

@@ -84,6 +84,12 @@ class Cluster:
         records = self.store.get_json_many(self.schema.vm(u) for u in uuids)
         return [VM.from_json(r) for r in records if r]
 
+    def vms_versioned(self) -> list[Versioned]:
+        """Every VM record (value: VM) with its znode version: for a change to many VMs."""
+        uuids = self.store.children(self.schema.vms)
+        found = self.store.get_json_many_versioned(self.schema.vm(u) for u in uuids)
+        return [Versioned(VM.from_json(v.value), v.version) for v in found if v and v.value]
+
     def vm_xml(self, uuid: str) -> str:
         text = self.store.get_text(self.schema.vm_xml(uuid))
         if text is None:

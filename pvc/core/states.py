@@ -213,9 +213,11 @@ OP_TRANSITIONS: dict[OpState, frozenset[OpState]] = {
 
 
 # Which operations an operator can still cancel, by state. A running flush or unflush stops
-# after the migrations in flight; a running VM operation is too far gone (it ends on its own).
+# after the migrations in flight, a running batch after the VMs in hand; a running VM
+# operation is too far gone (it ends on its own).
 OP_CANCEL_NOW = frozenset({OpState.QUEUED, OpState.WAITING})
-OP_CANCEL_WHILE_RUNNING = frozenset({"node.flush", "node.unflush"})
+OP_CANCEL_WHILE_RUNNING = frozenset({"node.flush", "node.unflush", "vms.start", "vms.stop",
+                                     "vms.shutdown", "vms.restart", "vms.disable"})
 
 
 def op_transition(current: str, new: str) -> bool:

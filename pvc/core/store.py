@@ -386,6 +386,20 @@ class Store(ABC):
     def get_many(self, paths: Iterable[str]) -> list[bytes | None]:
         return list(self.iter_many(paths))
 
+    def get_many_versioned(self, paths: Iterable[str]) -> list[Versioned | None]:
+        """Each path's data and version (None when missing). Backends pipeline this."""
+        out: list[Versioned | None] = []
+        for p in paths:
+            try:
+                out.append(self.get(p))
+            except NoNode:
+                out.append(None)
+        return out
+
+    def get_json_many_versioned(self, paths: Iterable[str]) -> list[Versioned | None]:
+        return [None if v is None else Versioned(decode_json(v.value), v.version)
+                for v in self.get_many_versioned(paths)]
+
     def child_counts(self, paths: Iterable[str]) -> list[int]:
         return [len(self.children(p)) for p in paths]
 

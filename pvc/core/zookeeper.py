@@ -313,11 +313,17 @@ class ZkStore(Store):
         return Versioned(data, stat.version, f"0x{owner:x}" if owner else "")
 
     def iter_many(self, paths: Iterable[str]) -> Iterator[bytes | None]:
-        """Each path's data in order (None when missing), read with ZooKeeper's multiRead
-        (3.6+): MULTI_READ_CHUNK znodes per request, every request sent at once. A request
-        per znode costs the client a wake-up of kazoo's connection thread each (~0.13 ms: a
-        thousand VMs were most of `vm list`); a chunk costs the same as one read."""
-        paths = list(paths)
+        for found in self._iter_versioned(list(paths)):
+            yield None if found is None else found.value
+
+    def get_many_versioned(self, paths: Iterable[str]) -> list[Versioned | None]:
+        return list(self._iter_versioned(list(paths)))
+
+    def _iter_versioned(self, paths: list[str]) -> Iterator[Versioned | None]:
+        """Each path's data and version in order (None when missing), read with ZooKeeper's
+        multiRead (3.6+): MULTI_READ_CHUNK znodes per request, every request sent at once. A
+        request per znode costs the client a wake-up of kazoo's connection thread each
+        (~0.13 ms: a thousand VMs were most of `vm list`); a chunk costs about one read."""
         if not self._multi_read:
             yield from self._iter_pipelined(paths)
             return
@@ -344,7 +350,7 @@ class ZkStore(Store):
                     raise translate(value, p)
                 yield value
 
-    def _iter_pipelined(self, paths: list[str]) -> Iterator[bytes | None]:
+    def _iter_pipelined(self, paths: list[str]) -> Iterator[Versioned | None]:
         """One getData per path, all sent at once (servers without multiRead)."""
         deadline = time.monotonic() + self.timeout
         try:
@@ -353,13 +359,14 @@ class ZkStore(Store):
             raise self._unavailable("get", f"{len(paths)} znodes") from None
         for p, res in zip(paths, pending):
             try:
-                yield res.get(timeout=max(deadline - time.monotonic(), 0.001))[0]
+                data, stat = res.get(timeout=max(deadline - time.monotonic(), 0.001))
+                yield Versioned(data, stat.version)
             except NoNodeError:
                 yield None
             except _LOST:
                 # A connection blip in a bulk read: fall back to the retrying single call.
                 try:
-                    yield self.get(p).value
+                    yield self.get(p)
                 except NoNode:
                     yield None
 
@@ -504,13 +511,14 @@ class ZkTransaction(Transaction):
                 raise translate(result, op.path)
 
 
+STAT_VERSION = 4          # in a znode's stat: czxid mzxid ctime mtime version …
 MULTI_READ_CHUNK = 250   # znodes per multiRead: a response stays far below jute.maxbuffer
 
 
 class _MultiRead:
     """ZooKeeper's multiRead request (opcode 22) of getData operations, which kazoo lacks;
-    serialized like its Transaction. Each result is the data, None for a missing znode, or
-    kazoo's exception for another error."""
+    serialized like its Transaction. Each result is the data and version, None for a missing
+    znode, or kazoo's exception for another error."""
     type = 22
 
     def __init__(self, paths: list[str]) -> None:
@@ -530,8 +538,9 @@ class _MultiRead:
         while not header.done:
             if header.type == GetData.type:
                 value, offset = read_buffer(data, offset)
-                offset += stat_struct.size   # the znode's stat: not asked for
-                results.append(value)
+                stat = stat_struct.unpack_from(data, offset)
+                offset += stat_struct.size
+                results.append(Versioned(value, stat[STAT_VERSION]))
             else:   # an error result (type -1): its code
                 err = int.from_bytes(data[offset:offset + 4], "big", signed=True)
                 offset += 4

@@ -7,7 +7,7 @@ from pvc.coordinator import switchover
 from pvc.node import fencing, flush, uploads
 from pvc.operations import frame
 from pvc.operations.registry import KINDS, Executor, Reporter
-from pvc.vm import lifecycle, migration
+from pvc.vm import batch, lifecycle, migration
 
 EXECUTORS: dict[str, Executor] = {
     "vm.start": lifecycle.execute,
@@ -18,6 +18,11 @@ EXECUTORS: dict[str, Executor] = {
     "vm.migrate": migration.execute,
     "vm.unmigrate": migration.execute,
     "vm.move": migration.execute,
+    "vms.start": batch.execute,
+    "vms.stop": batch.execute,
+    "vms.shutdown": batch.execute,
+    "vms.restart": batch.execute,
+    "vms.disable": batch.execute,
     "node.flush": flush.execute_flush,
     "node.unflush": flush.execute_unflush,
     "node.primary": switchover.execute,

@@ -72,12 +72,17 @@ def transition(op: dict[str, Any], new_state: str, note: str) -> dict[str, Any]:
     return op
 
 
-def marker(cluster: Cluster, op: Operation | dict[str, Any]) -> str:
-    """The znode that marks an operation's target busy while it is in flight."""
-    kind, target = (op.kind, op.target_id) if isinstance(op, Operation) else \
-        (op["kind"], op["target_id"])
-    markers = {"vm": cluster.schema.vm_operation, "volume": cluster.schema.volume_operation}
-    return markers.get(kind.split(".", 1)[0], cluster.schema.node_operation)(target)
+def markers(cluster: Cluster, op: Operation | dict[str, Any]) -> list[str]:
+    """The znodes that mark an operation's targets busy while it is in flight: its VM, volume
+    or node; each VM of a batch (`vms.*`, args["vms"]: uuid -> name)."""
+    record = op.to_json() if isinstance(op, Operation) else op
+    target = record["kind"].split(".", 1)[0]
+    if target == "vms":
+        return [cluster.schema.vm_operation(u) for u in record.get("args", {}).get("vms", {})]
+    path_of = {"vm": cluster.schema.vm_operation,
+               "volume": cluster.schema.volume_operation}.get(target,
+                                                              cluster.schema.node_operation)
+    return [path_of(record["target_id"])]
 
 
 def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: str = "",
@@ -98,7 +103,7 @@ def finish(cluster: Cluster, op_id: str, state: str, message: str = "", error: s
         record["message"] = message or record.get("message", "")
         record["error"] = error
         if restore:
-            _restore_vm(cluster, record, tx)
+            _restore_vms(cluster, record, tx)
         ended.append(record["finished"] - record.get("created", record["finished"]))
         return True
 
@@ -126,25 +131,31 @@ def cancel(cluster: Cluster, op_id: str) -> Operation:
         transition(record, states.OpState.CANCELLED, f"cancelled by {requester()}")
         record["finished"] = time.time()
         record["message"] = "cancelled before it started"
-        _restore_vm(cluster, record, tx)
+        _restore_vms(cluster, record, tx)
         return True
 
     return _rewrite(cluster, op_id, stop)
 
 
-def _restore_vm(cluster: Cluster, record: dict[str, Any], tx: Transaction) -> None:
-    """Add to tx: the VM's desired state as it was before this (never run) operation, if
-    the record still holds what the operation set (compare-and-set on its version)."""
-    prev = record.get("args", {}).get("previous")
-    if not prev or not record["kind"].startswith("vm."):
+def _restore_vms(cluster: Cluster, record: dict[str, Any], tx: Transaction) -> None:
+    """Add to tx: each VM's desired state as it was before this (never run) operation: its
+    VM's, or every VM's of a batch (compare-and-set on the versions read here)."""
+    kind, args = record["kind"], record.get("args", {})
+    if kind.startswith("vm."):
+        before = {record["target_id"]: args.get("previous")}
+    elif kind.startswith("vms."):
+        before = dict(args.get("previous", {}))
+    else:
         return
-    try:
-        current = cluster.store.get_json_versioned(cluster.schema.vm(record["target_id"]))
-    except NoNode:
-        return   # undefined meanwhile: nothing to restore
-    vm = dict(current.value)
-    vm.update({k: prev[k] for k in ("state", "node", "last_node") if k in prev})
-    tx.set(cluster.schema.vm(record["target_id"]), vm, current.version)
+    uuids = [u for u, prev in before.items() if prev]
+    found = cluster.store.get_json_many_versioned(cluster.schema.vm(u) for u in uuids)
+    for uuid, current in zip(uuids, found):
+        if current is None:
+            continue   # undefined meanwhile: nothing to restore
+        vm = dict(current.value)
+        vm.update({k: before[uuid][k] for k in ("state", "node", "last_node")
+                   if k in before[uuid]})
+        tx.set(cluster.schema.vm(uuid), vm, current.version)
 
 
 def _rewrite(cluster: Cluster, op_id: str,
@@ -157,9 +168,11 @@ def _rewrite(cluster: Cluster, op_id: str,
         ended = change(record, tx)
         if ended is None:
             return KEEP
-        busy = marker(cluster, record)
-        if ended and cluster.store.get_text(busy) == op_id:
-            tx.delete(busy)
+        if ended:
+            busy = markers(cluster, record)
+            for path, holder in zip(busy, cluster.store.get_many(busy)):
+                if holder is not None and holder.decode() == op_id:
+                    tx.delete(path)
         return record
 
     try:

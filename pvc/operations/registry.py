@@ -23,7 +23,7 @@ class RunsOn(StrEnum):
     """Whose queue (`pvc.node.<name>`) gets the task; the request records that node."""
     VM_NODE = "vm-node"     # the node running the VM, or the one chosen to start it
     SOURCE = "source"       # the node the VM leaves (migrations are pushed by the source)
-    NODE = "node"           # the node the operation is about (flush, unflush)
+    NODE = "node"           # the node the operation is about (flush, unflush, a batch)
 
 
 class Progress(StrEnum):
@@ -59,6 +59,9 @@ KINDS: dict[str, OperationKind] = {k.kind: k for k in (
     OperationKind("vm.migrate", "pvc.vm.migrate", RunsOn.SOURCE),
     OperationKind("vm.unmigrate", "pvc.vm.unmigrate", RunsOn.SOURCE),
     OperationKind("vm.move", "pvc.vm.move", RunsOn.SOURCE),
+    # many VMs at once (pvc.vm.batch): one operation per node acting, each VM an item
+    *(OperationKind(f"vms.{action}", f"pvc.vms.{action}", RunsOn.NODE, Progress.ITEMS)
+      for action in ("start", "stop", "shutdown", "restart", "disable")),
     OperationKind("node.flush", "pvc.node.flush", RunsOn.NODE, Progress.ITEMS,
                   waits_first=True),
     OperationKind("node.unflush", "pvc.node.unflush", RunsOn.NODE, Progress.ITEMS,

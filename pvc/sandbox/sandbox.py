@@ -615,15 +615,17 @@ def define_demo_vms(client: Config, names: list[str], count: int, kind: str) -> 
     cluster = Cluster.connect(client)
     defined = []
     try:
-        for i, name in enumerate(demos):
-            disk = f"{storage.pool}/{name}-disk" if storage.enabled else ""
-            vm = definition.define(cluster, demo_xml(name, kind, i, disk),
-                                   node=names[i % len(names)],
-                                   initial_state="start", allow_unknown_nodes=True)
-            defined.append(vm.name)
+        for n, node in enumerate(names):   # round robin: one batch of definitions per node
+            sources = [(name, demo_xml(name, kind, i, f"{storage.pool}/{name}-disk"
+                                       if storage.enabled else ""))
+                       for i, name in enumerate(demos) if i % len(names) == n]
+            if sources:
+                defined += [vm.name for vm in definition.define_many(
+                    cluster, sources, node=node, initial_state="start",
+                    allow_unknown_nodes=True)]
     finally:
         cluster.close()
-    return defined
+    return sorted(defined, key=demos.index)
 
 
 def _wait_cluster_ready(layout: Layout, state: State, client: Config) -> None:

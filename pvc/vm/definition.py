@@ -15,42 +15,131 @@ from pvc.network import managed
 from pvc.vm import disks, domxml
 
 
+TX_BYTES = 512 * 1024   # a transaction of new VMs (their XML above all) stays well below
+                        # ZooKeeper's 1 MiB request limit
+
+
 def define(cluster: Cluster, xml: str, node: str = "", autostart: bool = False, selector: str = "",
-              node_limit: Iterable[str] = (), migration_method: str = "",
-              initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
+           node_limit: Iterable[str] = (), migration_method: str = "",
+           initial_state: str = "stop", allow_unknown_nodes: bool = False) -> VM:
     """Store a new VM. It starts stopped; `initial_state="start"` (with a node) lets that
     node's daemon start it at its next reconcile, as the sandbox does for demo VMs (before
     its nodes first registered: `allow_unknown_nodes`)."""
-    facts, stored_xml = domxml.parse(xml)
-    stored_xml, volumes = disks.prepare(stored_xml, cluster.config.cluster.storage)
-    refuse_shared_volumes(cluster, facts.uuid, volumes)
-    fits_somewhere(cluster, facts)
+    return define_many(cluster, [("", xml)], node, autostart, selector, node_limit,
+                       migration_method, initial_state, allow_unknown_nodes)[0]
+
+
+def define_many(cluster: Cluster, sources: list[tuple[str, str]], node: str = "",
+                autostart: bool = False, selector: str = "", node_limit: Iterable[str] = (),
+                migration_method: str = "", initial_state: str = "stop",
+                allow_unknown_nodes: bool = False) -> list[VM]:
+    """Store new VMs from (label, XML) pairs, all with the same options. Every definition is
+    checked first, against one read of the cluster and against each other (a refusal names
+    its label, and nothing is stored); then they are stored, as many to a transaction as
+    TX_BYTES holds."""
     node_limit = [n for n in node_limit if n]
     check_choices(selector, migration_method)
     if not allow_unknown_nodes:
         require_known_nodes(cluster, [node, *node_limit])
     if node and node_limit and node not in node_limit:
         raise InvalidInput(f"node {node} is not in the VM's node limit {','.join(node_limit)}")
-    refuse_case_twin(cluster, facts.name)
-    vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib, vcpus=facts.vcpus,
-            state=initial_state, node=node, autostart=autostart, migration_method=migration_method,
-            node_selector=selector, node_limit=node_limit,
-            console_log=facts.console_log is not None, defined=time.time(),
-            networks=managed_networks(cluster, facts), volumes=volumes)
-    tx = cluster.store.transaction()
-    tx.create(cluster.schema.vm_name(vm.name), vm.uuid,
-              refuse={NodeExists: Conflict(f"a VM named {vm.name!r} already exists")})
-    tx.create(cluster.schema.vm(vm.uuid), vm.to_json(),
-              refuse={NodeExists: Conflict(f"a VM with UUID {vm.uuid} already exists")})
-    tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
-    for vni in vm.networks:   # the network cannot go while this VM is on it
-        tx.create(cluster.schema.network_user(vni, vm.uuid), refuse={NoNode: NotFound(
-            f"network {vni}, which the VM's interfaces name, was removed meanwhile; nothing "
-            "was defined")})
-    tx.commit(refuse={NoNode: Unavailable("the cluster's state is not initialised (no VMs "
-                                          "section); start a node daemon first")})
-    return vm
+    known = _Known(cluster)
+    prepared = []
+    for label, xml in sources:
+        try:
+            facts, stored_xml = domxml.parse(xml)
+            stored_xml, volumes = disks.prepare(stored_xml, cluster.config.cluster.storage)
+            known.refuse_taken(facts.name, facts.uuid, volumes)
+            known.refuse_too_large(facts)
+            vm = VM(uuid=facts.uuid, name=facts.name, memory=facts.memory_mib,
+                    vcpus=facts.vcpus, state=initial_state, node=node, autostart=autostart,
+                    migration_method=migration_method, node_selector=selector,
+                    node_limit=node_limit, console_log=facts.console_log is not None,
+                    defined=time.time(), networks=managed_networks(cluster, facts, known),
+                    volumes=volumes)
+        except (InvalidInput, Conflict, NotFound) as e:
+            raise type(e)(f"{label}: {e}" if label else str(e)) from None
+        known.add(vm)
+        prepared.append((vm, stored_xml))
+    batch: list[tuple[VM, str]] = []
+    stored = size = 0
+    for vm, stored_xml in prepared:
+        if batch and size + len(stored_xml) > TX_BYTES:
+            _store(cluster, batch, stored, len(prepared))
+            stored, batch, size = stored + len(batch), [], 0
+        batch.append((vm, stored_xml))
+        size += len(stored_xml) + 1024   # its record, name and markers
+    _store(cluster, batch, stored, len(prepared))
+    return [vm for vm, _ in prepared]
 
+
+def _store(cluster: Cluster, batch: list[tuple[VM, str]], before: int, total: int) -> None:
+    """One transaction for a batch of new VMs (each: its name, record, XML, network uses)."""
+    tx = cluster.store.transaction()
+    for vm, stored_xml in batch:
+        tx.create(cluster.schema.vm_name(vm.name), vm.uuid,
+                  refuse={NodeExists: Conflict(f"a VM named {vm.name!r} already exists")})
+        tx.create(cluster.schema.vm(vm.uuid), vm.to_json(),
+                  refuse={NodeExists: Conflict(f"a VM with UUID {vm.uuid} already exists")})
+        tx.create(cluster.schema.vm_xml(vm.uuid), stored_xml)
+        for vni in vm.networks:   # the network cannot go while this VM is on it
+            tx.create(cluster.schema.network_user(vni, vm.uuid), refuse={NoNode: NotFound(
+                f"network {vni}, which VM {vm.name}'s interfaces name, was removed meanwhile")})
+    try:
+        tx.commit(refuse={NoNode: Unavailable("the cluster's state is not initialised (no "
+                                              "VMs section); start a node daemon first")})
+    except (Conflict, NotFound) as e:
+        done = f"{before} of {total} VMs were defined before it; " if before else ""
+        raise type(e)(f"{e} ({done}nothing more was defined)" if total > 1 else str(e)) \
+            from None
+
+
+class _Known:
+    """What new definitions are checked against, read once for a batch and grown by each of
+    its VMs as it passes: the VMs' names and UUIDs, the disks in use, the nodes' sizes, the
+    managed networks."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.names = {n.casefold(): n for n in cluster.store.children(cluster.schema.vm_names)}
+        self.uuids = set(cluster.store.children(cluster.schema.vms))
+        self._disks: dict[str, str] | None = None     # volume -> the VM it is a disk of
+        self._largest: int | None = None
+        self.networks: dict[int, bool] = {}
+
+    def refuse_taken(self, name: str, uuid: str, volumes: list[str]) -> None:
+        other = self.names.get(name.casefold())
+        if other == name:
+            raise Conflict(f"a VM named {name!r} already exists")
+        if other is not None:
+            raise Conflict(f"a VM named {other!r} exists: {name!r} differs from it only in "
+                           "case (DNS names ignore case)")
+        if uuid in self.uuids:
+            raise Conflict(f"a VM with UUID {uuid} already exists")
+        for volume in volumes:
+            if volume in self.disks():
+                raise Conflict(f"volume {volume} is already a disk of VM "
+                               f"{self.disks()[volume]}")
+
+    def refuse_too_large(self, facts: domxml.DomainFacts) -> None:
+        if self._largest is None:
+            sizes = [n.mem_total for n in self.cluster.nodes()
+                     if n.enable_hypervisor and n.mem_total]
+            self._largest = max(sizes, default=0)
+        if self._largest and facts.memory_mib > self._largest:
+            raise InvalidInput(f"VM {facts.name} needs {facts.memory_mib} MiB of memory; the "
+                               f"largest node has {self._largest} MiB")
+
+    def disks(self) -> dict[str, str]:
+        if self._disks is None:
+            self._disks = {v: vm.name for vm in self.cluster.vms() for v in vm.volumes}
+        return self._disks
+
+    def add(self, vm: VM) -> None:
+        self.names[vm.name.casefold()] = vm.name
+        self.uuids.add(vm.uuid)
+        if vm.volumes:
+            self.disks().update({v: vm.name for v in vm.volumes})
 
 
 def undefine(cluster: Cluster, ref: str) -> VM:
@@ -92,11 +181,16 @@ def undefine_with_volumes(cluster: Cluster, ref: str,
     return gone, list(gone.volumes)
 
 
-def managed_networks(cluster: Cluster, facts: domxml.DomainFacts) -> list[int]:
-    """The managed networks the VM's bridges stand for; each must exist."""
+def managed_networks(cluster: Cluster, facts: domxml.DomainFacts,
+                     known: _Known | None = None) -> list[int]:
+    """The managed networks the VM's bridges stand for; each must exist (known: a batch's
+    answers, asked once per network)."""
+    seen = known.networks if known is not None else {}
     vnis = [v for b in facts.bridges if (v := managed.vni_of_bridge(b)) is not None]
     for vni in vnis:
-        if not cluster.store.exists(cluster.schema.network(vni)):
+        if vni not in seen:
+            seen[vni] = cluster.store.exists(cluster.schema.network(vni))
+        if not seen[vni]:
             raise NotFound(f"the VM's interface is on bridge {managed.BRIDGE_PREFIX}{vni}, but "
                            f"there is no managed network {vni} (pvc network add {vni} …)")
     return vnis

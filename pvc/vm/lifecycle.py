@@ -40,7 +40,7 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
     if len(running) > 1:
         raise Conflict(f"VM {vm.name} runs on several nodes ({', '.join(running)}); "
                        "resolve that first")
-    node = _acting_node(cluster, vm, rule, running, nodes)
+    node = acting_node(cluster, vm, rule, running, nodes)
     op = records.new_operation(f"vm.{action}", vm.name, vm.uuid, node, reason,
                                args={"previous": previous(vm)})
     if rule.needs_running and not running:
@@ -54,9 +54,12 @@ def request(cluster: Cluster, ref: str, action: str, reason: str = "") -> Reques
     return Request(op, submit=True)
 
 
-def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[str],
-                 nodes: list[Node]) -> str:
-    """The node whose worker must carry out the action."""
+def acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[str],
+                nodes: list[Node], plan: placement.Plan | None = None) -> str:
+    """The node whose worker must carry out the action. plan: what this round already
+    placed (a batch places each start counting those before it); a start placed here is
+    added to it."""
+    plan = plan if plan is not None else placement.Plan()
     if running:
         target = running[0]       # act where it runs (a start there is a no-op)
     elif rule.needs_running:
@@ -64,9 +67,10 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     else:
         assigned = next((n for n in nodes if n.name == vm.node), None)
         # its node may not take VMs now (flushed, down, full): place it elsewhere
-        roomy = assigned and placement.free_memory(assigned, placement.Plan()) >= vm.memory
+        roomy = assigned and placement.free_memory(assigned, plan) >= vm.memory
         target = vm.node if assigned and assigned.is_target() and roomy else \
-            _place(cluster, vm, nodes)
+            _place(cluster, vm, nodes, plan)
+        plan.add(target, vm)
     node = next((n for n in nodes if n.name == target), None)
     if node is None:
         raise NotFound(f"VM {vm.name} is assigned to unknown node {target!r}")
@@ -79,12 +83,12 @@ def _acting_node(cluster: Cluster, vm: VM, rule: states.VmAction, running: list[
     return target
 
 
-def _place(cluster: Cluster, vm: VM, nodes: list[Node]) -> str:
+def _place(cluster: Cluster, vm: VM, nodes: list[Node], plan: placement.Plan) -> str:
     default = cluster.config.cluster.migration.default_selector
-    chosen = placement.choose(vm, nodes, default)
+    chosen = placement.choose(vm, nodes, default, plan)
     if chosen is None:
         raise Conflict(f"cannot place VM {vm.name}: "
-                       + placement.why_none(vm, nodes, placement.Plan()))
+                       + placement.why_none(vm, nodes, plan))
     return chosen.name
 
 

@@ -45,6 +45,10 @@ def test_get_many_reads_chunks_with_multiread_in_order(store, zk_root) -> None:
         expected.append(value)
     assert store.get_many(f"{zk_root}/m{i}" for i in range(count)) == expected
     assert store._multi_read, "the server's multiRead was not used"
+    store.set(f"{zk_root}/m1", b"again")
+    versions = store.get_many_versioned([f"{zk_root}/m1", f"{zk_root}/m2", f"{zk_root}/m3"])
+    assert [(v.value, v.version) if v else None for v in versions] == \
+        [(b"again", 1), (b"2", 0), None]
 
 
 def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
