@@ -135,6 +135,8 @@ class BenchSandbox:
                  storage: bool = False, monitoring: bool = False) -> None:
         import os
         self.env = dict(os.environ, PVC_SANDBOX_DIR=BENCH_SANDBOX_DIR, **(env or {}))
+        # `pvc` as installed: its modules' bytecode cached, not compiled at every start
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.up_output = ""
         self.args = ["--hypervisor", kind, "--nodes", str(nodes), "--vms", str(vms),
                      "--port-offset", BENCH_OFFSET,
@@ -205,4 +207,58 @@ def descendants(pid: int) -> list[int]:
         p = todo.pop()
         out.append(p)
         todo.extend(children.get(p, []))
+    return out
+
+
+# ---------------------------------------------------------------------- whole processes
+
+def median_ms(args: list[str], env: dict[str, str] | None = None, runs: int = 9,
+              between: list[str] | None = None) -> float:
+    """The median wall time of a whole process (after one run that warms the caches);
+    `between`: a command run before each, untimed (e.g. stop what the timed one starts)."""
+    import statistics
+    import subprocess
+    subprocess.run(args, env=env, capture_output=True, check=True)
+    samples = []
+    for _ in range(runs):
+        if between:
+            subprocess.run(between, env=env, capture_output=True, check=True)
+        t0 = time.perf_counter()
+        subprocess.run(args, env=env, capture_output=True, check=True)
+        samples.append(time.perf_counter() - t0)
+    return round(statistics.median(samples) * 1000, 1)
+
+
+def bare_python_ms() -> float:
+    """A bare interpreter's start and exit in the same run: the machine's noise floor."""
+    return median_ms(["/usr/bin/python3", "-c", "pass"])
+
+
+def tiny_vm_xml(name: str, memory_mib: int = 4) -> str:
+    """A VM as an operator writes it, small enough for thousands on test-kind nodes."""
+    return (f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>{memory_mib}</memory>"
+            "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>")
+
+
+def define_and_start(sb: "BenchSandbox", count: int, where: Path) -> dict[str, float]:
+    """`pvc vm define` of count files in one command, then `pvc vm start --all --wait`:
+    each timed as the whole process."""
+    import subprocess
+    import sys
+    where.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        f = where / f"s{i}.xml"
+        f.write_text(tiny_vm_xml(f"s{i}"))
+        files.append(str(f))
+    pvc = str(Path(sys.executable).with_name("pvc"))
+    out = {}
+    for label, args in ((f"define {count} VMs (one command) s", ["vm", "define", *files]),
+                        (f"start {count} VMs (--all --wait) s",
+                         ["vm", "start", "--all", "--yes", "--wait"])):
+        t0 = time.perf_counter()
+        res = subprocess.run([pvc, *args], env=sb.env, capture_output=True, text=True)
+        out[label] = round(time.perf_counter() - t0, 2)
+        if res.returncode != 0:
+            raise RuntimeError(f"pvc {args[:2]}: {res.stderr[-2000:]}")
     return out

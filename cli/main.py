@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -109,33 +110,52 @@ def completion(shell: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script (argv None) leaves with os._exit once everything it wrote is
+    flushed: the interpreter's teardown of modules, objects and idle threads was 15 to 20 ms
+    of a 100 ms command. Called with argv (in-process), it raises SystemExit as usual."""
+    code = run(argv)
+    if argv is not None:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):   # a reader that left (`| head`), a closed stream
+            pass
+    os._exit(code)
+
+
+def run(argv: list[str] | None) -> int:
+    """Run the command; its exit code (errors said in one line on stderr)."""
     # Libraries' own warnings (e.g. kazoo's "connection dropped" on close) are not for the
     # operator; pvc reports what matters as one line.
     logging.getLogger().addHandler(logging.NullHandler())
     try:
         rc: Any = cli.main(args=argv, prog_name="pvc", standalone_mode=False)
+    except SystemExit as e:   # ctx.exit(), sys.exit() inside a command
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except RACES as e:   # a race the command did not expect: never show a znode path
         logging.getLogger("pvc").debug("store error: %s", e)
         click.echo("error: the cluster changed while the command ran (another command or "
                    "node acted at the same moment); nothing was changed, try again", err=True)
-        sys.exit(1)
+        return 1
     except PvcError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.UsageError as e:
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
         click.echo(f"error: {e.format_message()}{hint}", err=True)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
-    sys.exit(rc if isinstance(rc, int) else 0)
+        return 130
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
