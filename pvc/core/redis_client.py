@@ -63,6 +63,23 @@ def master(cfg: Config, db: int) -> Any:
     return redis.Redis(host=r.host, port=r.port, db=db, password=password, **CONNECTION)
 
 
+def master_address(cfg: Config) -> tuple[str, int]:
+    """Where the master is now: asked of the Sentinels in order (the first that knows it),
+    else cluster.redis.host:port."""
+    r = cfg.cluster.redis
+    if not r.sentinels:
+        return r.host, r.port
+    for host, port in sentinel_hosts(cfg):
+        try:
+            (found,) = ask(host, port, cfg.redis_password(),
+                           ["SENTINEL", "get-master-addr-by-name", r.master_name])
+        except (OSError, ReplyError):
+            continue
+        if found:
+            return found[0], int(found[1])
+    raise ConnectionError(f"no Sentinel knows a master {r.master_name!r}")
+
+
 def where(cfg: Config) -> str:
     """Where the broker is, for messages: its master's name or address."""
     r = cfg.cluster.redis
@@ -82,7 +99,7 @@ def status(cfg: Config) -> dict[str, Any]:
     replicas: list[dict[str, Any]] = []
     for host, port in sentinel_hosts(cfg):
         try:
-            found, found_replicas = ask_sentinel(
+            found, found_replicas = ask(
                 host, port, cfg.redis_password(),
                 ["SENTINEL", "get-master-addr-by-name", r.master_name],
                 ["SENTINEL", "replicas", r.master_name])
@@ -109,14 +126,16 @@ def _replica(fields: dict[str, Any]) -> dict[str, str]:
 
 # ------------------------------------------------------------------ a Sentinel's answers
 class ReplyError(Exception):
-    """A Sentinel answered with an error (a wrong password, an unknown command)."""
+    """A server answered with an error (a wrong password, an unknown command, READONLY)."""
 
 
-def ask_sentinel(host: str, port: int, password: str, *commands: list[str]) -> list[Any]:
-    """Each command's reply from one Sentinel, over RESP2 on a plain socket. `cluster status`
-    asks each Sentinel two questions, and importing redis-py (which imports asyncio) cost
-    the command 55 to 90 ms of its 250: the questions are asked without it."""
-    sent = ([["AUTH", password]] if password else []) + list(commands)
+def ask(host: str, port: int, password: str, *commands: list[str | bytes]) -> list[Any]:
+    """Each command's reply from one Redis server or Sentinel, over RESP2 on a plain socket.
+    For the CLI's few questions (`cluster status` asks each Sentinel two, a submission
+    pushes one message): importing redis-py (which imports asyncio) cost a command 55 to
+    90 ms, more than the rest of it."""
+    sent: list[list[str | bytes]] = [["AUTH", password]] if password else []
+    sent += commands
     with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as conn:
         conn.settimeout(TIMEOUT)
         conn.sendall(b"".join(_command(c) for c in sent))
@@ -125,10 +144,10 @@ def ask_sentinel(host: str, port: int, password: str, *commands: list[str]) -> l
     return replies[1:] if password else replies
 
 
-def _command(words: list[str]) -> bytes:
+def _command(words: list[str | bytes]) -> bytes:
     out = [f"*{len(words)}\r\n".encode()]
     for w in words:
-        data = w.encode()
+        data = w.encode() if isinstance(w, str) else w
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 

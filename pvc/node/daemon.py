@@ -325,8 +325,7 @@ class NodeDaemon:
             self._domains_dirty.clear()
             running = ctx.hv.running()
             ctx.publish_domains(running)
-            ctx.publish_resources(running=running)
-            changed = self._fix_drift()
+            changed = self._fix_drift()   # publishes the resources too (one read of the VMs)
             said.append(f"{len(running)} domains run here; " + (changed or "nothing to fix"))
         self._build_networks()   # a peer's registration changed (cheap when nothing did)
         if self.role is not None:

@@ -14,7 +14,6 @@ from pvc.core.store import NodeExists, NoNode
 from pvc.network import managed
 from pvc.vm import disks, domxml
 
-
 TX_BYTES = 512 * 1024   # a transaction of new VMs (their XML above all) stays well below
                         # ZooKeeper's 1 MiB request limit
 

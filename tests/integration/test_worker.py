@@ -91,15 +91,52 @@ def test_pickled_messages_are_refused(cluster, node_hv1) -> None:
     cfg, hv = node_hv1
     vm = definition.define(cluster, demo_xml("web1"))
     req = lifecycle.request(cluster, "web1", "start")
-    from tasks.client import client_app
-    client_app(cfg).send_task(req.op.task, args=[vm.uuid, req.op.id], task_id=req.op.id,
-                  queue="pvc.node.hv1", serializer="pickle")
+    celery_client(cfg).send_task(req.op.task, args=[vm.uuid, req.op.id], task_id=req.op.id,
+                                 queue="pvc.node.hv1", serializer="pickle")
     # The same operation sent properly afterwards runs; the pickled one never did.
     submit(cfg, req.op)
     record = cluster.store.wait_for(cluster.schema.operation(req.op.id),
                                     lambda v: v["state"] in states.OP_TERMINAL, timeout=60)
     assert record["attempts"] == 1 and record["state"] == "succeeded"
     assert hv.is_running(vm.uuid)
+
+
+def celery_client(cfg):
+    """A Celery app that sends only, with pvc's broker settings."""
+    from celery import Celery
+
+    from tasks.app import settings
+    app = Celery("test-client", set_as_current=False)
+    app.conf.update({**settings(cfg), "task_send_sent_event": False})
+    return app
+
+
+def test_pvcs_message_is_the_one_celery_writes(services, zk_root) -> None:
+    """tasks.wire writes a submission without Celery: the same JSON Celery's own client
+    pushes (its random ids and origin aside), in the list a worker of that queue pops."""
+    import json
+
+    import redis
+
+    from tasks import wire
+    cfg = make_config(services, zk_root)
+    r = redis.Redis(port=cfg.cluster.redis.port, password=cfg.redis_password(),
+                    db=cfg.cluster.redis.broker_db)
+    queue = f"pvc.node.wire-{zk_root.strip('/')}"
+    celery_client(cfg).send_task("pvc.vm.start", args=["u-1", "op-1"], task_id="op-1",
+                                 queue=queue, argsrepr="vm.start web1", kwargsrepr="by me",
+                                 retry=True)
+    theirs = json.loads(r.rpop(queue))
+    ours = json.loads(wire.message("pvc.vm.start", "op-1", ["u-1", "op-1"], queue,
+                                   "vm.start web1", "by me"))
+
+    def comparable(m: dict) -> dict:
+        m["headers"].pop("origin")
+        for key in ("reply_to", "delivery_tag"):
+            m["properties"].pop(key)
+        return m
+    assert comparable(ours) == comparable(theirs)
+    r.delete(*r.keys(f"*{queue}*"))
 
 
 def test_submit_with_redis_down_changes_nothing(services, zk_root, cluster) -> None:
