@@ -10,8 +10,6 @@ import json
 import logging
 from typing import Any
 
-import redis
-
 from pvc.core import redis_client as redisconn
 from pvc.core.config import Config
 from pvc.core.errors import Unavailable
@@ -24,47 +22,40 @@ log = logging.getLogger(__name__)
 
 
 class RedisBroker:
+    """Asked over RESP (redis_client.ask), without redis-py: its import (asyncio with it)
+    was a fifth of a node daemon's memory, for a few questions a keepalive."""
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.redis = redisconn.master(cfg, cfg.cluster.redis.broker_db)
 
-    def holds(self, op: Operation) -> bool:
+    def _ask(self, *commands: list[str]) -> list[Any]:
+        """The replies to commands, asked of the broker's master in its database."""
         try:
-            return self._holds(op)
-        except redis.RedisError as e:
+            host, port = redisconn.master_address(self.cfg)
+            return redisconn.ask(host, port, self.cfg.redis_password(),
+                                 ["SELECT", str(self.cfg.cluster.redis.broker_db)],
+                                 *commands)[1:]
+        except (OSError, redisconn.ReplyError) as e:
             raise Unavailable(f"cannot reach Redis {redisconn.where(self.cfg)}: {e}") \
                 from None
 
     def _lists(self, node: str) -> list[str]:
         """The node queue's lists of waiting messages (one per priority step)."""
         queue = queue_for(node)
-        return [queue] + [k.decode() for k in
-                          self.redis.scan_iter(f"{queue}{PRIORITY_SEPARATOR}*")]
+        found, cursor = [queue], "0"
+        while True:
+            (cursor, keys), = self._ask(["SCAN", cursor, "MATCH",
+                                         f"{queue}{PRIORITY_SEPARATOR}*", "COUNT", "1000"])
+            found += keys
+            if cursor == "0":
+                return found
 
-    def queue_lengths(self, nodes: list[str]) -> dict[str, int]:
-        """Messages waiting in each node's queue (for the metrics; {} when Redis is away)."""
-        try:
-            return {queue_for(n): sum(int(self.redis.llen(name)) for name in self._lists(n))
-                    for n in nodes}
-        except redis.RedisError as e:
-            log.warning("broker queue lengths unknown: %s", e)
-            return {}
-
-    def next_waiting(self, node: str) -> str:
-        """The id of the message a consumer of node's queue would take next ("" if none
-        waits): kombu pushes at the head of a list and pops from its tail."""
-        for name in self._lists(node):
-            last = self.redis.lindex(name, -1)
-            if last is not None:
-                return _task_id(last)
-        return ""
-
-    def _holds(self, op: Operation) -> bool:
+    def holds(self, op: Operation) -> bool:
         lists = self._lists(op.node)
-        for name in lists:
-            if any(_task_id(raw) == op.id for raw in self.redis.lrange(name, 0, -1)):
-                return True
-        for raw in self.redis.hvals(UNACKED):
+        waiting = self._ask(*(["LRANGE", name, "0", "-1"] for name in lists), ["HVALS", UNACKED])
+        if any(_task_id(raw) == op.id for messages in waiting[:-1] for raw in messages):
+            return True
+        for raw in waiting[-1]:
             try:
                 message = json.loads(raw)[0]
             except (ValueError, IndexError, TypeError):
@@ -72,6 +63,23 @@ class RedisBroker:
             if _task_id(message) == op.id:
                 return True
         return False
+
+    def queue_lengths(self, nodes: list[str]) -> dict[str, int]:
+        """Messages waiting in each node's queue (for the metrics; {} when Redis is away)."""
+        try:
+            return {queue_for(n): sum(self._ask(*(["LLEN", name] for name in self._lists(n))))
+                    for n in nodes}
+        except Unavailable as e:
+            log.warning("broker queue lengths unknown: %s", e)
+            return {}
+
+    def next_waiting(self, node: str) -> str:
+        """The id of the message a consumer of node's queue would take next ("" if none
+        waits): kombu pushes at the head of a list and pops from its tail."""
+        for last in self._ask(*(["LINDEX", name, "-1"] for name in self._lists(node))):
+            if last is not None:
+                return _task_id(last)
+        return ""
 
     def send(self, op: Operation) -> None:
         from tasks.client import submit

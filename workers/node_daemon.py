@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pvc.core.cluster import Cluster
 from pvc.core.config import Config
@@ -11,10 +11,12 @@ from pvc.core.errors import PvcError
 from pvc.node.context import NodeContext
 from pvc.node.daemon import NodeDaemon
 from pvc.observe import nodelog
-from pvc.observe.exporter import MetricsExporter
 from pvc.operations import sweep
 from pvc.operations.requests import Request, abandon
 from workers.common import load_config, stop_on_signals
+
+if TYPE_CHECKING:
+    from pvc.observe.exporter import MetricsExporter
 
 log = logging.getLogger("pvc-node")
 
@@ -61,9 +63,11 @@ def lost_operations(cfg: Config) -> Callable[[Cluster], str]:
     return lost
 
 
-def metrics_exporter(cfg: Config, daemon: NodeDaemon) -> MetricsExporter:
+def metrics_exporter(cfg: Config, daemon: NodeDaemon) -> "MetricsExporter":
     """The primary's metrics endpoint, with the broker's queue lengths (it needs the broker)
-    and the DNS aggregator's figures."""
+    and the DNS aggregator's figures. Imported only where it runs: prometheus_client is a
+    sixth of a daemon's memory."""
+    from pvc.observe.exporter import MetricsExporter
     from tasks.broker import RedisBroker
     assert daemon.ctx is not None
     return MetricsExporter(daemon.ctx.cluster, cfg, RedisBroker(cfg).queue_lengths,

@@ -6,7 +6,7 @@ Celery reaches the broker through kombu's Sentinel transport with the same setti
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from pvc.core.config import Config
 
@@ -129,12 +129,12 @@ class ReplyError(Exception):
     """A server answered with an error (a wrong password, an unknown command, READONLY)."""
 
 
-def ask(host: str, port: int, password: str, *commands: list[str | bytes]) -> list[Any]:
+def ask(host: str, port: int, password: str, *commands: Sequence[str | bytes]) -> list[Any]:
     """Each command's reply from one Redis server or Sentinel, over RESP2 on a plain socket.
     For the CLI's few questions (`cluster status` asks each Sentinel two, a submission
     pushes one message): importing redis-py (which imports asyncio) cost a command 55 to
     90 ms, more than the rest of it."""
-    sent: list[list[str | bytes]] = [["AUTH", password]] if password else []
+    sent: list[Sequence[str | bytes]] = [["AUTH", password]] if password else []
     sent += commands
     with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as conn:
         conn.settimeout(TIMEOUT)
@@ -144,7 +144,7 @@ def ask(host: str, port: int, password: str, *commands: list[str | bytes]) -> li
     return replies[1:] if password else replies
 
 
-def _command(words: list[str | bytes]) -> bytes:
+def _command(words: Sequence[str | bytes]) -> bytes:
     out = [f"*{len(words)}\r\n".encode()]
     for w in words:
         data = w.encode() if isinstance(w, str) else w

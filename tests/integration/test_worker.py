@@ -180,5 +180,5 @@ def test_the_consumer_watchdog_sees_a_message_nobody_takes(services, zk_root) ->
     assert not dog.stalled()                          # a task runs: it waits its turn
     busy[0] = False
     assert dog.stalled()                              # the same, next, and nothing runs
-    RedisBroker(cfg).redis.delete("pvc.node.hv9")     # taken (or lost): nothing waits
+    RedisBroker(cfg)._ask(["DEL", "pvc.node.hv9"])    # taken (or lost): nothing waits
     assert not dog.stalled()
