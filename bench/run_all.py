@@ -17,6 +17,7 @@ from bench import (
     bench_power_off,
     bench_reconcile,
     bench_recovery,
+    bench_scale,
     bench_storage,
     bench_vm_start,
     bench_watch,
@@ -25,7 +26,7 @@ from bench import (
 BENCHMARKS = [bench_cli, bench_reconcile, bench_vm_start, bench_memory, bench_flush,
               bench_migration, bench_console, bench_recovery, bench_console_flood,
               bench_coordinators, bench_dns, bench_fencing, bench_watch, bench_power_off, bench_storage,
-              bench_metrics, bench_compose, bench_cli_scale]
+              bench_metrics, bench_compose, bench_cli_scale, bench_scale]
 
 
 def main() -> None:

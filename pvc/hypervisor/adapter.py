@@ -325,10 +325,12 @@ class LibvirtHypervisor:
         self._stop_waiters[uuid] = ev
         return ev
 
-    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         uuid, name = dom.UUIDString(), dom.name()
         ev_name = EVENT_NAMES.get(event, str(event))
-        if ev_name in ("stopped", "crashed"):
+        if ev_name == "stopped" and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+            ev_name = "migrated"   # it runs on another node now: no drift here
+        if ev_name in ("stopped", "crashed", "migrated"):
             waiter = self._stop_waiters.get(uuid)
             if waiter:
                 waiter.set()

@@ -398,6 +398,9 @@ class NodeDaemon:
     def _on_domain_event(self, _uuid: str, name: str, event: str) -> None:
         log.debug("domain %s: %s", name, event)
         self._domains_dirty.set()
+        # a domain that died may have to be started again; one migrated away is where it
+        # should be (checking every VM after each move of a flush cost a node's daemon the
+        # flush's duration times a reconcile of the whole cluster: bench_scale)
         if event in ("stopped", "crashed"):
             self._drift.set()
         self._wake.set()
