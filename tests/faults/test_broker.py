@@ -1,5 +1,6 @@
 """Broker and worker faults: Redis restarted with an operation queued, a message lost, a lost
-`vm stop` cancelled, a whole worker killed, foreign submissions and Flower's buttons."""
+`vm stop` cancelled, a whole worker killed (also in the middle of a batch), foreign
+submissions and Flower's buttons."""
 from __future__ import annotations
 
 import base64
@@ -239,6 +240,44 @@ def test_a_worker_stopped_mid_flush_finishes_it_first(cluster_ok: Faults) -> Non
     assert not any(v["operation"] for v in f.pvc.json("vm", "list"))
     assert all(len(nodes) == 1 for nodes in f.where().values())
     f.pvc("node", "unflush", "hv2", "--wait", "--wait-timeout", "120")
+
+
+def test_a_worker_killed_in_the_middle_of_a_batch(cluster_ok: Faults) -> None:
+    """SIGKILL to the worker running `vm stop --node hv2` (its libvirtd frozen once the first
+    VM stopped): the batch's message comes back to the new worker, which skips the VMs done
+    and stops the rest. The record succeeds on a later attempt; every VM of hv2 is stopped
+    and runs nowhere, none stays busy; started again, each runs exactly once."""
+    f = cluster_ok
+    names = sorted(n for n, v in f.pvc.vms().items()
+                   if v["node"] == "hv2" and v["observed"] == "running")
+    assert len(names) >= 2
+    libvirtd = f.pid("libvirtd-hv2")
+    caught = threading.Event()
+    with f.client() as c:
+        def on_hv2(domains: dict | None, _version: int | None) -> bool:
+            if domains is not None and len(domains) < before and not caught.is_set():
+                os.kill(libvirtd, signal.SIGSTOP)    # the batch stops after its first VM
+                caught.set()
+            return not caught.is_set()
+
+        before = len(c.node("hv2").domains)
+        c.store.watch_data(c.schema.node_field("hv2", "domains"), on_hv2)
+        try:
+            res = f.pvc.json("vm", "stop", "--node", "hv2", "--yes")
+            (op,) = [o["id"] for o in res["operations"]]
+            assert caught.wait(60)
+            f.killed("worker-hv2")
+        finally:
+            os.kill(libvirtd, signal.SIGCONT)
+    record = f.finished(op)
+    assert record["state"] == "succeeded" and record["attempts"] >= 2, record
+    assert record["progress"]["done"] == record["progress"]["total"] == len(names)
+    vms = f.pvc.vms()
+    assert {(vms[n]["state"], vms[n]["observed"]) for n in names} == {("stop", "stopped")}
+    assert not any(v["operation"] for v in vms.values())
+    assert not any(n in f.where() for n in names)
+    f.pvc("vm", "start", *names, "--wait", "--wait-timeout", "120")
+    assert all(f.where()[n] == ["hv2"] for n in names)
 
 
 def test_the_broker_master_killed_with_an_operation_queued(cluster_ok: Faults) -> None:
