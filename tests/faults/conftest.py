@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,26 @@ class Faults:
     # ---------------------------------------------------------------- processes
     def pid(self, program: str) -> int:
         return int(self.layout.supervisor.info(program)["pid"])
+
+    def freeze_on_change(self, c: Any, node: str, program: str,
+                         grows: bool = True) -> threading.Event:
+        """SIGSTOP to `program` as soon as `node` publishes more domains (or fewer): an
+        operation in flight stops right after its first move. Set once frozen; the caller
+        sends SIGCONT."""
+        pid = self.pid(program)
+        frozen = threading.Event()
+        before = len(c.node(node).domains)
+
+        def on_change(domains: dict | None, _version: int | None) -> bool:
+            changed = domains is not None and (len(domains) > before if grows
+                                               else len(domains) < before)
+            if changed and not frozen.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                frozen.set()
+            return not frozen.is_set()
+
+        c.store.watch_data(c.schema.node_field(node, "domains"), on_change)
+        return frozen
 
     def signal(self, program: str, sig: int, group: bool = False) -> int:
         pid = self.pid(program)

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -210,16 +209,9 @@ def test_a_worker_stopped_mid_flush_finishes_it_first(cluster_ok: Faults) -> Non
     says `succeeded`, nothing stays held, every VM runs once."""
     f = cluster_ok
     libvirtd = f.pid("libvirtd-hv2")
-    caught = threading.Event()
     with f.client() as c:
-        def on_hv3(domains: dict | None, _version: int | None) -> bool:
-            if domains is not None and len(domains) > before and not caught.is_set():
-                os.kill(libvirtd, signal.SIGSTOP)    # the flush stops after its first move
-                caught.set()
-            return not caught.is_set()
-
-        before = len(c.node("hv3").domains)
-        c.store.watch_data(c.schema.node_field("hv3", "domains"), on_hv3)
+        # the flush stops after its first move
+        caught = f.freeze_on_change(c, "hv3", "libvirtd-hv2")
         try:
             op = f.submit("node", "flush", "hv2", "--max-parallel", "1")
             assert caught.wait(60)
@@ -252,16 +244,9 @@ def test_a_worker_killed_in_the_middle_of_a_batch(cluster_ok: Faults) -> None:
                    if v["node"] == "hv2" and v["observed"] == "running")
     assert len(names) >= 2
     libvirtd = f.pid("libvirtd-hv2")
-    caught = threading.Event()
     with f.client() as c:
-        def on_hv2(domains: dict | None, _version: int | None) -> bool:
-            if domains is not None and len(domains) < before and not caught.is_set():
-                os.kill(libvirtd, signal.SIGSTOP)    # the batch stops after its first VM
-                caught.set()
-            return not caught.is_set()
-
-        before = len(c.node("hv2").domains)
-        c.store.watch_data(c.schema.node_field("hv2", "domains"), on_hv2)
+        # the batch stops after its first VM
+        caught = f.freeze_on_change(c, "hv2", "libvirtd-hv2", grows=False)
         try:
             res = f.pvc.json("vm", "stop", "--node", "hv2", "--yes")
             (op,) = [o["id"] for o in res["operations"]]

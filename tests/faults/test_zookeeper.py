@@ -65,17 +65,9 @@ def test_lock_holder_killed_while_another_flush_waits(cluster_ok: Faults) -> Non
     moves those VMs; A comes back (redelivered) and finishes after B. No circular wait."""
     f = cluster_ok
     libvirtd_hv1 = f.pid("libvirtd-hv1")
-    frozen = threading.Event()
     with f.client() as c:
-
-        def on_hv2(domains: dict | None, _version: int | None) -> bool:
-            if domains is not None and len(domains) > before and not frozen.is_set():
-                os.kill(libvirtd_hv1, signal.SIGSTOP)   # A stops right after its first move
-                frozen.set()
-            return not frozen.is_set()
-
-        before = len(c.node("hv2").domains)
-        c.store.watch_data(c.schema.node_field("hv2", "domains"), on_hv2)
+        # A stops right after its first move
+        frozen = f.freeze_on_change(c, "hv2", "libvirtd-hv1")
         try:
             a = f.submit("node", "flush", "hv1", "--max-parallel", "1")
             assert frozen.wait(60)
