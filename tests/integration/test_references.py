@@ -57,7 +57,7 @@ COMMANDS = reference_commands()
 def test_the_tree_has_the_commands_we_know() -> None:
     names = {" ".join(p) + " " + (q.opts[0] if isinstance(q, click.Option) else q.name)
              for p, _c, q in COMMANDS}
-    for known in ("vm info ref", "vm start ref", "node flush node_name", "task show op_id",
+    for known in ("vm info ref", "vm start refs", "node flush node_name", "task show op_id",
                   "task cancel op_id", "vm migrate --target", "network info vni"):
         assert known in names, sorted(names)
 
