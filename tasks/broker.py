@@ -27,17 +27,26 @@ class RedisBroker:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self._master: tuple[str, int] | None = None   # asked of the Sentinels when unknown
 
     def _ask(self, *commands: list[str]) -> list[Any]:
-        """The replies to commands, asked of the broker's master in its database."""
-        try:
-            host, port = redisconn.master_address(self.cfg)
-            return redisconn.ask(host, port, self.cfg.redis_password(),
-                                 ["SELECT", str(self.cfg.cluster.redis.broker_db)],
-                                 *commands)[1:]
-        except (OSError, redisconn.ReplyError) as e:
-            raise Unavailable(f"cannot reach Redis {redisconn.where(self.cfg)}: {e}") \
-                from None
+        """The replies to commands, asked of the broker's master in its database: the one
+        it asked last, or (it did not answer, or is a master no more) the Sentinels' now."""
+        failure: Exception = ConnectionError("no master")
+        for known in (True, False):
+            try:
+                if self._master is None or not known:
+                    self._master = redisconn.master_address(self.cfg)
+                role, _db, *replies = redisconn.ask(
+                    *self._master, self.cfg.redis_password(), ["ROLE"],
+                    ["SELECT", str(self.cfg.cluster.redis.broker_db)], *commands)
+                if role[0] == "master":
+                    return replies
+                failure = ConnectionError(f"{self._master[0]} is a {role[0]} now")
+            except (OSError, redisconn.ReplyError) as e:
+                failure = e
+            self._master = None
+        raise Unavailable(f"cannot reach Redis {redisconn.where(self.cfg)}: {failure}")
 
     def _lists(self, node: str) -> list[str]:
         """The node queue's lists of waiting messages (one per priority step)."""

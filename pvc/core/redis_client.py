@@ -63,19 +63,25 @@ def master(cfg: Config, db: int) -> Any:
     return redis.Redis(host=r.host, port=r.port, db=db, password=password, **CONNECTION)
 
 
+_answered: dict[str, tuple[str, int]] = {}   # Sentinels -> the one that answered last
+
+
 def master_address(cfg: Config) -> tuple[str, int]:
-    """Where the master is now: asked of the Sentinels in order (the first that knows it),
-    else cluster.redis.host:port."""
+    """Where the master is now: asked of the Sentinels (the one that answered last first:
+    one powered off costs each question its connect timeout), else cluster.redis.host:port."""
     r = cfg.cluster.redis
     if not r.sentinels:
         return r.host, r.port
-    for host, port in sentinel_hosts(cfg):
+    hosts = sentinel_hosts(cfg)
+    last = _answered.get(r.sentinels)
+    for host, port in ([last] if last in hosts else []) + [h for h in hosts if h != last]:
         try:
             (found,) = ask(host, port, cfg.redis_password(),
                            ["SENTINEL", "get-master-addr-by-name", r.master_name])
         except (OSError, ReplyError):
             continue
         if found:
+            _answered[r.sentinels] = (host, port)
             return found[0], int(found[1])
     raise ConnectionError(f"no Sentinel knows a master {r.master_name!r}")
 

@@ -45,6 +45,7 @@ from pvc.vm import disks
 from pvc.vm.lifecycle import record_failure
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_FAILURE = 0.5   # seconds before a failed keepalive is tried again
 
 # What the coordinator role does when ZooKeeper's session changes (on the session thread).
 ROLE_ON_SESSION: dict[SessionEvent, Callable[[CoordinatorRole], None]] = {
@@ -236,11 +237,14 @@ class NodeDaemon:
                 break
             try:
                 if time.monotonic() >= next_keepalive:
-                    self._tick()
                     next_keepalive = time.monotonic() + interval
+                    self._tick()
                 else:
                     self._on_wake()
             except PvcError as e:
+                # tried again soon, not at once: a store that refuses at once (a session
+                # that just expired) made this loop spin, 165 warnings a second
+                next_keepalive = min(next_keepalive, time.monotonic() + RETRY_AFTER_FAILURE)
                 log.warning("keepalive failed: %s", e)
 
     def _on_wake(self) -> None:
