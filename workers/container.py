@@ -176,13 +176,23 @@ def run_init(cfg: Config) -> None:
         found[:] = [view.leader]
         return bool(view.leader) and all(m.healthy for m in view.members)
 
-    procs.wait_until("the database leader", leader, 300)
-    name = found[0]
     nodes = env_list("PVC_COORDINATORS")
-    address = members[nodes.index(name)]
     dns = cfg.cluster.dns
-    postgres.bootstrap_dns_database(address, db.postgres_port, secret("database_password"),
-                                    dns.dbname, dns.user, secret("dns_password"))
+
+    def bootstrapped() -> bool:
+        if not leader():
+            return False
+        try:
+            postgres.bootstrap_dns_database(members[nodes.index(found[0])], db.postgres_port,
+                                            secret("database_password"), dns.dbname, dns.user,
+                                            secret("dns_password"))
+            return True
+        except postgres.Error as e:   # the leader moved meanwhile (it follows the primary)
+            print(f"the DNS database: {str(e).strip().splitlines()[0]}; asking again",
+                  flush=True)
+            return False
+
+    procs.wait_until("the DNS database on the database leader", bootstrapped, 300)
     try:
         sb.add_demo_network(cfg)
     except Conflict:
